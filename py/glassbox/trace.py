@@ -1,0 +1,122 @@
+"""The Trace: every intermediate tensor of one forward pass, under stable names.
+
+The numpy reference, the GPU engine, the tests and the views all use these names. Per layer
+``l`` the names are ``h.{l}.<name>``; shapes use the legend in ``glassbox/__init__``
+(T = N without a KV cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import GPTConfig
+
+# Model-level tensors, in computation order, with shapes.
+GLOBAL_NAMES = {
+    "tok_emb": "[N, D] token embedding rows wte[ids]",
+    "pos_emb": "[N, D] position embedding rows wpe[start:start+N]",
+    "emb": "[N, D] tok_emb + pos_emb, the residual stream entering layer 0",
+}
+# Per-layer tensors, in computation order, with shapes.
+LAYER_NAMES = {
+    "ln_1.mean": "[N] mean of each residual row",
+    "ln_1.var": "[N] biased variance of each residual row",
+    "ln_1": "[N, D] layer norm 1 output",
+    "q": "[H, N, K] queries per head",
+    "k": "[H, N, K] keys per head (this run's tokens)",
+    "v": "[H, N, K] values per head (this run's tokens)",
+    "scores": "[H, N, T] raw scores Q K^T",
+    "scaled": "[H, N, T] scores / sqrt(K)",
+    "masked": "[H, N, T] scaled with future cells set to MASK_VALUE",
+    "att": "[H, N, T] softmax over keys; each row sums to 1",
+    "head_out": "[H, N, K] att @ V per head",
+    "attn_concat": "[N, D] heads concatenated",
+    "attn_proj": "[N, D] attention output projection (c_proj)",
+    "res_1": "[N, D] residual after attention: x + attn_proj",
+    "ln_2.mean": "[N] mean of each res_1 row",
+    "ln_2.var": "[N] biased variance of each res_1 row",
+    "ln_2": "[N, D] layer norm 2 output",
+    "mlp_fc": "[N, F] MLP expansion (c_fc), before GELU",
+    "mlp_gelu": "[N, F] GELU(mlp_fc)",
+    "mlp_proj": "[N, D] MLP projection (c_proj)",
+    "res_2": "[N, D] residual after the MLP: res_1 + mlp_proj; the block's output",
+}
+FINAL_NAMES = {
+    "ln_f.mean": "[N] mean of each final residual row",
+    "ln_f.var": "[N] biased variance of each final residual row",
+    "ln_f": "[N, D] final layer norm output",
+    "logits": "[N, V] ln_f @ wte^T",
+}
+
+
+def layer_name(layer: int, name: str) -> str:
+    """The trace key of a per-layer tensor: layer_name(3, 'att') == 'h.3.att'."""
+    return f"h.{layer}.{name}"
+
+
+def all_names(config: GPTConfig) -> list[str]:
+    """Every trace name of a full forward, in computation order."""
+    names = list(GLOBAL_NAMES)
+    for layer in range(config.n_layer):
+        names += [layer_name(layer, n) for n in LAYER_NAMES]
+    return names + list(FINAL_NAMES)
+
+
+def capture_all(name: str) -> bool:
+    return True
+
+
+def capture_logits(name: str) -> bool:
+    return name == "logits"
+
+
+def capture_layer(layer: int):
+    """Keep the embeddings, one layer's tensors, ln_f and the logits."""
+    prefix = layer_name(layer, "")
+
+    def want(name: str) -> bool:
+        return not name.startswith("h.") or name.startswith(prefix)
+
+    return want
+
+
+@dataclass
+class Trace:
+    """Named tensors of one forward pass over ``ids`` at positions ``start .. start+N-1``."""
+
+    config: GPTConfig
+    ids: np.ndarray
+    start: int = 0
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise KeyError(f"trace has no tensor {name!r} (captured: {len(self.tensors)} tensors)") from None
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self.tensors[name] = value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def layer(self, layer: int) -> dict[str, np.ndarray]:
+        """One layer's tensors keyed by their short names ('att', 'q', ...)."""
+        prefix = layer_name(layer, "")
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self["logits"]
