@@ -32,8 +32,12 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, shifted by the row max. [..., T] -> [..., T]"""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    """Softmax over the last axis, shifted by the row max. [..., T] -> [..., T]
+
+    exp of a masked cell underflows to exactly 0 by design, so underflow is not an error here.
+    """
+    with np.errstate(under="ignore"):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 

@@ -1,0 +1,124 @@
+"""A model ready to run: checkpoint + tokenizer + the numpy forward, and the text-level API.
+
+Text policy (one place, used by the CLI and the app): empty text is refused; text longer
+than the context keeps its last C tokens, and ``Prompt.dropped`` says how many were cut.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import reference, weights
+from .sampling import Distribution, distribution, sample
+from .tokenizer import Tokenizer
+from .trace import Trace
+
+
+class InputError(ValueError):
+    """Text the model cannot run, with a message meant for the person who typed it."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: np.ndarray  # [N] the ids that run (at most C)
+    dropped: int  # leading tokens cut to fit the context
+
+
+def load_tokenizer(manifest: dict, read, vocab_dir: str | None = None) -> Tokenizer:
+    """The tokenizer a manifest names, each file checked against its sha256.
+
+    ``read(name)`` returns a file's bytes from the model folder or None; files the manifest
+    marks as not bundled are read from ``vocab_dir`` (GPT-2's vendored encoder.json/vocab.bpe).
+    """
+    data = {}
+    for name, entry in manifest["tokenizer"].items():
+        blob = read(name) if entry.get("bundled", True) else None
+        where = name
+        if blob is None and vocab_dir is not None:
+            where = os.path.join(vocab_dir, name)
+            if os.path.exists(where):
+                with open(where, "rb") as f:
+                    blob = f.read()
+        if blob is None:
+            raise weights.WeightsError(
+                f"tokenizer file {name} not found (looked in the model folder"
+                + (f" and {vocab_dir}" if vocab_dir else "") + "); run `python3 tools/vendor.py` to fetch GPT-2's vocabulary")
+        actual = weights.sha256_hex(blob)
+        if actual != entry["sha256"]:
+            raise weights.WeightsError(f"tokenizer file {where} has sha256 {actual}, the manifest expects {entry['sha256']}")
+        data[name] = blob
+    return Tokenizer.from_bytes(data["encoder.json"], data["vocab.bpe"])
+
+
+class Model:
+    """Checkpoint + tokenizer; runs the numpy reference forward."""
+
+    def __init__(self, checkpoint: weights.Checkpoint, tokenizer: Tokenizer, name: str = ""):
+        self.checkpoint = checkpoint
+        self.config = checkpoint.config
+        self.tokenizer = tokenizer
+        self.name = name
+        if tokenizer.vocab_size > self.config.vocab_size:
+            raise weights.WeightsError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {self.config.vocab_size}")
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self.checkpoint.dequantized()
+
+    def prompt(self, text: str) -> Prompt:
+        """Tokenize ``text`` under the text policy in this module's docstring."""
+        if not text:
+            raise InputError("the text is empty: type something for the model to continue")
+        ids = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
+        limit = self.config.n_positions
+        dropped = max(0, ids.size - limit)
+        return Prompt(ids=ids[dropped:], dropped=dropped)
+
+    def forward(self, ids, cache: reference.KVCache | None = None, capture=None) -> Trace:
+        return reference.forward(self.params, self.config, ids, cache=cache, capture=capture)
+
+    def next_token(self, text: str, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                   capture=None) -> tuple[Prompt, Trace, Distribution]:
+        prompt = self.prompt(text)
+        trace = self.forward(prompt.ids, capture=capture)
+        return prompt, trace, distribution(trace.logits[-1], temperature, top_k, top_p)
+
+    def generate(self, text: str, n: int, rng: np.random.Generator, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0) -> tuple[Prompt, list[int]]:
+        """Sample ``n`` tokens with the KV cache; stops early when the context is full."""
+        prompt = self.prompt(text)
+        cache = reference.KVCache(self.config)
+        logits = self.forward(prompt.ids, cache=cache, capture=lambda name: False).logits[-1]
+        out: list[int] = []
+        for _ in range(n):
+            token = sample(distribution(logits, temperature, top_k, top_p), rng)
+            out.append(token)
+            if cache.length >= self.config.n_positions or len(out) == n:
+                break
+            logits = self.forward([token], cache=cache, capture=lambda name: False).logits[-1]
+        return prompt, out
+
+
+def load(path: str, vocab_dir: str | None = None) -> Model:
+    """Load a model folder from disk (native CLI and tests; the page loads from fetched bytes)."""
+    checkpoint = weights.load_folder(path)
+
+    def read(name: str) -> bytes | None:
+        file = os.path.join(path, name)
+        if not os.path.exists(file):
+            return None
+        with open(file, "rb") as f:
+            return f.read()
+
+    return Model(checkpoint, load_tokenizer(checkpoint.manifest, read, vocab_dir), os.path.basename(os.path.normpath(path)))
+
+
+def default_model_dir(root: str) -> str:
+    """weights/gpt2 when a user has converted real GPT-2 there, else the committed small model."""
+    gpt2 = os.path.join(root, "weights", "gpt2")
+    if os.path.exists(os.path.join(gpt2, weights.MANIFEST)):
+        return gpt2
+    return os.path.join(root, "weights", "mini")

@@ -1,0 +1,94 @@
+"""Next-token sampling: temperature, top-k and top-p over the full vocabulary.
+
+The steps follow the order Hugging Face's generate applies them (temperature, then top-k,
+then top-p) and keep every intermediate so the views can draw the walk from logits to the
+sampled token:
+
+    logits [V] --/T--> scaled [V] --top-k, top-p--> kept [V] --softmax over kept--> probs [V]
+
+Temperature 0 means greedy: probs is one-hot on the arg-max (the first one on ties).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .reference import softmax
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """What the model's next-token choice is drawn from; arrays are [V]."""
+
+    logits: np.ndarray
+    temperature: float
+    top_k: int  # 0 = off
+    top_p: float  # 1.0 = off
+    scaled: np.ndarray  # logits / temperature (logits themselves when greedy)
+    full_probs: np.ndarray  # softmax(scaled) before any filtering
+    kept: np.ndarray  # bool: tokens that survive top-k and top-p
+    probs: np.ndarray  # the distribution actually sampled from (0 outside kept)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def top(self, n: int) -> np.ndarray:
+        """Ids of the n most probable tokens under ``probs`` (ties: by full_probs)."""
+        order = np.lexsort((-self.full_probs, -self.probs))
+        return order[:n]
+
+
+def check_options(temperature: float, top_k: int, top_p: float) -> None:
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top-k must be a whole number >= 0 (0 turns it off), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top-p must be in (0, 1], got {top_p}")
+
+
+def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0) -> Distribution:
+    """Build the next-token distribution from one row of logits [V]."""
+    check_options(temperature, top_k, top_p)
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.ndim != 1:
+        raise ValueError(f"distribution takes one row of logits [V], got shape {logits.shape}")
+    if temperature == 0:
+        scaled = logits.copy()
+        full = softmax(scaled)
+        kept = np.zeros(logits.shape, dtype=bool)
+        kept[int(np.argmax(logits))] = True
+        return Distribution(logits, 0.0, int(top_k), float(top_p), scaled, full, kept, kept.astype(np.float32))
+
+    scaled = (logits / np.float32(temperature)).astype(np.float32)
+    full = softmax(scaled)
+    kept = np.ones(logits.shape, dtype=bool)
+    if top_k and top_k < logits.size:
+        # Keep the k highest; ties at the threshold are kept, as Hugging Face does.
+        threshold = np.partition(scaled, -top_k)[-top_k]
+        kept &= scaled >= threshold
+    if top_p < 1.0:
+        # Over the whole vocabulary: sort the survivors by probability and keep the smallest
+        # prefix whose mass reaches top_p (the token that crosses it is kept).
+        p = softmax(np.where(kept, scaled, -np.inf).astype(np.float32)) if not kept.all() else full
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order], dtype=np.float64)
+        n_keep = int(np.searchsorted(cum, top_p, side="left")) + 1
+        mask = np.zeros_like(kept)
+        mask[order[:n_keep]] = True
+        kept &= mask
+    masked = np.where(kept, scaled, -np.inf).astype(np.float32)
+    probs = softmax(masked)
+    return Distribution(logits, float(temperature), int(top_k), float(top_p), scaled, full, kept, probs)
+
+
+def sample(dist: Distribution, rng: np.random.Generator) -> int:
+    """Draw one token id from ``dist.probs`` (the arg-max when greedy)."""
+    if dist.greedy:
+        return int(np.argmax(dist.probs))
+    p = dist.probs.astype(np.float64)
+    return int(rng.choice(p.size, p=p / p.sum()))
