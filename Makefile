@@ -1,0 +1,40 @@
+# Glassbox set-up. Two commands on a fresh Debian/Ubuntu (Python 3.11+, Node 20+):
+#   make serve   install what the app needs and serve it on http://127.0.0.1:8000/ (PORT=...)
+#   make test    install what the tests need and run the whole suite
+# Each step reruns only when its inputs changed (package-lock.json, requirements files).
+
+PYTHON ?= python3
+PORT ?= 8000
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: serve test vendor check-tools
+
+serve: vendor
+	$(PY) tools/serve.py --port $(PORT)
+
+test: vendor $(VENV)/.test-requirements
+	$(PY) -m pytest
+
+vendor: node_modules/.package-lock.json $(VENV)/.requirements
+	$(PY) tools/vendor.py
+
+check-tools:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "Glassbox needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	@node -e 'process.exit(parseInt(process.versions.node) < 20 ? 1 : 0)' \
+	  || { echo "Glassbox needs Node 20 or newer (with npm)"; exit 1; }
+
+node_modules/.package-lock.json: package.json package-lock.json | check-tools
+	npm ci --ignore-scripts --no-audit --no-fund
+
+$(PY): | check-tools
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.requirements: requirements.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test-requirements: requirements-test.txt requirements.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
+	touch $@

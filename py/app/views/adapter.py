@@ -1,0 +1,35 @@
+"""The compute-backend card: which WebGPU adapter runs the model, or that numpy does."""
+
+from __future__ import annotations
+
+from html import escape
+
+from ..webgpu import AdapterInfo
+
+
+def render(adapter: AdapterInfo | None, backend: str, versions: dict[str, str]) -> str:
+    """HTML for the backend card; the adapter's name carries data-testid="adapter"."""
+    if backend not in ("webgpu", "numpy"):
+        raise ValueError(f"unknown backend {backend!r}")
+    if (adapter is None) != (backend == "numpy"):
+        raise ValueError("backend 'webgpu' needs an adapter and 'numpy' must have none")
+    rows = []
+    if adapter is None:
+        name = "No WebGPU adapter: the model runs on numpy in Python (slower)"
+    else:
+        name = adapter.name
+        rows += [("Vendor", adapter.vendor), ("Architecture", adapter.architecture),
+                 ("Device", adapter.device), ("Description", adapter.description)]
+        if adapter.fallback:
+            rows.append(("Note", "software fallback adapter (no hardware GPU)"))
+    rows += [(f"{package} version", version) for package, version in versions.items()]
+    facts = "".join(
+        f"<dt>{escape(label)}</dt><dd>{escape(value)}</dd>" for label, value in rows if value
+    )
+    return (
+        '<section class="card backend" data-testid="backend">'
+        f'<h2>Compute backend <span class="backend-badge">{escape(backend)}</span></h2>'
+        f'<p class="adapter-name" data-testid="adapter">{escape(name)}</p>'
+        f'<dl class="facts">{facts}</dl>'
+        "</section>"
+    )

@@ -1,0 +1,176 @@
+"""Browser end-to-end fixtures: the real page in Debian's headless Chromium, via Playwright.
+
+Shared by every test under tests/e2e (fixture scope "package": torn down after the last e2e
+test, because Playwright's sync API holds an asyncio loop on the main thread that would
+break asyncio.run() in later tests), so Pyodide boots once for all of them:
+
+    site       the project's own server (tools/serve.py) on a free 127.0.0.1 port
+    browser    /usr/bin/chromium, headless, WebGPU through SwiftShader
+    app        an AppPage: the page loaded once and booted to data-state=ready
+
+``app.page`` is the Playwright page, ``app.py(code)`` runs Python in the page and returns
+the JSON value of its last expression (numpy arrays arrive as lists), ``app.requests`` lists
+every URL the page asked for, ``app.console`` every console message, ``app.boot_seconds`` the
+time from navigation to ready. Tests share the page: they may read it and run Python in it,
+but must not navigate it away; a test that needs a different page opens its own with the
+``open_page(path="", route=None)`` fixture (its own browser context; close it when done).
+
+Every test fails if any page asked for a host other than 127.0.0.1 (such requests are also
+blocked, so the page runs as it would with the network cut). A failing test's report
+includes the browser console.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from serve import serve_in_thread  # noqa: E402
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("GLASSBOX_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu",
+    "--enable-features=Vulkan", "--use-webgpu-adapter=swiftshader",
+]
+BOOT_TIMEOUT_MS = 180_000
+SETTLED = "['ready', 'error'].includes(document.documentElement.dataset.state)"
+LOCAL_HOST = "127.0.0.1"
+
+
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class AppPage:
+    page: object
+    requests: list[str] = field(default_factory=list, repr=False)
+    foreign: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list, repr=False)  # in the failure report instead
+    boot_seconds: float | None = None
+    started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def state(self) -> str:
+        return self.page.evaluate("document.documentElement.dataset.state")
+
+    def py(self, code: str):
+        """Run Python in the page (window.glassbox_py); Python errors raise with the traceback."""
+        return self.page.evaluate("code => window.glassbox_py(code)", code)
+
+    def wait_settled(self, timeout_ms: int = BOOT_TIMEOUT_MS) -> str:
+        """Wait for data-state ready or error; boot_seconds counts from navigation."""
+        self.page.wait_for_function(SETTLED, timeout=timeout_ms)
+        self.boot_seconds = time.perf_counter() - self.started
+        return self.state()
+
+
+_PAGES: list[AppPage] = []
+
+
+def _open_page(browser, site: str, path: str = "", route=None) -> AppPage:
+    """A new page in its own context, recording requests and console, not yet settled.
+
+    ``route(context)`` may install extra Playwright routes (e.g. to break a file on purpose).
+    """
+    context = browser.new_context()
+    app = AppPage(page=None)
+    _PAGES.append(app)
+
+    def guard(route_):
+        url = route_.request.url
+        if urlsplit(url).hostname != LOCAL_HOST:
+            app.foreign.append(url)
+            route_.abort("blockedbyclient")
+        else:
+            route_.fallback()
+
+    context.route("**/*", guard)
+    if route is not None:
+        route(context)
+    page = context.new_page()
+    app.page = page
+    page.on("request", lambda request: app.requests.append(request.url))
+    page.on("console", lambda msg: app.console.append(f"[{msg.type}] {msg.text}"))
+    page.on("pageerror", lambda error: app.console.append(f"[pageerror] {error}"))
+    app.started = time.perf_counter()
+    page.goto(f"{site}/{path}")
+    return app
+
+
+@pytest.fixture(scope="package")
+def site():
+    server, _ = serve_in_thread(ROOT)
+    yield f"http://{LOCAL_HOST}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="package")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium); "
+                    "the e2e tests never download a browser")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="package")
+def app(browser, site) -> AppPage:
+    """The page, booted once for all e2e tests."""
+    app = _open_page(browser, site)
+    state = app.wait_settled()
+    if state != "ready":
+        error = app.page.text_content("[data-testid=error]") or ""
+        pytest.fail(f"the page did not become ready (state {state}): {' '.join(error.split())}\n"
+                    + "\n".join(app.console))
+    print(f"\npage boot: {app.boot_seconds:.1f} s to data-state=ready")
+    return app
+
+
+@pytest.fixture
+def open_page(browser, site):
+    """open_page(path="", route=None) -> AppPage: a fresh page in its own context."""
+    return lambda path="", route=None: _open_page(browser, site, path, route)
+
+
+@pytest.fixture(autouse=True)
+def _only_local_requests():
+    """Fail the test if any page opened so far asked for a host other than 127.0.0.1."""
+    yield
+    foreign = [url for app in _PAGES for url in app.foreign]
+    assert not foreign, f"requests left 127.0.0.1: {foreign}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and _PAGES:
+        lines = [line for app in _PAGES for line in app.console]
+        report.sections.append(("browser console", "\n".join(lines) or "(empty)"))
+    return report
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
