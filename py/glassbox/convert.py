@@ -106,6 +106,23 @@ def fetch_from_hub(repo_id: str) -> str:
                            "Are you offline? Download it elsewhere and pass the local folder instead.") from None
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _same_tokenizer_file(name: str, a: bytes, b: bytes) -> bool:
+    """Whether two encoder.json (same mapping) or vocab.bpe (same merges, in order) files say
+    the same thing, whatever their formatting (Hugging Face rewrites them on save)."""
+    try:
+        if name == "encoder.json":
+            return json.loads(a) == json.loads(b)
+        merges = lambda d: [l for l in d.decode("utf-8").splitlines() if l.strip() and not l.startswith("#version")]  # noqa: E731
+        return merges(a) == merges(b)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
 def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
             group: int = 32) -> dict:
     """Convert checkpoint ``src`` (folder or hub id) to a Glassbox folder ``out``; return its manifest.
@@ -128,13 +145,17 @@ def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
     tokenizer = {}
     for hf_name, gb_name in TOKENIZER_FILES.items():
         own = next((c for c in (os.path.join(folder, hf_name), os.path.join(folder, gb_name)) if os.path.exists(c)), None)
-        found = own or (os.path.join(vocab_dir, gb_name) if vocab_dir else None)
-        if found is None or not os.path.exists(found):
+        shared = os.path.join(vocab_dir, gb_name) if vocab_dir else None
+        if shared and not os.path.exists(shared):
+            shared = None
+        if own is None and shared is None:
             raise ConvertError(f"no tokenizer file {gb_name} (or {hf_name}) in {folder}"
                                + (f" or {vocab_dir}" if vocab_dir else "; pass --vocab-dir"))
-        with open(found, "rb") as f:
-            data = f.read()
-        if own:
+        data = _read(own) if own else None
+        if data is None or (shared and _same_tokenizer_file(gb_name, data, _read(shared))):
+            # GPT-2's own vocabulary: reference the shared copy instead of bundling another.
+            data, own = _read(shared), None
+        else:
             with open(os.path.join(out, gb_name), "wb") as f:
                 f.write(data)
         tokenizer[gb_name] = {"sha256": weights.sha256_hex(data), "bytes": len(data), "bundled": bool(own)}

@@ -27,30 +27,18 @@ class Prompt:
     dropped: int  # leading tokens cut to fit the context
 
 
-def load_tokenizer(manifest: dict, read, vocab_dir: str | None = None) -> Tokenizer:
-    """The tokenizer a manifest names, each file checked against its sha256.
-
-    ``read(name)`` returns a file's bytes from the model folder or None; files the manifest
-    marks as not bundled are read from ``vocab_dir`` (GPT-2's vendored encoder.json/vocab.bpe).
-    """
-    data = {}
+def tokenizer_from_files(manifest: dict, files: dict[str, bytes]) -> Tokenizer:
+    """The tokenizer a manifest names, built from ``files`` (name -> bytes), each checked
+    against the manifest's sha256. Callers fetch bundled files from the model folder and the
+    others from GPT-2's vendored vocabulary (vendor/gpt2)."""
     for name, entry in manifest["tokenizer"].items():
-        blob = read(name) if entry.get("bundled", True) else None
-        where = name
-        if blob is None and vocab_dir is not None:
-            where = os.path.join(vocab_dir, name)
-            if os.path.exists(where):
-                with open(where, "rb") as f:
-                    blob = f.read()
-        if blob is None:
-            raise weights.WeightsError(
-                f"tokenizer file {name} not found (looked in the model folder"
-                + (f" and {vocab_dir}" if vocab_dir else "") + "); run `python3 tools/vendor.py` to fetch GPT-2's vocabulary")
-        actual = weights.sha256_hex(blob)
+        if name not in files:
+            raise weights.WeightsError(f"tokenizer file {name} not found; run `python3 tools/vendor.py` "
+                                       "to fetch GPT-2's vocabulary")
+        actual = weights.sha256_hex(files[name])
         if actual != entry["sha256"]:
-            raise weights.WeightsError(f"tokenizer file {where} has sha256 {actual}, the manifest expects {entry['sha256']}")
-        data[name] = blob
-    return Tokenizer.from_bytes(data["encoder.json"], data["vocab.bpe"])
+            raise weights.WeightsError(f"tokenizer file {name} has sha256 {actual}, the manifest expects {entry['sha256']}")
+    return Tokenizer.from_bytes(files["encoder.json"], files["vocab.bpe"])
 
 
 class Model:
@@ -105,15 +93,14 @@ class Model:
 def load(path: str, vocab_dir: str | None = None) -> Model:
     """Load a model folder from disk (native CLI and tests; the page loads from fetched bytes)."""
     checkpoint = weights.load_folder(path)
-
-    def read(name: str) -> bytes | None:
-        file = os.path.join(path, name)
-        if not os.path.exists(file):
-            return None
-        with open(file, "rb") as f:
-            return f.read()
-
-    return Model(checkpoint, load_tokenizer(checkpoint.manifest, read, vocab_dir), os.path.basename(os.path.normpath(path)))
+    files = {}
+    for name, entry in checkpoint.manifest["tokenizer"].items():
+        folder = path if entry.get("bundled", True) else vocab_dir
+        file = os.path.join(folder, name) if folder else None
+        if file and os.path.exists(file):
+            with open(file, "rb") as f:
+                files[name] = f.read()
+    return Model(checkpoint, tokenizer_from_files(checkpoint.manifest, files), os.path.basename(os.path.normpath(path)))
 
 
 def default_model_dir(root: str) -> str:
