@@ -1,0 +1,478 @@
+"""GPT-2's forward on WebGPU: the same steps, names and shapes as ``glassbox.reference.forward``.
+
+The engine uploads the checkpoint once (int8 / q4 matrices stay packed; kernels dequantize),
+keeps each KV cache on the GPU, and for every forward:
+
+1. writes the Params uniform (N, T, start) and the token ids;
+2. encodes every step in one command encoder: embedding, then per layer
+   ln_1 -> c_attn -> attention (appends to the KV cache) -> c_proj + residual -> ln_2 ->
+   c_fc + GELU -> c_proj + residual, then ln_f and the logits against the tied wte;
+3. copies the trace tensors the caller asked for into readback buffers (after the segment
+   that produced them: the embeddings, each layer, the end), submits once, maps once.
+
+Pipelines are cached by kernel + entry point + override constants, bind groups by the exact
+buffers they bind; scratch buffers only grow, so a decode loop rebuilds nothing.
+
+Within WebGPU's default limits: at most 8 storage buffers per kernel, 16 KiB workgroup memory,
+and no binding over the 128 MiB binding limit: wte is cut into vocabulary chunks (fp32 GPT-2's
+is 154 MB) and the logits [N, V] are written in row blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..trace import FINAL_NAMES, GLOBAL_NAMES, LAYER_NAMES, Trace, all_names, capture_layer
+from . import kernels as K
+from .backend import Backend, Buffer, Copy, Dispatch, GPUError
+
+# Which GPU buffer ("role") holds each trace tensor. q/k/v are views of the c_attn output
+# qkv [N, 3D]; head_out is attn_concat [N, D] seen as [H, N, K]; emb and res_2 both live in
+# the residual stream buffer x (copied before the next layer overwrites it).
+GLOBAL_SOURCES = {"tok_emb": "tok", "pos_emb": "pos", "emb": "x"}
+LAYER_SOURCES = {
+    "ln_1.mean": "mean1", "ln_1.var": "var1", "ln_1": "ln1", "q": "qkv", "k": "qkv", "v": "qkv",
+    "scores": "scores", "scaled": "scaled", "masked": "masked", "att": "att", "head_out": "concat",
+    "attn_concat": "concat", "attn_proj": "proj", "res_1": "r1", "ln_2.mean": "mean2", "ln_2.var": "var2",
+    "ln_2": "ln2", "mlp_fc": "fc", "mlp_gelu": "gelu", "mlp_proj": "mproj", "res_2": "x",
+}
+FINAL_SOURCES = {"ln_f.mean": "meanf", "ln_f.var": "varf", "ln_f": "lnf", "logits": "logits"}
+STAGES = ("scores", "scaled", "masked", "att")
+# Buffers only a capture needs: without one, attention skips its stages and the matmuls their
+# pre-epilogue output.
+CAPTURE_ONLY = set(STAGES) | {"proj", "fc", "mproj"}
+assert set(GLOBAL_SOURCES) == set(GLOBAL_NAMES) and set(LAYER_SOURCES) == set(LAYER_NAMES)
+assert set(FINAL_SOURCES) == set(FINAL_NAMES)
+
+READBACK_ALIGN = 256  # offsets of regions inside a readback buffer (mapAsync needs 8)
+MAX_PLANS = 32  # forward plans kept (by N, T when attention stages are read, cache, captures)
+
+Capture = Callable[[str], bool] | str | int | None
+
+
+def capture_predicate(capture: Capture) -> Callable[[str], bool]:
+    """None or 'all' -> everything; 'logits' -> logits only; an int -> that layer (with the
+    embeddings, ln_f and logits, as trace.capture_layer); a callable is used as is."""
+    if capture is None or capture == "all":
+        return lambda name: True
+    if capture == "logits":
+        return lambda name: name == "logits"
+    if isinstance(capture, int) and not isinstance(capture, bool):
+        return capture_layer(capture)
+    if callable(capture):
+        return capture
+    raise ValueError(f"capture must be None, 'all', 'logits', a layer number or a callable, got {capture!r}")
+
+
+@dataclass
+class _Matrix:
+    words: Buffer  # [out, in / EPW] u32 words
+    scale: Buffer  # the scales, or the dummy for fp32
+    n_out: int
+    n_in: int
+
+
+@dataclass
+class _Plan:
+    """One forward's commands and readback layout, reusable while its buffers live."""
+
+    commands: list
+    copies: list  # ((segment, role), (readback buffer, offset, size)) in readback order
+    shapes: dict[str, tuple[int, ...]]
+    ids: Buffer
+
+
+@dataclass
+class _VocabChunk:
+    v0: int
+    rows: int
+    matrix: _Matrix
+
+
+class GPUCache:
+    """Keys and values of every layer on the GPU: k[l], v[l] are [C, D] buffers whose row t
+    holds position t (all heads). ``length`` is T, the positions filled so far."""
+
+    def __init__(self, backend: Backend, n_layer: int, nbytes: int):
+        self.k = [backend.create_buffer(nbytes, "storage", f"k_cache.{l}") for l in range(n_layer)]
+        self.v = [backend.create_buffer(nbytes, "storage", f"v_cache.{l}") for l in range(n_layer)]
+        self.length = 0
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class Engine:
+    """Runs a Checkpoint on a Backend. Build with ``await Engine.create(backend, checkpoint)``.
+
+    ``max_binding`` lowers the bytes per binding planned for the vocabulary-sized tensors
+    (wte chunks and logits row blocks) below the device's limit; tests use it to exercise
+    the splits on small models.
+    """
+
+    def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None):
+        self.backend = backend
+        self.config = checkpoint.config
+        self.scheme = checkpoint.scheme
+        self.group = checkpoint.group
+        self.limits = dict(backend.limits)
+        self._split_binding = min(max_binding or self.limits["max_storage_buffer_binding_size"],
+                                  self.limits["max_storage_buffer_binding_size"])
+        self._check_fits()
+        self._layouts = {k.name: backend.create_layout(k.kinds) for k in K.KERNELS}
+        self._shader_code = {k.name: k.source() for k in K.KERNELS}
+        self._pipelines: dict = {}
+        self._bind_groups: dict = {}
+        self._scratch: dict[str, Buffer] = {}
+        self._readback: list[Buffer] = []
+        self._plans: dict = {}  # plan key (N, T or 0, KV cache serial, copies) -> _Plan
+        self._lock = asyncio.Lock()
+        self._params = backend.create_buffer(16, "uniform", "params")
+        self._dummy_read = backend.create_buffer(16, "storage", "dummy.read")
+        # Distinct writable dummies: one dispatch must not bind one buffer writable twice.
+        self._dummy_rw = [backend.create_buffer(16, "storage", f"dummy.rw{i}") for i in range(4)]
+        self._upload(checkpoint)
+        self._own_cache: GPUCache | None = None
+
+    @classmethod
+    async def create(cls, backend: Backend, checkpoint, **options) -> "Engine":
+        return cls(backend, checkpoint, **options)
+
+    def describe(self) -> str:
+        return self.backend.info.describe()
+
+    def new_cache(self) -> GPUCache:
+        """An empty KV cache on the GPU (L x 2 buffers of C x D floats). When it is garbage
+        collected, the plans and bind groups that use it go too, freeing its memory."""
+        c = self.config
+        cache = GPUCache(self.backend, c.n_layer, c.n_positions * c.n_embd * 4)
+        weakref.finalize(cache, _forget_buffers, weakref.ref(self), {b.serial for b in cache.k + cache.v})
+        return cache
+
+    def _forget(self, serials: set[int]) -> None:
+        """Drop every cached plan and bind group that uses one of these buffers."""
+        self._bind_groups = {key: group for key, group in self._bind_groups.items()
+                             if serials.isdisjoint(serial for serial, _, _ in key[1])}
+        self._plans = {key: plan for key, plan in self._plans.items() if key[2] not in serials}
+
+    # ----- set-up
+
+    def _check_fits(self) -> None:
+        c = self.config
+        D, F = c.n_embd, c.mlp_width
+        per_word = K.ELEMENTS_PER_WORD[self.scheme]
+        unit = max(per_word, self.group if self.scheme == "q4" else 1)
+        if D % unit or F % unit:
+            raise GPUError(f"{self.scheme} kernels need D ({D}) and F ({F}) divisible by {unit}")
+        workgroup = K.attention_workgroup_bytes(c.head_size, c.n_positions)
+        if workgroup > self.limits["max_compute_workgroup_storage_size"]:
+            raise GPUError(f"attention needs {workgroup} bytes of workgroup memory for C={c.n_positions}, "
+                           f"over the {self.limits['max_compute_workgroup_storage_size']} limit")
+        if self._logits_block_rows() < 1:
+            raise GPUError(f"one row block of logits [*, {c.vocab_size}] does not fit a binding")
+
+    def _upload_array(self, array: np.ndarray, label: str) -> Buffer:
+        data = np.ascontiguousarray(array)
+        if data.nbytes % 4:
+            raise GPUError(f"{label} has {data.nbytes} bytes, not a whole number of u32 words")
+        if data.nbytes > self.limits["max_storage_buffer_binding_size"]:
+            raise GPUError(f"{label} ({data.nbytes} bytes) is over the binding limit")
+        buffer = self.backend.create_buffer(max(data.nbytes, 4), "storage", label)
+        self.backend.write_buffer(buffer, data)
+        return buffer
+
+    def _matrix(self, q: np.ndarray, scale: np.ndarray | None, label: str) -> _Matrix:
+        expected = {"none": np.float32, "int8": np.int8, "q4": np.uint8}[self.scheme]
+        if q.dtype != expected:
+            raise GPUError(f"{label} is {q.dtype}, expected {np.dtype(expected)} for scheme {self.scheme}")
+        n_in = q.shape[1] * (2 if self.scheme == "q4" else 1)
+        scale_buffer = self._dummy_read if scale is None else self._upload_array(
+            scale.astype(np.float32), label + ".scale")
+        return _Matrix(self._upload_array(q, label), scale_buffer, q.shape[0], n_in)
+
+    def _upload(self, checkpoint) -> None:
+        c = self.config
+        t = checkpoint.tensors
+        vector = lambda name: self._upload_array(t[name].astype(np.float32), name)  # noqa: E731
+        q, scale = checkpoint.matrix("wte.weight")
+        row_bytes = q.nbytes // c.vocab_size
+        rows = min(c.vocab_size, self._split_binding // row_bytes,
+                   K.matmul_max_out(self.limits["max_compute_workgroups_per_dimension"]))
+        self.wte = [_VocabChunk(v0, min(rows, c.vocab_size - v0),
+                                self._matrix(q[v0:v0 + rows], None if scale is None else scale[v0:v0 + rows],
+                                             f"wte.weight#{v0}"))
+                    for v0 in range(0, c.vocab_size, rows)]
+        self.wpe = self._matrix(*checkpoint.matrix("wpe.weight"), "wpe.weight")
+        self.layers = []
+        for layer in range(c.n_layer):
+            p = f"h.{layer}."
+            self.layers.append({
+                "ln_1": (vector(p + "ln_1.weight"), vector(p + "ln_1.bias")),
+                "ln_2": (vector(p + "ln_2.weight"), vector(p + "ln_2.bias")),
+                **{key: (self._matrix(*checkpoint.matrix(p + key + ".weight"), p + key), vector(p + key + ".bias"))
+                   for key in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")},
+            })
+        self.ln_f = (vector("ln_f.weight"), vector("ln_f.bias"))
+
+    # ----- caches of GPU objects
+
+    async def _pipeline(self, kernel: K.Kernel, entry: str, constants: dict):
+        key = (kernel.name, entry, tuple(sorted(constants.items())))
+        pipeline = self._pipelines.get(key)
+        if pipeline is None:
+            pipeline = await self.backend.create_pipeline(self._shader_code[kernel.name], entry, constants,
+                                                          self._layouts[kernel.name], f"{kernel.name}.{entry}")
+            self._pipelines[key] = pipeline
+        return pipeline
+
+    def _bind(self, kernel: K.Kernel, buffers: dict):
+        entries = [b if isinstance(b, tuple) else (b, 0, b.size) for b in kernel.order(buffers)]
+        key = (kernel.name, tuple((b.serial, offset, size) for b, offset, size in entries))
+        group = self._bind_groups.get(key)
+        if group is None:
+            group = self._bind_groups[key] = self.backend.create_bind_group(self._layouts[kernel.name], entries)
+        return group
+
+    def _buffer(self, role: str, nbytes: int) -> Buffer:
+        """The scratch buffer of a role, grown (doubling) when a run needs more."""
+        limit = self.limits["max_buffer_size" if role == "logits" else "max_storage_buffer_binding_size"]
+        if nbytes > limit:
+            raise GPUError(f"{role} needs {nbytes} bytes for this run, over the {limit}-byte limit: use fewer tokens")
+        buffer = self._scratch.get(role)
+        if buffer is None or buffer.size < nbytes:
+            size = max(nbytes, 16) if buffer is None else min(max(nbytes, 2 * buffer.size), limit)
+            if role in self._scratch:  # every plan binds every scratch buffer
+                self._forget({self._scratch[role].serial})
+                self._plans.clear()
+            buffer = self._scratch[role] = self.backend.create_buffer(size, "storage", role)
+        return buffer
+
+    def _readback_regions(self, sizes: list[int]) -> list[tuple[Buffer, int, int]]:
+        """Place regions of the given sizes in readback buffers, each within max_buffer_size."""
+        limit = self.limits["max_buffer_size"]
+        ends = [0]  # bytes used in each readback buffer
+        placed = []
+        for size in sizes:
+            if ends[-1] and ends[-1] + size > limit:
+                ends.append(0)
+            placed.append((len(ends) - 1, ends[-1], size))
+            ends[-1] += -(-size // READBACK_ALIGN) * READBACK_ALIGN
+        for i, end in enumerate(ends):
+            if i == len(self._readback):
+                self._readback.append(self.backend.create_buffer(end, "readback", f"readback{i}"))
+            elif self._readback[i].size < end:
+                self._readback[i] = self.backend.create_buffer(max(end, 2 * self._readback[i].size), "readback",
+                                                               f"readback{i}")
+                self._plans.clear()
+        return [(self._readback[i], offset, size) for i, offset, size in placed]
+
+    # ----- the forward pass
+
+    def _logits_block_rows(self) -> int:
+        """Tokens per logits dispatch: [rows, V] within a binding, rows a multiple of the row
+        count that keeps both bindings' offsets (rows*V*4, rows*D*4) aligned."""
+        align = self.limits["min_storage_buffer_offset_alignment"]
+        c = self.config
+        unit = math.lcm(align // math.gcd(align, 4 * c.vocab_size), align // math.gcd(align, 4 * c.n_embd))
+        return self._split_binding // (4 * c.vocab_size) // unit * unit
+
+    def _shapes(self, n: int, t: int) -> dict[str, tuple[int, ...]]:
+        c = self.config
+        D, F, H = c.n_embd, c.mlp_width, c.n_head
+        shapes = {role: (n, D) for role in ("tok", "pos", "x", "ln1", "concat", "proj", "r1", "ln2", "mproj", "lnf")}
+        shapes.update({role: (n,) for role in ("mean1", "var1", "mean2", "var2", "meanf", "varf")})
+        shapes.update({"qkv": (n, 3 * D), "fc": (n, F), "gelu": (n, F), "logits": (n, c.vocab_size)})
+        shapes.update({stage: (H, n, t) for stage in STAGES})
+        return shapes
+
+    async def forward(self, ids, cache: GPUCache | None = None, capture: Capture = None) -> Trace:
+        """Run token ids [N] (continuing ``cache`` if given) and return the Trace.
+
+        ``capture`` picks the tensors read back (see capture_predicate); the logits always are.
+        """
+        c = self.config
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise ValueError("forward needs a non-empty 1-D sequence of token ids")
+        start = cache.length if cache is not None else 0
+        if start + ids.size > c.n_positions:
+            raise ValueError(f"{start + ids.size} positions exceed the context length {c.n_positions}")
+        if ids.min() < 0 or ids.max() >= c.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {c.vocab_size})")
+        want = capture_predicate(capture)
+        names = [name for name in all_names(c) if name == "logits" or want(name)]
+        if "logits" not in names:
+            names.append("logits")
+        async with self._lock:
+            self.backend.check()
+            try:
+                if cache is None and self._own_cache is None:
+                    self._own_cache = self.new_cache()
+                trace = await self._run(ids, start, cache or self._own_cache, names)
+            except GPUError:
+                raise
+            except Exception as e:
+                self.backend.check(e)  # DeviceLostError when the device is what failed
+                raise
+            if cache is not None:
+                cache.length = start + ids.size
+        return trace
+
+    async def _run(self, ids: np.ndarray, start: int, kv: GPUCache, names: list[str]) -> Trace:
+        n, t = int(ids.size), start + int(ids.size)
+        source = {name: self._source(name) for name in names}
+        plan = await self._plan(n, t, kv, sorted(set(source.values())))
+        self.backend.write_buffer(self._params, K.params_array(n, t, start))
+        self.backend.write_buffer(plan.ids, ids.astype(np.uint32))
+        self.backend.submit(plan.commands)
+        data = await self.backend.read([region for _, region in plan.copies])
+        arrays = {key: np.frombuffer(blob, dtype=np.float32).reshape(plan.shapes[key[1]])
+                  for (key, _), blob in zip(plan.copies, data)}
+        trace = Trace(config=self.config, ids=ids, start=start)
+        for name in names:
+            trace[name] = _view(name, arrays[source[name]], self.config)
+        return trace
+
+    def _source(self, name: str) -> tuple[int, str]:
+        """(segment, role): the buffer holding a trace tensor and the segment after which it is
+        copied out (-1 the embeddings, 0..L-1 a layer, L the end)."""
+        if name in GLOBAL_SOURCES:
+            return -1, GLOBAL_SOURCES[name]
+        if name in FINAL_SOURCES:
+            return self.config.n_layer, FINAL_SOURCES[name]
+        layer, short = name[2:].split(".", 1)
+        return int(layer), LAYER_SOURCES[short]
+
+    async def _plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]]) -> "_Plan":
+        """The commands of a forward over n tokens (T = t), cached: a decode loop reuses one."""
+        stages_needed = any(role in STAGES for _, role in copies)
+        key = (n, t if stages_needed else 0, kv.k[0].serial, tuple(copies))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = await self._build_plan(n, t, kv, copies)
+            while len(self._plans) >= MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
+
+    async def _build_plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]]) -> "_Plan":
+        c = self.config
+        D, H, V = c.n_embd, c.n_head, c.vocab_size
+        shapes = self._shapes(n, t)
+        nbytes = {role: 4 * math.prod(shape) for role, shape in shapes.items()}
+        captured = {role for _, role in copies}
+        if captured & set(STAGES):
+            captured |= set(STAGES)  # attention writes all four stages or none
+        buf = {role: self._buffer(role, nbytes[role]) for role in shapes
+               if role not in CAPTURE_ONLY or role in captured}
+        buf["ids"] = self._buffer("ids", 4 * n)
+        region_of = dict(zip(copies, self._readback_regions([nbytes[role] for _, role in copies])))
+        cmds: list = []
+        params = self._params
+        scheme = {"SCHEME": K.SCHEME_CODES[self.scheme], "GROUP": self.group}
+        dummy_rw = self._dummy_rw
+
+        async def dispatch(kernel, launch, constants, buffers):
+            entry, extra, grid = launch
+            pipeline = await self._pipeline(kernel, entry, {**constants, **extra})
+            cmds.append(Dispatch(pipeline, self._bind(kernel, {"params": params, **buffers}), grid))
+
+        def copy_segment(segment):
+            for key, (dst, offset, size) in region_of.items():
+                if key[0] == segment:
+                    cmds.append(Copy(buf[key[1]], 0, dst, offset, size))
+
+        async def layer_norm(x, weights, out, mean, var):
+            await dispatch(K.LAYER_NORM, K.layer_norm_launch(n), {"D": D, "EPS": c.layer_norm_epsilon},
+                           {"x": x, "weight": weights[0], "bias": weights[1], "out": out, "mean": mean, "var_": var})
+
+        async def matmul(x, m: _Matrix, bias, out, epilogue=K.EPILOGUE_NONE, res=None, pre=None):
+            constants = {"IN": m.n_in, "OUT": m.n_out, **scheme, "HAS_BIAS": True, "EPILOGUE": epilogue,
+                         "STORE_PRE": pre is not None}
+            await dispatch(K.MATMUL, K.matmul_launch(n, m.n_out), constants, {
+                "x": x, "res": res or self._dummy_read, "w": m.words, "scale": m.scale, "bias": bias,
+                "pre": pre or dummy_rw[0], "out": out})
+
+        for chunk in self.wte:
+            constants = {"D": D, **scheme, "V0": chunk.v0, "VC": chunk.rows}
+            await dispatch(K.EMBEDDING, K.embedding_launch(n, D), constants, {
+                "ids": buf["ids"], "wte": chunk.matrix.words, "wte_scale": chunk.matrix.scale,
+                "wpe": self.wpe.words, "wpe_scale": self.wpe.scale,
+                "tok_emb": buf["tok"], "pos_emb": buf["pos"], "emb": buf["x"]})
+        copy_segment(-1)
+
+        for layer, w in enumerate(self.layers):
+            kept = {role for seg, role in copies if seg == layer}
+            maybe = lambda role: buf[role] if role in kept else None  # noqa: E731
+            await layer_norm(buf["x"], w["ln_1"], buf["ln1"], buf["mean1"], buf["var1"])
+            await matmul(buf["ln1"], *w["attn.c_attn"], buf["qkv"])
+            capture_stages = any(stage in kept for stage in STAGES)
+            stages = {s: buf[s] if capture_stages else dummy_rw[i] for i, s in enumerate(STAGES)}
+            await dispatch(K.ATTENTION, K.attention_launch(n, H), {
+                "H": H, "K": c.head_size, "CTX": c.n_positions, "SQRT_K": float(np.float32(math.sqrt(c.head_size))),
+                "CAPTURE": capture_stages}, {
+                "qkv": buf["qkv"], "k_cache": kv.k[layer], "v_cache": kv.v[layer], **stages, "out": buf["concat"]})
+            await matmul(buf["concat"], *w["attn.c_proj"], buf["r1"], K.EPILOGUE_RESIDUAL, res=buf["x"],
+                         pre=maybe("proj"))
+            await layer_norm(buf["r1"], w["ln_2"], buf["ln2"], buf["mean2"], buf["var2"])
+            await matmul(buf["ln2"], *w["mlp.c_fc"], buf["gelu"], K.EPILOGUE_GELU, pre=maybe("fc"))
+            await matmul(buf["gelu"], *w["mlp.c_proj"], buf["x"], K.EPILOGUE_RESIDUAL, res=buf["r1"],
+                         pre=maybe("mproj"))
+            copy_segment(layer)
+
+        await layer_norm(buf["x"], self.ln_f, buf["lnf"], buf["meanf"], buf["varf"])
+        block = self._logits_block_rows()
+        for r0 in range(0, n, block):
+            rows = min(block, n - r0)
+            x = (buf["lnf"], 4 * D * r0, min(buf["lnf"].size - 4 * D * r0, 4 * D * block))
+            out = (buf["logits"], 4 * V * r0, min(buf["logits"].size - 4 * V * r0, 4 * V * block))
+            for chunk in self.wte:
+                m = chunk.matrix
+                constants = {"IN": D, "OUT": chunk.rows, **scheme, "HAS_BIAS": False, "EPILOGUE": K.EPILOGUE_NONE,
+                             "STORE_PRE": False, "OUT_STRIDE": V, "OUT_OFFSET": chunk.v0, "ROW0": r0, "ROWS": block}
+                await dispatch(K.MATMUL, K.matmul_launch(rows, chunk.rows), constants, {
+                    "x": x, "res": self._dummy_read, "w": m.words, "scale": m.scale, "bias": self._dummy_read,
+                    "pre": dummy_rw[0], "out": out})
+        copy_segment(c.n_layer)
+        return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"])
+
+    async def generate(self, ids, n: int, pick: Callable[[np.ndarray], int]) -> list[int]:
+        """Continue ``ids`` by up to ``n`` tokens with the KV cache; ``pick(logits [V]) -> id``.
+
+        Stops early when the context is full, like glassbox.model.Model.generate.
+        """
+        cache = self.new_cache()
+        logits = (await self.forward(ids, cache=cache, capture="logits")).logits[-1]
+        out: list[int] = []
+        for _ in range(n):
+            token = int(pick(logits))
+            out.append(token)
+            if cache.length >= self.config.n_positions or len(out) == n:
+                break
+            logits = (await self.forward([token], cache=cache, capture="logits")).logits[-1]
+        return out
+
+
+def _forget_buffers(engine_ref, serials: set[int]) -> None:
+    engine = engine_ref()
+    if engine is not None:
+        engine._forget(serials)
+
+
+def _view(name: str, array: np.ndarray, config) -> np.ndarray:
+    """A trace tensor from its role's buffer contents: q/k/v and head_out regrouped by head."""
+    short = name.split(".", 2)[2] if name.startswith("h.") else name
+    n = array.shape[0]
+    H, Kh, D = config.n_head, config.head_size, config.n_embd
+    if short in ("q", "k", "v"):
+        part = "qkv".index(short)
+        array = array[:, part * D:(part + 1) * D]
+    if short in ("q", "k", "v", "head_out"):
+        return np.ascontiguousarray(array.reshape(n, H, Kh).transpose(1, 0, 2))
+    return array
