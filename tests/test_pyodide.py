@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glassbox import reference
+from glassbox import reference, weights
 from glassbox.config import GPTConfig
 
 pytestmark = pytest.mark.pyodide
@@ -39,28 +39,6 @@ def run_pyodide(*args: str, timeout: float = 180) -> subprocess.CompletedProcess
         "vendor/ is missing: run `npm ci && python3 tools/vendor.py` (make test does)"
     return subprocess.run([node, str(RUNNER), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
-
-
-def random_params(config: GPTConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random float32 weights in the Glassbox layout ([out, in]), every key forward reads."""
-    d, f = config.n_embd, config.mlp_width
-
-    def w(*shape, scale=0.2):
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-    params = {"wte.weight": w(config.vocab_size, d), "wpe.weight": w(config.n_positions, d),
-              "ln_f.weight": 1 + w(d, scale=0.1), "ln_f.bias": w(d, scale=0.1)}
-    for layer in range(config.n_layer):
-        p = f"h.{layer}."
-        params.update({
-            p + "ln_1.weight": 1 + w(d, scale=0.1), p + "ln_1.bias": w(d, scale=0.1),
-            p + "attn.c_attn.weight": w(3 * d, d), p + "attn.c_attn.bias": w(3 * d),
-            p + "attn.c_proj.weight": w(d, d), p + "attn.c_proj.bias": w(d),
-            p + "ln_2.weight": 1 + w(d, scale=0.1), p + "ln_2.bias": w(d, scale=0.1),
-            p + "mlp.c_fc.weight": w(f, d), p + "mlp.c_fc.bias": w(f),
-            p + "mlp.c_proj.weight": w(d, f), p + "mlp.c_proj.bias": w(d),
-        })
-    return params
 
 
 FORWARD_IN_PYODIDE = """
@@ -81,7 +59,8 @@ print("pyodide numpy", np.__version__, "tensors", len(trace))
 
 
 def test_reference_forward_matches_cpython(tmp_path, rng):
-    params = random_params(CONFIG, rng)
+    # Larger than GPT-2-like weights (scale 0.2) so every op sees values of some size.
+    params = weights.random_params(CONFIG, seed=0, scale=0.2)
     ids = rng.integers(0, CONFIG.vocab_size, size=11)
     config = np.array(json.dumps(CONFIG.to_dict()))
     np.savez(tmp_path / "in.npz", config=config, ids=ids, **params)

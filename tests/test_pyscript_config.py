@@ -64,6 +64,6 @@ def test_page_names_no_other_origin():
         text = re.sub(r"<a\s[^>]*>", "", text)
         assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), name
     html = (ROOT / "index.html").read_text(encoding="utf-8")
-    assert f'src="./vendor/pyscript/core.js"' in html
+    assert 'src="./vendor/pyscript/core.js"' in html
     assert 'config="./pyscript.toml"' in html
     assert "worker" not in re.search(r'<script type="py"[^>]*>', html).group(0)

@@ -41,15 +41,6 @@ MODELS = {
 }
 
 
-def random_checkpoint(config: GPTConfig, scheme: str, seed: int = 0) -> weights.Checkpoint:
-    rng = np.random.default_rng(seed)
-    params = {name: (rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-                     + np.float32(name.endswith(".weight") and len(shape) == 1))
-              for name, shape in weights.expected_shapes(config).items()}  # layer norm gains ~1
-    return weights.Checkpoint(config=config, scheme=scheme, group=32,
-                              tensors=weights.quantize_params(params, config, scheme))
-
-
 def timed(fn, budget: float) -> float:
     """Median seconds of fn() over runs filling ``budget`` seconds (one warm-up first)."""
     fn()
@@ -63,7 +54,7 @@ def timed(fn, budget: float) -> float:
 
 
 def bench_model(name: str, config: GPTConfig, args, engine_for, run) -> list[dict]:
-    checkpoint = random_checkpoint(config, args.scheme)
+    checkpoint = weights.random_checkpoint(config, args.scheme)
     params = checkpoint.dequantized()
     engine = engine_for(checkpoint)
     rng = np.random.default_rng(1)

@@ -279,3 +279,27 @@ def load_folder(path: str) -> Checkpoint:
         with open(file, "rb") as f:
             shards[entry["file"]] = f.read()
     return from_shards(manifest, shards)
+
+
+def random_params(config: GPTConfig, seed: int = 0, scale: float = 0.02) -> dict[str, np.ndarray]:
+    """GPT-2-like random float32 parameters in the Glassbox layout, for tests and benchmarks:
+    N(0, scale) matrices and biases, layer-norm gains 1 + N(0, 0.1) (perturbed so a layout
+    mistake cannot hide behind gains of exactly 1). Deterministic per seed (PCG64), so the
+    page and a native process build bit-identical weights."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in expected_shapes(config).items():
+        if len(shape) == 1 and name.endswith(".weight"):  # layer norm gains
+            value = 1 + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
+        else:
+            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
+        params[name] = value.astype(np.float32)
+    return params
+
+
+def random_checkpoint(config: GPTConfig, scheme: str, seed: int = 0, params=None,
+                      group: int = quant.DEFAULT_GROUP) -> Checkpoint:
+    """A Checkpoint of random_params (or of ``params``) stored under ``scheme``."""
+    params = random_params(config, seed) if params is None else params
+    return Checkpoint(config=config, scheme=scheme, group=group,
+                      tensors=quantize_params(params, config, scheme, group))

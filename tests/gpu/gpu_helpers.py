@@ -26,26 +26,8 @@ def assert_close(what: str, got: np.ndarray, want: np.ndarray, atol: float, rtol
     return worst
 
 
-def random_params(config: GPTConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """GPT-2-like random parameters in the Glassbox layout: N(0, 0.02) matrices, small
-    biases, layer norm gains near 1 (perturbed so layout mistakes cannot hide)."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in weights.expected_shapes(config).items():
-        if len(shape) == 2:
-            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-        elif name.endswith(".weight"):  # layer norm gains
-            value = 1 + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
-        else:
-            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
-        params[name] = value.astype(np.float32)
-    return params
-
-
-def random_checkpoint(config: GPTConfig, scheme: str, seed: int = 0, params=None) -> weights.Checkpoint:
-    params = random_params(config, seed) if params is None else params
-    return weights.Checkpoint(config=config, scheme=scheme, group=32,
-                              tensors=weights.quantize_params(params, config, scheme, 32))
+# Random weights come from the core, shared with the benchmark and the page tests.
+random_params, random_checkpoint = weights.random_params, weights.random_checkpoint
 
 
 SMALL = GPTConfig(n_layer=2, n_head=2, n_embd=64, n_positions=32, vocab_size=300)
