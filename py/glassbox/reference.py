@@ -151,6 +151,40 @@ def block(x: np.ndarray, p: Params, layer: int, config: GPTConfig,
     return res2
 
 
+def check_ids(config: GPTConfig, ids, start: int = 0) -> np.ndarray:
+    """Token ids [N] as int64, or a ValueError saying what is wrong with them."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError("forward needs a non-empty 1-D sequence of token ids")
+    if start + ids.size > config.n_positions:
+        raise ValueError(f"{start + ids.size} positions exceed the context length {config.n_positions}")
+    if ids.min() < 0 or ids.max() >= config.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {config.vocab_size})")
+    return ids
+
+
+def embed(params: Params, ids: np.ndarray, start: int, keep: Callable[[str, np.ndarray], None]) -> np.ndarray:
+    """Token plus position embedding. ids [N] -> [N, D]"""
+    tok = params["wte.weight"][ids].astype(np.float32)
+    pos = params["wpe.weight"][start:start + ids.size].astype(np.float32)
+    x = (tok + pos).astype(np.float32)
+    keep("tok_emb", tok), keep("pos_emb", pos), keep("emb", x)
+    return x
+
+
+def final_norm(params: Params, config: GPTConfig, x: np.ndarray, keep: Callable[[str, np.ndarray], None]) -> np.ndarray:
+    """The final layer norm. [N, D] -> [N, D]"""
+    meanf, varf = layer_norm_stats(x)
+    lnf = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"], config.layer_norm_epsilon)
+    keep("ln_f.mean", meanf), keep("ln_f.var", varf), keep("ln_f", lnf)
+    return lnf
+
+
+def unembed(params: Params, lnf: np.ndarray) -> np.ndarray:
+    """Logits against the tied token embedding. [N, D] -> [N, V]"""
+    return linear(lnf, params["wte.weight"], None)
+
+
 def forward(params: Params, config: GPTConfig, ids, cache: KVCache | None = None,
             capture: Callable[[str], bool] | None = None) -> Trace:
     """Run GPT-2 on token ids [N] and return the Trace.
@@ -159,29 +193,16 @@ def forward(params: Params, config: GPTConfig, ids, cache: KVCache | None = None
     and the cache is extended. ``capture(name)`` decides which tensors the Trace keeps
     (default: all); the logits are always kept.
     """
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.ndim != 1 or ids.size == 0:
-        raise ValueError("forward needs a non-empty 1-D sequence of token ids")
     start = cache.length if cache is not None else 0
-    if start + ids.size > config.n_positions:
-        raise ValueError(f"{start + ids.size} positions exceed the context length {config.n_positions}")
-    if ids.min() < 0 or ids.max() >= config.vocab_size:
-        raise ValueError(f"token ids must lie in [0, {config.vocab_size})")
-
+    ids = check_ids(config, ids, start)
     trace = Trace(config=config, ids=ids, start=start)
 
     def keep(name: str, value: np.ndarray) -> None:
         if capture is None or capture(name):
             trace[name] = value
 
-    tok = params["wte.weight"][ids].astype(np.float32)
-    pos = params["wpe.weight"][start:start + ids.size].astype(np.float32)
-    x = (tok + pos).astype(np.float32)
-    keep("tok_emb", tok), keep("pos_emb", pos), keep("emb", x)
+    x = embed(params, ids, start, keep)
     for layer in range(config.n_layer):
         x = block(x, params, layer, config, cache, keep)
-    meanf, varf = layer_norm_stats(x)
-    lnf = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"], config.layer_norm_epsilon)
-    keep("ln_f.mean", meanf), keep("ln_f.var", varf), keep("ln_f", lnf)
-    trace["logits"] = linear(lnf, params["wte.weight"], None)  # tied unembedding, [N, V]
+    trace["logits"] = unembed(params, final_norm(params, config, x, keep))
     return trace

@@ -1,0 +1,379 @@
+"""Binding: the explainer's DOM side (the only explainer code that imports ``js``).
+
+* ``show(slot, view)`` writes a view's HTML in one ``innerHTML`` (TeX placeholders already
+  swapped for KaTeX's HTML), then paints each heat map with one ``putImageData`` from its
+  numpy RGBA buffer, and keeps the map's values for hover.
+* One delegated listener per event type on the explainer's root turns clicks, changes and
+  key presses on ``[data-action]`` elements into ``Explainer.handle(action, value, data)``.
+* Hover and keyboard reading of maps: pointer moves over a ``canvas[data-heat]`` or an
+  attention cell show a tooltip with the exact value; a focused map or matrix moves a
+  cursor with the arrow keys and announces each cell in a live region.
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+
+import js
+from pyodide.ffi import create_proxy, to_js
+
+from .views.common import Heat, token_label
+
+_TEX = re.compile(r'<span class="(tex(?: tex-display)?)" data-tex="([^"]*)" data-display="([01])">[^<]*</span>')
+ARROWS = {"ArrowUp": (-1, 0), "ArrowDown": (1, 0), "ArrowLeft": (0, -1), "ArrowRight": (0, 1),
+          "Home": (0, -10**9), "End": (0, 10**9), "PageUp": (-10, 0), "PageDown": (10, 0)}
+
+
+class Binding:
+    """The page for an Explainer: slots, heat maps, tooltips, events."""
+
+    def __init__(self, page, document=None, window=None, frame_slot: str = "explainer"):
+        self.page = page  # dom.Page: page state goes through web/shell.js
+        self.document = document or js.document
+        self.window = window or js.window
+        self.frame_slot = frame_slot
+        self.explainer = None
+        self.root = None
+        self.heats: dict[str, Heat] = {}
+        self.slot_heats: dict[str, list[str]] = {}
+        self.cursors: dict[str, tuple[int, int]] = {}
+        self.tex_cache: dict[tuple[str, bool], str] = {}
+        self._proxies = []
+        self._highlighted = None
+
+    # ----- writing ------------------------------------------------------------------------------
+    def _slot(self, slot: str):
+        element = self.document.querySelector(f'[data-slot="{slot}"]')
+        if element is None:
+            raise ValueError(f"the page has no slot {slot!r}")
+        return element
+
+    def show_frame(self, html: str) -> None:
+        root = self._slot(self.frame_slot)
+        root.innerHTML = self.render_tex(html)
+        self.root = root
+        self.document.documentElement.dataset.explainer = "on"
+
+    def attach(self, explainer) -> None:
+        self.explainer = explainer
+        for name, handler in (("click", self._on_click), ("change", self._on_change), ("input", self._on_input),
+                              ("keydown", self._on_keydown), ("pointermove", self._on_pointer),
+                              ("pointerleave", self._on_leave), ("focusin", self._on_focus),
+                              ("focusout", self._on_blur)):
+            proxy = create_proxy(self._guarded(handler))
+            self._proxies.append(proxy)
+            self.root.addEventListener(name, proxy)
+        # A tooltip belongs to where the pointer or cursor was: scrolling or resizing hides it.
+        hide = create_proxy(lambda event: self.hide_tooltip(cursor=True))
+        self._proxies.append(hide)
+        passive = to_js({"passive": True}, dict_converter=js.Object.fromEntries)
+        self.window.addEventListener("scroll", hide, passive)
+        self.window.addEventListener("resize", hide, passive)
+
+    def _guarded(self, handler):
+        """An event handler that never lets an exception escape into the page (the shell
+        would take any uncaught error for a failed boot): it is shown beside the input."""
+
+        def run(event):
+            try:
+                handler(event)
+            except Exception as exc:  # noqa: BLE001
+                if self.explainer is not None:
+                    self.explainer._fail(exc)
+
+        return run
+
+    def render_tex(self, html: str) -> str:
+        """Swap every TeX placeholder for KaTeX's HTML (kept as text when KaTeX is missing)."""
+        katex = getattr(self.window, "katex", None)
+        if katex is None or "data-tex=" not in html:
+            return html
+
+        def swap(match: re.Match) -> str:
+            cls, source, display = match.group(1), htmllib.unescape(match.group(2)), match.group(3) == "1"
+            key = (source, display)
+            rendered = self.tex_cache.get(key)
+            if rendered is None:
+                options = to_js({"displayMode": display, "throwOnError": False, "output": "htmlAndMathml"},
+                                dict_converter=js.Object.fromEntries)
+                rendered = str(katex.renderToString(source, options))
+                self.tex_cache[key] = rendered
+            return f'<span class="{cls} katex-done">{rendered}</span>'
+
+        return _TEX.sub(swap, html)
+
+    def show(self, slot: str, view) -> None:
+        element = self._slot(slot)
+        active = self.document.activeElement
+        active_id = active.id if active is not None and active.id and element.contains(active) else ""
+        element.innerHTML = self.render_tex(view.html)
+        for key in self.slot_heats.pop(slot, []):
+            self.heats.pop(key, None)
+        keys = []
+        for heat in view.heats:
+            canvas = element.querySelector(f'canvas[data-heat="{heat.key}"]')
+            if canvas is None:
+                continue
+            self.paint(canvas, heat)
+            self.heats[heat.key] = heat
+            keys.append(heat.key)
+        self.slot_heats[slot] = keys
+        if active_id:
+            again = self.document.getElementById(active_id)
+            if again is not None:
+                again.focus()
+
+    def paint(self, canvas, heat: Heat) -> None:
+        """All of a map's pixels in one call: numpy RGBA -> ImageData -> canvas."""
+        rgba = heat.rgba
+        h, w = int(rgba.shape[0]), int(rgba.shape[1])
+        data = js.Uint8ClampedArray.new(h * w * 4)
+        data.assign(rgba.tobytes())
+        canvas.width, canvas.height = w, h
+        canvas.getContext("2d").putImageData(js.ImageData.new(data, w, h), 0, 0)
+
+    def set_state(self, state: str) -> None:
+        self.page.set_state(state)
+
+    def _each(self, selector: str):
+        return self.document.querySelectorAll(selector)
+
+    def set_text(self, selector: str, text: str) -> None:
+        for element in self._each(selector):
+            element.textContent = text
+
+    def set_value(self, selector: str, value: str) -> None:
+        for element in self._each(selector):
+            element.value = value
+
+    def set_attr(self, selector: str, name: str, value: str) -> None:
+        for element in self._each(selector):
+            element.setAttribute(name, value)
+
+    def set_prop(self, selector: str, name: str, value) -> None:
+        for element in self._each(selector):
+            setattr(element, name, value)
+
+    def focus(self, selector: str) -> None:
+        element = self.document.querySelector(selector)
+        if element is not None:
+            element.focus(to_js({"preventScroll": True}, dict_converter=js.Object.fromEntries))
+
+    def reduced_motion(self) -> bool:
+        return bool(self.window.matchMedia("(prefers-reduced-motion: reduce)").matches)
+
+    def open_details(self, selector: str) -> None:
+        for element in self._each(selector):
+            element.open = True
+
+    def show_popover(self, selector: str) -> None:
+        element = self.document.querySelector(selector)
+        if element is not None:
+            try:
+                element.showPopover()
+            except Exception:  # noqa: BLE001  (already open, or no popover support)
+                pass
+
+    def hide_popovers(self) -> None:
+        try:
+            for element in self._each(".weights-pop:popover-open"):
+                element.hidePopover()
+        except Exception:  # noqa: BLE001  (a browser without :popover-open)
+            pass
+
+    def highlight(self, selector: str | None) -> None:
+        if self._highlighted is not None:
+            self._highlighted.removeAttribute("data-tour-active")
+            self._highlighted = None
+        if not selector:
+            return
+        element = self.document.querySelector(selector)
+        if element is None:
+            return
+        element.setAttribute("data-tour-active", "true")
+        self._highlighted = element
+        behavior = "auto" if self.reduced_motion() else "smooth"
+        tall = float(element.getBoundingClientRect().height) > 0.6 * float(self.window.innerHeight)
+        element.scrollIntoView(to_js({"block": "start" if tall else "center", "behavior": behavior},
+                                     dict_converter=js.Object.fromEntries))
+
+    # ----- events -------------------------------------------------------------------------------
+    def _dataset(self, element) -> dict:
+        return {str(k): str(v) for k, v in (tuple(e) for e in js.Object.entries(element.dataset))}
+
+    def _dispatch(self, element, value: str = "") -> None:
+        action = str(element.getAttribute("data-action"))
+        try:
+            self.explainer.handle(action, value, self._dataset(element))
+        except Exception as exc:  # noqa: BLE001  (an event must never take the page down)
+            self.explainer._fail(exc)
+
+    def _on_click(self, event) -> None:
+        element = event.target.closest("[data-action]")
+        if element is None or element.tagName in ("SELECT", "INPUT", "TEXTAREA"):
+            return
+        action = str(element.getAttribute("data-action"))
+        value = ""
+        if action == "run":
+            value = str(self.document.getElementById("prompt").value)
+        elif action == "console-run":
+            value = str(self.document.getElementById("console-input").value)
+        self._dispatch(element, value)
+
+    def _on_change(self, event) -> None:
+        element = event.target
+        if element.tagName == "SELECT" and element.hasAttribute("data-action"):
+            self._dispatch(element, str(element.value))
+
+    def _on_input(self, event) -> None:
+        element = event.target
+        if element.tagName == "INPUT" and element.hasAttribute("data-action"):
+            self._dispatch(element, str(element.value))
+
+    def _on_keydown(self, event) -> None:
+        target = event.target
+        key = str(event.key)
+        if target.id == "prompt" and key == "Enter" and not event.shiftKey and not event.isComposing:
+            event.preventDefault()
+            self.explainer.handle("run", str(target.value))
+            return
+        if target.id == "console-input" and key == "Enter" and (event.ctrlKey or event.metaKey):
+            event.preventDefault()
+            self.explainer.handle("console-run", str(target.value))
+            return
+        if key == "Escape":
+            self.hide_tooltip()
+            if self.explainer.tour_index is not None:
+                self.explainer.handle("tour-end")
+            return
+        if key in ARROWS and (target.matches("canvas[data-heat]") or target.matches("svg[data-grid]")):
+            event.preventDefault()
+            self._move_cursor(target, *ARROWS[key])
+            return
+        if key in ("Enter", " ") and target.hasAttribute("data-action") and target.getAttribute("role") == "button" \
+                and target.tagName not in ("BUTTON", "A"):
+            event.preventDefault()
+            self._dispatch(target)
+
+    # ----- tooltips and map cursors ----------------------------------------------------------
+    def _tooltip(self):
+        return self.document.getElementById("tooltip")
+
+    def show_tooltip(self, text: str, x: float, y: float) -> None:
+        tip = self._tooltip()
+        if tip is None:
+            return
+        tip.textContent = text
+        tip.hidden = False
+        width = float(self.window.innerWidth)
+        tip_w = float(tip.offsetWidth)
+        left = min(max(4.0, x + 14), max(4.0, width - tip_w - 4))
+        top = y + 16
+        if top + float(tip.offsetHeight) > float(self.window.innerHeight) - 4:
+            top = y - float(tip.offsetHeight) - 10
+        tip.style.left = f"{left:.0f}px"
+        tip.style.top = f"{max(top, 4):.0f}px"
+
+    def hide_tooltip(self, cursor: bool = False) -> None:
+        tip = self._tooltip()
+        if tip is not None:
+            tip.hidden = True
+        if cursor:
+            mark = self.document.getElementById("cell-cursor")
+            if mark is not None:
+                mark.hidden = True
+
+    def _announce(self, text: str) -> None:
+        live = self.document.getElementById("live")
+        if live is not None:
+            live.textContent = text
+
+    def _cell_text(self, cell) -> str:
+        """Hover text of an attention cell, from its attributes and the tokens."""
+        tokens = self.explainer.tokens
+        q, k = int(cell.getAttribute("data-q")), int(cell.getAttribute("data-k"))
+        value = float(cell.getAttribute("data-value"))
+        qt = token_label(tokens[q]) if q < len(tokens) else ""
+        kt = token_label(tokens[k]) if k < len(tokens) else ""
+        if cell.getAttribute("data-masked") == "true":
+            return f"query {q} ‘{qt}’ → key {k} ‘{kt}’: masked (a future token), weight 0"
+        return f"query {q} ‘{qt}’ → key {k} ‘{kt}’: attention {value:.5g}"
+
+    def _on_pointer(self, event) -> None:
+        target = event.target
+        if target.matches("canvas[data-heat]"):
+            heat = self.heats.get(str(target.getAttribute("data-heat")))
+            if heat is None:
+                return
+            rows, cols = heat.shape
+            w, h = float(target.clientWidth) or 1.0, float(target.clientHeight) or 1.0
+            c = min(cols - 1, max(0, int(float(event.offsetX) / w * cols)))
+            r = min(rows - 1, max(0, int(float(event.offsetY) / h * rows)))
+            self.show_tooltip(heat.describe(r, c), float(event.clientX), float(event.clientY))
+        elif target.matches('[data-testid="attention-cell"]'):
+            self.show_tooltip(self._cell_text(target), float(event.clientX), float(event.clientY))
+        elif not target.matches("#tooltip"):
+            self.hide_tooltip()
+
+    def _on_leave(self, event) -> None:
+        self.hide_tooltip()
+
+    def _on_focus(self, event) -> None:
+        target = event.target
+        if target.matches("canvas[data-heat]") or target.matches("svg[data-grid]"):
+            self._move_cursor(target, 0, 0)
+
+    def _on_blur(self, event) -> None:
+        target = event.target
+        if target.matches("canvas[data-heat]") or target.matches("svg[data-grid]"):
+            self.hide_tooltip()
+            cursor = self.document.getElementById("cell-cursor")
+            if cursor is not None:
+                cursor.hidden = True
+            mark = target.querySelector(".grid-cursor") if target.matches("svg[data-grid]") else None
+            if mark is not None:
+                mark.setAttribute("visibility", "hidden")
+
+    def _move_cursor(self, target, dr: int, dc: int) -> None:
+        if target.matches("canvas[data-heat]"):
+            key = str(target.getAttribute("data-heat"))
+            heat = self.heats.get(key)
+            if heat is None:
+                return
+            rows, cols = heat.shape
+            r, c = self.cursors.get(key, (0, 0))
+            r, c = min(max(r + dr, 0), rows - 1), min(max(c + dc, 0), cols - 1)
+            self.cursors[key] = (r, c)
+            rect = target.getBoundingClientRect()
+            cw, ch = float(rect.width) / cols, float(rect.height) / rows
+            x, y = float(rect.left) + c * cw, float(rect.top) + r * ch
+            cursor = self.document.getElementById("cell-cursor")
+            if cursor is not None:
+                cursor.hidden = False
+                cursor.style.left = f"{x - 2:.1f}px"
+                cursor.style.top = f"{y - 2:.1f}px"
+                cursor.style.width = f"{max(cw, 3) + 4:.1f}px"
+                cursor.style.height = f"{max(ch, 3) + 4:.1f}px"
+            text = heat.describe(r, c)
+            self.show_tooltip(text, x + cw, y + ch)
+            self._announce(text)
+            return
+        # the attention matrix: cells are elements
+        n, q0 = int(target.getAttribute("data-n")), int(target.getAttribute("data-q0"))
+        key = f"grid.{target.getAttribute('data-layer')}.{target.getAttribute('data-head')}"
+        q, k = self.cursors.get(key, (n - 1, q0))
+        q, k = min(max(q + dr, q0), n - 1), min(max(k + dc, q0), n - 1)
+        self.cursors[key] = (q, k)
+        cell = target.querySelector(f'[data-q="{q}"][data-k="{k}"]')
+        if cell is None:
+            return
+        mark = target.querySelector(".grid-cursor")
+        if mark is not None:
+            for name in ("x", "y", "width", "height"):
+                mark.setAttribute(name, cell.getAttribute(name))
+            mark.setAttribute("visibility", "visible")
+        rect = cell.getBoundingClientRect()
+        text = self._cell_text(cell)
+        self.show_tooltip(text, float(rect.right), float(rect.bottom))
+        self._announce(text)

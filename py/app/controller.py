@@ -1,0 +1,53 @@
+"""App: the boot sequence and page state. Talks to the page only through a Page-like object."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Awaitable, Callable
+
+from .views import adapter as adapter_view
+from .webgpu import AdapterInfo
+
+STATES = ("loading", "busy", "ready", "error")
+BACKENDS = ("webgpu", "numpy")
+
+
+class App:
+    """Boots Glassbox: imports numpy and the core package, picks the compute backend.
+
+    ``page`` offers set_state, set_backend, progress, fail and show (see dom.Page);
+    ``probe`` is an async callable returning the WebGPU AdapterInfo, or None without one;
+    ``start``, if given, is awaited with the app as the last boot step before 'ready' (main.py
+    loads the model and the explainer there).
+    """
+
+    def __init__(self, page, probe: Callable[[], Awaitable[AdapterInfo | None]],
+                 start: Callable[["App"], Awaitable[None]] | None = None):
+        self.page = page
+        self.probe = probe
+        self.start = start
+        self.adapter: AdapterInfo | None = None
+        self.backend: str | None = None
+        self.versions: dict[str, str] = {}
+
+    async def boot(self) -> bool:
+        """Run the start-up steps; True when the page reached 'ready', False on error."""
+        try:
+            self.page.progress("Importing numpy and Glassbox", 0.92)
+            import numpy
+            import glassbox
+
+            self.versions = {"numpy": numpy.__version__, "glassbox": glassbox.__version__}
+            self.page.progress("Looking for a WebGPU adapter", 0.96)
+            self.adapter = await self.probe()
+            self.backend = "webgpu" if self.adapter is not None else "numpy"
+            self.page.set_backend(self.backend)
+            self.page.show("app", adapter_view.render(self.adapter, self.backend, self.versions))
+            if self.start is not None:
+                await self.start(self)
+        except Exception as exc:  # noqa: BLE001  (any boot failure must reach the page)
+            self.page.fail(f"Start-up failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+            return False
+        self.page.progress("Ready", 1.0)
+        self.page.set_state("ready")
+        return True

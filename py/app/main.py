@@ -1,0 +1,48 @@
+"""Entry point: index.html runs ``from app.main import main; await main()`` under PyScript."""
+
+from __future__ import annotations
+
+import js  # noqa: F401  (Pyodide's browser globals: document, window, navigator)
+from pyodide.ffi import create_proxy
+
+from .binding import Binding
+from .console import Console, run_code
+from .controller import App
+from .dom import Page
+from .webgpu import probe_adapter
+
+DEFAULT_MODEL = "mini"  # weights/<name>/; ?model=<name> picks another folder
+
+
+def model_url() -> str:
+    name = js.URLSearchParams.new(js.location.search).get("model") or DEFAULT_MODEL
+    if not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
+        raise ValueError(f"?model={name!r} is not a model folder name")
+    return f"./weights/{name}/"
+
+
+async def main() -> App:
+    """Boot the app on this page and return it (kept alive by the page's proxies)."""
+    page = Page(js.document, js.window.glassboxShell)
+    console = Console()
+
+    async def start(app: App) -> None:
+        """Load the model, draw the explainer and run it on the first example."""
+        from .explainer import Explainer
+        from .loader import load_model
+
+        model = await load_model(model_url(), lambda p: page.progress(p.label(), 0.96 + 0.03 * p.fraction))
+        page.progress("Preparing the explainer", 0.99)
+        binding = Binding(page)
+        explainer = Explainer(binding, model, namespace=console.namespace, run_code=run_code)
+        explainer.mount()
+        binding.attach(explainer)
+        app.explainer = explainer
+        await explainer.start()
+
+    app = App(page, probe=lambda: probe_adapter(js.navigator), start=start)
+    console.namespace["app"] = app
+    # window.glassbox_py(code) in web/shell.js calls this; the proxy lives as long as the page.
+    js.window.glassbox_py_json = create_proxy(console.run_json)
+    await app.boot()
+    return app

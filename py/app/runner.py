@@ -1,0 +1,187 @@
+"""Runners: ``async run(ids) -> Trace`` over the whole displayed sequence, plus the KV cache.
+
+The explainer (``explainer.py``) only needs a runner with
+
+    async run(ids)      -> Trace   every tensor of the sequence ``ids`` (positions 0..N-1)
+
+and, when a runner offers them, two extras that make generation cheap:
+
+    async extend(ids)   -> Trace   the full trace of the cached sequence + ``ids``
+    truncate(n)                    forget everything after the first n positions
+
+A WebGPU engine can be swapped in with ``run`` alone; the explainer then re-runs the whole
+sequence per generated token (what Transformer Explainer does).
+
+Why the KV cache still gives the views a *full* trace: GPT-2 is causal, so appending tokens
+never changes a row of an earlier position. The trace of ``ids + new`` is the old trace with
+the new rows appended (``append_rows``) — the step trace computed with the cache holds
+exactly those rows — plus, in the attention tensors, one new *column* per new key for the
+old rows. Those columns are masked for old queries: ``att`` is 0 there and ``masked`` is
+MASK_VALUE; only the raw ``scores``/``scaled`` (which the derivation view shows before the
+mask) need the old queries times the new keys, one small product per layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from glassbox import reference
+from glassbox.config import GPTConfig
+from glassbox.trace import Trace, layer_name
+
+# Per-layer tensors laid out [H, N, T] (queries x keys) and [H, N, K] (heads first).
+ATTENTION_GRIDS = ("scores", "scaled", "masked", "att")
+HEAD_ROWS = ("q", "k", "v", "head_out")
+
+Yield = Callable[[str, float], Awaitable[None]]
+
+
+async def _yield_to_page(label: str, fraction: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def forward_async(params, config: GPTConfig, ids, cache: reference.KVCache | None = None,
+                        step: Yield = _yield_to_page, logit_rows: int = 4) -> Trace:
+    """reference.forward, step for step, handing control back to the page between layers.
+
+    The same functions (``reference.block``, ``layer_norm``, ``linear``) compute every tensor;
+    only the logits are computed ``logit_rows`` rows at a time so a long input does not block
+    the page for the whole [N, D] x [D, V] product. ``step(label, fraction)`` is awaited
+    between steps (progress display + ``asyncio.sleep(0)``).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError("forward needs a non-empty 1-D sequence of token ids")
+    start = cache.length if cache is not None else 0
+    if start + ids.size > config.n_positions:
+        raise ValueError(f"{start + ids.size} positions exceed the context length {config.n_positions}")
+    if ids.min() < 0 or ids.max() >= config.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {config.vocab_size})")
+    trace = Trace(config=config, ids=ids, start=start)
+    keep = trace.__setitem__
+    total = config.n_layer + 2
+
+    tok = params["wte.weight"][ids].astype(np.float32)
+    pos = params["wpe.weight"][start:start + ids.size].astype(np.float32)
+    x = (tok + pos).astype(np.float32)
+    keep("tok_emb", tok), keep("pos_emb", pos), keep("emb", x)
+    await step("Embedding", 1 / total)
+    for layer in range(config.n_layer):
+        x = reference.block(x, params, layer, config, cache, keep)
+        await step(f"Block {layer + 1} of {config.n_layer}", (layer + 2) / total)
+    meanf, varf = reference.layer_norm_stats(x)
+    lnf = reference.layer_norm(x, params["ln_f.weight"], params["ln_f.bias"], config.layer_norm_epsilon)
+    keep("ln_f.mean", meanf), keep("ln_f.var", varf), keep("ln_f", lnf)
+    rows = []
+    for first in range(0, lnf.shape[0], logit_rows):
+        rows.append(reference.linear(lnf[first:first + logit_rows], params["wte.weight"], None))
+        await step("Logits", 1.0)
+    trace["logits"] = np.concatenate(rows, axis=0)
+    return trace
+
+
+def _check_layers(trace: Trace) -> None:
+    for layer in range(trace.config.n_layer):
+        if layer_name(layer, "att") not in trace:
+            raise ValueError(f"the trace lacks layer {layer}'s tensors: capture every tensor to extend it")
+
+
+def append_rows(old: Trace, new: Trace) -> Trace:
+    """The trace of old.ids + new.ids, from old (positions 0..N0-1) and new, the cached step.
+
+    ``new`` must have been computed with the KV cache holding exactly old's keys and values
+    (new.start == N0). See the module docstring for why this equals a full forward.
+    """
+    n0 = int(old.ids.size)
+    if old.start != 0 or new.start != n0:
+        raise ValueError(f"cannot join a trace at {old.start} of {n0} tokens with a step starting at {new.start}")
+    if old.config != new.config:
+        raise ValueError("the traces come from different models")
+    _check_layers(old), _check_layers(new)
+    K = old.config.head_size
+    out = Trace(config=old.config, ids=np.concatenate([old.ids, new.ids]), start=0)
+    for name, value in old.tensors.items():
+        short = name.split(".", 2)[2] if name.startswith("h.") else name
+        extra = new[name]
+        if short in HEAD_ROWS:
+            out[name] = np.concatenate([value, extra], axis=1)
+        elif short in ATTENTION_GRIDS:
+            layer = int(name.split(".")[1])
+            h, _, t0 = value.shape
+            if short in ("scores", "scaled"):
+                q_old = old[layer_name(layer, "q")]
+                k_new = new[layer_name(layer, "k")]
+                cols = (q_old @ k_new.transpose(0, 2, 1)).astype(np.float32)
+                if short == "scaled":
+                    cols = (cols / np.float32(math.sqrt(K))).astype(np.float32)
+            elif short == "masked":
+                cols = np.full((h, n0, extra.shape[2] - t0), reference.MASK_VALUE, dtype=np.float32)
+            else:
+                cols = np.zeros((h, n0, extra.shape[2] - t0), dtype=np.float32)
+            out[name] = np.concatenate([np.concatenate([value, cols], axis=2), extra], axis=1)
+        else:
+            out[name] = np.concatenate([value, extra], axis=0)
+    return out
+
+
+def truncate_rows(trace: Trace, n: int) -> Trace:
+    """The trace of the first n tokens (exact: later tokens never change earlier rows)."""
+    if not 0 < n <= trace.ids.size or trace.start != 0:
+        raise ValueError(f"cannot cut a trace of {trace.ids.size} tokens to {n}")
+    out = Trace(config=trace.config, ids=trace.ids[:n].copy(), start=0)
+    for name, value in trace.tensors.items():
+        short = name.split(".", 2)[2] if name.startswith("h.") else name
+        if short in HEAD_ROWS:
+            out[name] = value[:, :n].copy()
+        elif short in ATTENTION_GRIDS:
+            out[name] = value[:, :n, :n].copy()
+        else:
+            out[name] = value[:n].copy()
+    return out
+
+
+class ReferenceRunner:
+    """The numpy reference as a runner, with a KV cache kept in step with the last trace."""
+
+    name = "numpy"
+
+    def __init__(self, params, config: GPTConfig, step: Yield = _yield_to_page):
+        self.params = params
+        self.config = config
+        self.step = step
+        self.cache: reference.KVCache | None = None
+
+    async def run(self, ids) -> Trace:
+        """Every tensor of ``ids``; the cache now holds exactly these positions."""
+        self.cache = reference.KVCache(self.config)
+        try:
+            return await forward_async(self.params, self.config, ids, self.cache, self.step)
+        except BaseException:
+            self.cache = None
+            raise
+
+    async def extend(self, ids) -> Trace:
+        """The step trace of ``ids`` after the cached positions (rows of the new tokens)."""
+        if self.cache is None:
+            raise ValueError("nothing is cached: run a sequence first")
+        before = self.cache.length
+        try:
+            return await forward_async(self.params, self.config, ids, self.cache, self.step)
+        except BaseException:
+            self.truncate(before)
+            raise
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n cached positions (after a discarded token, or a failed step)."""
+        if self.cache is None:
+            return
+        for layer in range(self.config.n_layer):
+            if self.cache.k[layer] is not None:
+                self.cache.k[layer] = self.cache.k[layer][:, :n]
+                self.cache.v[layer] = self.cache.v[layer][:, :n]
+        if self.cache.length == 0:
+            self.cache = reference.KVCache(self.config)

@@ -1,0 +1,368 @@
+"""The explainer under CPython: runner (KV cache joins), views (shapes, numbers, testids) and
+the controller's flows with a fake page. The same code runs on the page in tests/e2e.
+
+The model is a small random GPT-2 (D=16, 2 layers) with GPT-2's real vocabulary, so the
+tokenizer and V=50257 are the real ones and everything runs in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html as htmllib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glassbox import reference
+from glassbox.config import GPTConfig
+from glassbox.model import Model
+from glassbox.sampling import distribution
+from glassbox.tokenizer import Tokenizer
+from glassbox.weights import Checkpoint, expected_shapes
+
+from app import runner as runners
+from app.console import run_code
+from app.explainer import Explainer
+from app.views import attention, block, controls, embedding, mathtex, output, overview, tour, weights
+from app.views.common import diverging, robust_scale, viridis
+
+VOCAB = Path(__file__).resolve().parents[1] / "vendor" / "gpt2"
+CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, n_positions=24, vocab_size=50257)
+# The joined (KV cache) trace and a full forward differ only in float32 summation order.
+ATOL, RTOL = 1e-5, 1e-5
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    if not (VOCAB / "encoder.json").exists():
+        pytest.fail(f"GPT-2's vocabulary is missing from {VOCAB}: run `python3 tools/vendor.py`")
+    rng = np.random.default_rng(1)
+    params = {}
+    for name, shape in expected_shapes(CONFIG).items():
+        scale = 1.0 if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight" else 0.2
+        base = 1.0 if scale == 1.0 else 0.0
+        params[name] = (base + rng.standard_normal(shape) * (0.1 if base else scale)).astype(np.float32)
+    checkpoint = Checkpoint(config=CONFIG, scheme="none", group=0, tensors=params)
+    return Model(checkpoint, Tokenizer.from_folder(VOCAB), "random")
+
+
+@pytest.fixture(scope="module")
+def trace(model):
+    return model.forward(model.prompt("The quick brown fox jumps over").ids)
+
+
+def tokens_of(model, trace):
+    return model.tokenizer.display(trace.ids)
+
+
+# ----- runner ----------------------------------------------------------------------------------
+def test_forward_async_equals_the_reference(model):
+    ids = model.prompt("Once upon a time there was").ids
+    want = model.forward(ids)
+    got = asyncio.run(runners.forward_async(model.params, CONFIG, ids, logit_rows=2))
+    assert got.names() == want.names()
+    for name in want.names():
+        np.testing.assert_array_equal(got[name], want[name]) if name != "logits" else \
+            np.testing.assert_allclose(got[name], want[name], atol=1e-6, rtol=1e-6)
+
+
+def test_kv_cache_steps_join_into_the_full_trace(model):
+    ids = model.prompt("The quick brown fox jumps over the lazy dog").ids
+    run = runners.ReferenceRunner(model.params, CONFIG)
+
+    async def go():
+        joined = await run.run(ids[:3])
+        for i in range(3, ids.size):
+            joined = runners.append_rows(joined, await run.extend(ids[i:i + 1]))
+        return joined
+
+    joined = asyncio.run(go())
+    full = model.forward(ids)
+    assert sorted(joined.names()) == sorted(full.names())
+    for name in full.names():
+        assert joined[name].shape == full[name].shape, name
+        np.testing.assert_allclose(joined[name], full[name], atol=ATOL, rtol=RTOL, err_msg=name)
+    assert run.cache.length == ids.size
+
+
+def test_truncate_restores_the_shorter_trace_and_cache(model):
+    ids = model.prompt("The quick brown fox jumps").ids
+    run = runners.ReferenceRunner(model.params, CONFIG)
+    full = asyncio.run(run.run(ids))
+    short = runners.truncate_rows(full, 3)
+    want = model.forward(ids[:3])
+    for name in want.names():
+        np.testing.assert_allclose(short[name], want[name], atol=ATOL, rtol=RTOL, err_msg=name)
+    run.truncate(3)
+    step = asyncio.run(run.extend(ids[3:4]))
+    again = runners.append_rows(short, step)
+    np.testing.assert_allclose(again.logits, model.forward(ids[:4]).logits, atol=ATOL, rtol=RTOL)
+    with pytest.raises(ValueError):
+        runners.truncate_rows(full, 0)
+    with pytest.raises(ValueError):
+        runners.append_rows(full, model.forward(ids[:1]))  # a step must start where the trace ends
+
+
+# ----- views -----------------------------------------------------------------------------------
+def test_colour_scales():
+    assert tuple(viridis(0.0)[:3]) == (68, 1, 84)
+    assert tuple(viridis(1.0)[:3]) == (253, 231, 37)
+    assert tuple(diverging(0.0, 1.0)[:3]) == (0xF4, 0xF4, 0xF2)
+    assert diverging(-5.0, 1.0)[2] > diverging(-5.0, 1.0)[0]  # negative: blue
+    assert diverging(5.0, 1.0)[0] > diverging(5.0, 1.0)[2]  # positive: orange
+    assert robust_scale(np.zeros(5)) == 1.0
+
+
+def test_views_refuse_mismatched_inputs(model, trace):
+    tokens = tokens_of(model, trace)
+    with pytest.raises(ValueError):
+        embedding.render(trace, tokens[:-1])
+    with pytest.raises(ValueError):
+        attention.render(trace, tokens, CONFIG.n_layer, 0)
+    with pytest.raises(ValueError):
+        block.render(trace, tokens, 0, len(tokens))
+    broken = runners.truncate_rows(trace, trace.ids.size)
+    broken["h.0.att"] = broken["h.0.att"][:, :-1]
+    with pytest.raises(ValueError):
+        attention.render(broken, tokens, 0, 0)
+    dist = distribution(trace.logits[-1])
+    with pytest.raises(ValueError):
+        output.render(dist, CONFIG.vocab_size, tokens)
+    with pytest.raises(ValueError):
+        weights.downsample(np.zeros(3))
+
+
+def test_attention_cells_carry_the_trace_values(model, trace):
+    tokens = tokens_of(model, trace)
+    view = attention.render(trace, tokens, 1, 1)
+    cells = re.findall(r'data-testid="attention-cell" data-q="(\d+)" data-k="(\d+)" data-value="([^"]+)"( data-masked="true")?',
+                       view.html)
+    n = trace.ids.size
+    assert len(cells) == n * n
+    att = trace["h.1.att"][1]
+    for q, k, value, masked in cells:
+        q, k = int(q), int(k)
+        assert float(value) == pytest.approx(float(att[q, k]), abs=1e-9, rel=1e-7)
+        assert bool(masked) == (k > q)
+    assert 'data-testid="derivation-toggle"' in view.html
+    for name, *_ in attention.STAGES:
+        assert f'data-testid="stage-{name}"' in view.html
+
+
+def test_heat_maps_describe_exact_values(model, trace):
+    tokens = tokens_of(model, trace)
+    view = embedding.render(trace, tokens)
+    heats = {h.key: h for h in view.heats}
+    assert set(heats) == {"emb.tok_emb", "emb.pos_emb", "emb.emb"}
+    for key, name in (("emb.tok_emb", "tok_emb"), ("emb.emb", "emb")):
+        heat = heats[key]
+        assert heat.rgba.shape == trace[name].shape + (4,) and heat.rgba.dtype == np.uint8
+        assert f'data-heat="{key}"' in view.html
+        text = heat.describe(2, 5)
+        assert "token 2" in text and "dim 5" in text
+        assert float(text.rsplit("= ", 1)[1]) == pytest.approx(float(trace[name][2, 5]), rel=1e-4)
+
+
+def test_block_view_shows_layer_norm_statistics(model, trace):
+    tokens = tokens_of(model, trace)
+    view = block.render(trace, tokens, 1, 2)
+    means = [float(v) for v in re.findall(r'data-testid="ln_1-mean" data-value="([^"]+)"', view.html)]
+    np.testing.assert_allclose(means, trace["h.1.ln_1.mean"], rtol=1e-6, atol=1e-9)
+    assert len(re.findall(r"<circle", view.html)) == CONFIG.mlp_width
+    np.testing.assert_array_equal(block.block_input(trace, 1), trace["h.0.res_2"])
+
+
+def test_output_rows_are_the_distribution(model, trace):
+    vocab = model.tokenizer.display(range(CONFIG.vocab_size))
+    for t, k, p in ((1.0, 0, 1.0), (0.5, 10, 1.0), (1.5, 0, 0.3), (0.0, 0, 1.0)):
+        dist = distribution(trace.logits[-1], t, k, p)
+        sampled = int(np.argmax(dist.probs))
+        view = output.render(dist, sampled, vocab, final=trace["ln_f"][-1],
+                             unembed_row=model.params["wte.weight"][sampled], last_token="x", config=CONFIG)
+        rows = re.findall(r'data-testid="prediction" data-token-id="(\d+)" data-prob="([^"]+)"', view.html)
+        assert len(rows) >= 20
+        for tid, prob in rows:
+            assert float(prob) == pytest.approx(float(dist.probs[int(tid)]), rel=1e-7, abs=1e-12)
+        assert [int(t) for t, _ in rows[:20]] == [int(i) for i in dist.top(20)]
+        assert view.html.count('class="prediction sampled') == 1
+
+
+def test_overview_and_math_and_tour(model, trace):
+    tokens = tokens_of(model, trace)
+    vocab = model.tokenizer.display(range(CONFIG.vocab_size))
+    view = overview.render(trace, tokens, distribution(trace.logits[-1]), vocab, 1)
+    assert view.html.count('data-testid="sankey-block"') == CONFIG.n_layer
+    assert view.html.count('class="ribbon"') >= trace.ids.size * (CONFIG.n_layer + 2)
+    for section in ("overview", "embedding", "attention", "block", "output"):
+        assert 'class="tex' in mathtex.panel(section, CONFIG, 5)
+    assert "pre-norm" in mathtex.NOTATION
+    assert len(tour.STEPS) >= 12
+    assert 'data-testid="tour-next"' in tour.render(0)
+    with pytest.raises(ValueError):
+        tour.render(len(tour.STEPS))
+
+
+def test_weight_downsampling_keeps_the_largest_magnitude():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((300, 70)).astype(np.float32)
+    w[123, 45] = -50.0
+    maxabs, mean, rows, cols = weights.downsample(w, 64, 32)
+    assert maxabs.shape == (64, 32) == mean.shape
+    assert rows[0][0] == 0 and rows[-1][1] == 299 and cols[-1][1] == 69
+    for r, (r0, r1) in enumerate(rows):
+        for c, (c0, c1) in enumerate(cols):
+            block_ = w[r0:r1 + 1, c0:c1 + 1]
+            assert maxabs[r, c] == block_.flat[np.argmax(np.abs(block_))]
+            assert mean[r, c] == pytest.approx(float(block_.mean()), rel=1e-5, abs=1e-6)
+    assert maxabs.min() == -50.0
+    small = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(weights.downsample(small)[0], small)
+
+
+# ----- the controller with a fake page ------------------------------------------------------------
+class FakeUI:
+    def __init__(self):
+        self.slots, self.states, self.values, self.texts, self.attrs = {}, [], {}, {}, {}
+        self.reduced = False
+
+    def show_frame(self, html):
+        self.frame = html
+
+    def show(self, slot, view):
+        self.slots[slot] = view
+
+    def set_state(self, state):
+        self.states.append(state)
+
+    def set_text(self, selector, text):
+        self.texts[selector] = text
+
+    def set_value(self, selector, value):
+        self.values[selector] = value
+
+    def set_attr(self, selector, name, value):
+        self.attrs[(selector, name)] = value
+
+    def set_prop(self, selector, name, value):
+        self.attrs[(selector, name)] = value
+
+    def reduced_motion(self):
+        return self.reduced
+
+    def hide_popovers(self):
+        pass
+
+    def open_details(self, selector):
+        pass
+
+    def show_popover(self, selector):
+        pass
+
+    def highlight(self, selector):
+        self.highlighted = selector
+
+    def focus(self, selector):
+        pass
+
+
+def test_explainer_flow(model):
+    ui = FakeUI()
+    ex = Explainer(ui, model, seed=0, namespace={}, run_code=run_code)
+    ex.mount()
+    for testid in ("prompt", "generate", "temperature", "top-k", "top-p", "layer-select", "head-select"):
+        assert f'data-testid="{testid}"' in ui.frame
+    assert ui.frame.count('data-testid="example"') >= 5
+
+    async def go():
+        await ex.start()
+        assert ui.states == []  # the boot owns the page state during the first run
+        assert {"sequence", "overview", "embedding", "attention", "block", "output"} <= set(ui.slots)
+        n = ex.ids.size
+        np.testing.assert_allclose(ex.trace.logits, model.forward(ex.ids).logits, atol=1e-5)
+        runs = ex.runs
+        ex.set_sampling(temperature=0)
+        assert ex.runs == runs and ex.sampled == int(np.argmax(ex.trace.logits[-1]))
+        await ex.generate_one()
+        assert ui.states[-2:] == ["busy", "ready"]
+        assert ex.ids.size == n + 1 and ex.pending and ex.runs == runs + 1
+        full = model.forward(ex.ids)
+        np.testing.assert_allclose(ex.trace["h.1.att"], full["h.1.att"], atol=ATOL)
+        ex.discard()
+        assert ex.ids.size == n and not ex.pending and ex.runs == runs + 1
+        await ex.generate_one()
+        ex.accept()
+        assert ui.values["#prompt"] == model.tokenizer.decode(ex.ids)
+        await ex.generate_continuously(limit=3)
+        assert ex.ids.size == n + 4 and not ex.generating
+        ex.select_layer(1), ex.select_head(1)
+        assert ui.values["#layer-select"] == "2" and ui.values["#head-select"] == "2"
+        with pytest.raises(ValueError):
+            ex.select_layer(CONFIG.n_layer)
+        ui.reduced = True
+        ex.toggle_derivation(True)
+        assert ex.deriv_stage == len(attention.STAGES)
+        ex.replay()
+        assert ex.deriv_stage == len(attention.STAGES)
+        ui.reduced = False
+        ex.toggle_derivation(False)
+        ex.toggle_derivation(True)
+        await asyncio.sleep(0)
+        assert ex.deriv_stage == 1
+        ex.step()
+        assert ex.deriv_stage == 2
+        ex.toggle_derivation(False)
+        for i in range(len(tour.STEPS)):
+            ex.tour_go(i)
+            assert ui.highlighted == tour.STEPS[i].target
+        ex.tour_go(None)
+        out = await ex.console_run('trace["h.0.att"].shape')
+        assert out == str((CONFIG.n_head, ex.ids.size, ex.ids.size))
+        await ex.submit("")
+        assert "empty" in ex.error and ui.states[-1] == "ready"
+        await ex.submit("x " * 40)  # longer than the context (24): cut, and said so
+        assert ex.ids.size == CONFIG.n_positions and ex.dropped > 0
+        assert await ex.generate() is False and "context is full" in ex.error
+
+    asyncio.run(go())
+
+
+def test_boot_awaits_the_start_hook_before_ready():
+    from app.controller import App
+
+    class Page:
+        def __init__(self):
+            self.calls = []
+
+        def progress(self, label, fraction=None):
+            self.calls.append("progress")
+
+        def set_backend(self, backend):
+            pass
+
+        def show(self, slot, html):
+            pass
+
+        def set_state(self, state):
+            self.calls.append(state)
+
+        def fail(self, message, details=""):
+            self.calls.append(("fail", message))
+
+    async def no_gpu():
+        return None
+
+    async def start(app):
+        page.calls.append("start")
+
+    page = Page()
+    assert asyncio.run(App(page, no_gpu, start=start).boot())
+    assert page.calls.index("start") < page.calls.index("ready")
+
+    async def broken(app):
+        raise RuntimeError("no weights")
+
+    page = Page()
+    assert not asyncio.run(App(page, no_gpu, start=broken).boot())
+    assert ("fail", "Start-up failed: RuntimeError: no weights") in page.calls and "ready" not in page.calls
