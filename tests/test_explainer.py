@@ -8,14 +8,12 @@ tokenizer and V=50257 are the real ones and everything runs in a fraction of a s
 from __future__ import annotations
 
 import asyncio
-import html as htmllib
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from glassbox import reference
 from glassbox.config import GPTConfig
 from glassbox.model import Model
 from glassbox.sampling import distribution
@@ -25,7 +23,7 @@ from glassbox.weights import Checkpoint, expected_shapes
 from app import runner as runners
 from app.console import run_code
 from app.explainer import Explainer
-from app.views import attention, block, controls, embedding, mathtex, output, overview, tour, weights
+from app.views import attention, block, embedding, mathtex, output, overview, tour, weights
 from app.views.common import diverging, robust_scale, viridis
 
 VOCAB = Path(__file__).resolve().parents[1] / "vendor" / "gpt2"

@@ -48,37 +48,26 @@ async def forward_async(params, config: GPTConfig, ids, cache: reference.KVCache
                         step: Yield = _yield_to_page, logit_rows: int = 4) -> Trace:
     """reference.forward, step for step, handing control back to the page between layers.
 
-    The same functions (``reference.block``, ``layer_norm``, ``linear``) compute every tensor;
+    The same functions (``reference.embed``, ``block``, ``final_norm``, ``unembed``) compute every tensor;
     only the logits are computed ``logit_rows`` rows at a time so a long input does not block
     the page for the whole [N, D] x [D, V] product. ``step(label, fraction)`` is awaited
     between steps (progress display + ``asyncio.sleep(0)``).
     """
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.ndim != 1 or ids.size == 0:
-        raise ValueError("forward needs a non-empty 1-D sequence of token ids")
     start = cache.length if cache is not None else 0
-    if start + ids.size > config.n_positions:
-        raise ValueError(f"{start + ids.size} positions exceed the context length {config.n_positions}")
-    if ids.min() < 0 or ids.max() >= config.vocab_size:
-        raise ValueError(f"token ids must lie in [0, {config.vocab_size})")
+    ids = reference.check_ids(config, ids, start)
     trace = Trace(config=config, ids=ids, start=start)
     keep = trace.__setitem__
     total = config.n_layer + 2
 
-    tok = params["wte.weight"][ids].astype(np.float32)
-    pos = params["wpe.weight"][start:start + ids.size].astype(np.float32)
-    x = (tok + pos).astype(np.float32)
-    keep("tok_emb", tok), keep("pos_emb", pos), keep("emb", x)
+    x = reference.embed(params, ids, start, keep)
     await step("Embedding", 1 / total)
     for layer in range(config.n_layer):
         x = reference.block(x, params, layer, config, cache, keep)
         await step(f"Block {layer + 1} of {config.n_layer}", (layer + 2) / total)
-    meanf, varf = reference.layer_norm_stats(x)
-    lnf = reference.layer_norm(x, params["ln_f.weight"], params["ln_f.bias"], config.layer_norm_epsilon)
-    keep("ln_f.mean", meanf), keep("ln_f.var", varf), keep("ln_f", lnf)
+    lnf = reference.final_norm(params, config, x, keep)
     rows = []
     for first in range(0, lnf.shape[0], logit_rows):
-        rows.append(reference.linear(lnf[first:first + logit_rows], params["wte.weight"], None))
+        rows.append(reference.unembed(params, lnf[first:first + logit_rows]))
         await step("Logits", 1.0)
     trace["logits"] = np.concatenate(rows, axis=0)
     return trace

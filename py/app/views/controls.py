@@ -43,7 +43,7 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
     """The whole explainer's static HTML (written once per model)."""
     if not examples:
         raise ValueError("the input card needs at least one example prompt")
-    L, H, C, V = config.n_layer, config.n_head, config.n_positions, config.vocab_size
+    L, H, V = config.n_layer, config.n_head, config.vocab_size
     example_buttons = "".join(
         f'<button type="button" class="chip" data-action="example" data-index="{i}" '
         f'data-testid="example">{escape(e)}</button>'

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import reference
 from ..trace import FINAL_NAMES, GLOBAL_NAMES, LAYER_NAMES, Trace, all_names, capture_layer
 from . import kernels as K
 from .backend import Backend, Buffer, Copy, Dispatch, GPUError
@@ -297,14 +298,8 @@ class Engine:
         ``capture`` picks the tensors read back (see capture_predicate); the logits always are.
         """
         c = self.config
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise ValueError("forward needs a non-empty 1-D sequence of token ids")
         start = cache.length if cache is not None else 0
-        if start + ids.size > c.n_positions:
-            raise ValueError(f"{start + ids.size} positions exceed the context length {c.n_positions}")
-        if ids.min() < 0 or ids.max() >= c.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {c.vocab_size})")
+        ids = reference.check_ids(c, ids, start)
         want = capture_predicate(capture)
         names = [name for name in all_names(c) if name == "logits" or want(name)]
         if "logits" not in names:
