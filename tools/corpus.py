@@ -40,6 +40,8 @@ import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
 
+from vendor import sha256_file  # tools/vendor.py (this script's folder is on sys.path)
+
 PACKAGE = "python3.11-doc"
 VERSION = "3.11.2-6+deb12u9"
 DEB_NAME = "python3.11-doc_3.11.2-6+deb12u9_all.deb"
@@ -175,14 +177,6 @@ def extract_paragraphs(html: str) -> list[str]:
 def is_heldout(relpath: str) -> bool:
     h = int(hashlib.sha256(relpath.encode("utf-8")).hexdigest()[:8], 16)
     return h % HELDOUT_MODULUS == 0
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_deb(cache_dir: Path) -> Path:
