@@ -18,6 +18,7 @@ test: vendor $(VENV)/.test-requirements
 
 vendor: node_modules/.package-lock.json $(VENV)/.requirements
 	$(PY) tools/vendor.py
+	$(PY) tools/precache.py
 
 check-tools:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -33,6 +34,8 @@ $(PY): | check-tools
 
 $(VENV)/.requirements: requirements.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@# py/ on the venv's path, so `.venv/bin/python -m glassbox` works from any folder.
+	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/glassbox-src.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)/py"
 	touch $@
 
 $(VENV)/.test-requirements: requirements-test.txt requirements.txt | $(PY)

@@ -142,3 +142,25 @@ def test_quantization_errors_are_bounded(rng):
     assert p1[0, 0] == (7 + 8) | ((-7 + 8) << 4)
     with pytest.raises(ValueError, match="group size"):
         quant.quantize_q4(np.zeros((2, 20), np.float32))
+
+
+def test_index_lists_models_and_prefers_real_gpt2(hf_dir, vocab_dir, tmp_path):
+    from glassbox.model import default_model_dir
+
+    root = tmp_path / "weights"
+    convert(hf_dir, str(root / "mini"), "int8", vocab_dir=vocab_dir)
+    assert json.loads((root / "index.json").read_text()) == {"models": ["mini"], "default": "mini"}
+    assert default_model_dir(str(tmp_path)) == str(root / "mini")
+    convert(hf_dir, str(root / "gpt2"), "q4", vocab_dir=vocab_dir)  # as the README's command does
+    assert json.loads((root / "index.json").read_text()) == {"models": ["gpt2", "mini"], "default": "gpt2"}
+    assert default_model_dir(str(tmp_path)) == str(root / "gpt2")
+
+
+def test_committed_index_is_current():
+    from glassbox.cli import ROOT
+
+    root = os.path.join(ROOT, "weights")
+    with open(os.path.join(root, "index.json")) as f:
+        committed = json.load(f)
+    present = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "manifest.json")))
+    assert committed["models"] == present and committed["default"] in present

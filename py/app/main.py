@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import js  # noqa: F401  (Pyodide's browser globals: document, window, navigator)
 from pyodide.ffi import create_proxy
+
+from glassbox import weights
 
 from .binding import Binding
 from .console import Console, run_code
@@ -11,11 +15,16 @@ from .controller import App
 from .dom import Page
 from .webgpu import probe_adapter
 
-DEFAULT_MODEL = "mini"  # weights/<name>/; ?model=<name> picks another folder
 
+async def model_url() -> str:
+    """weights/<name>/ of ?model=<name>, else the default that weights/index.json names
+    (real GPT-2 when a user converted it there, else the committed small model)."""
+    from .loader import fetch_bytes  # imported once boot has shown its progress
 
-def model_url() -> str:
-    name = js.URLSearchParams.new(js.location.search).get("model") or DEFAULT_MODEL
+    name = js.URLSearchParams.new(js.location.search).get("model")
+    if not name:
+        index = json.loads(await fetch_bytes("./weights/" + weights.INDEX))
+        name = index["default"]
     if not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
         raise ValueError(f"?model={name!r} is not a model folder name")
     return f"./weights/{name}/"
@@ -31,7 +40,7 @@ async def main() -> App:
         from .explainer import Explainer
         from .loader import load_model
 
-        model = await load_model(model_url(), lambda p: page.progress(p.label(), 0.96 + 0.03 * p.fraction))
+        model = await load_model(await model_url(), lambda p: page.progress(p.label(), 0.96 + 0.03 * p.fraction))
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
         explainer = Explainer(binding, model, namespace=console.namespace, run_code=run_code)

@@ -161,4 +161,8 @@ def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
         tokenizer[gb_name] = {"sha256": weights.sha256_hex(data), "bytes": len(data), "bundled": bool(own)}
 
     source = {"checkpoint": src, "model_type": hf.get("model_type"), "name": hf.get("_name_or_path", "")}
-    return weights.write_folder(out, config, params, scheme, tokenizer, group=group, source=source)
+    manifest = weights.write_folder(out, config, params, scheme, tokenizer, group=group, source=source)
+    parent = os.path.dirname(os.path.abspath(out))
+    if os.path.basename(parent) == "weights" or os.path.exists(os.path.join(parent, weights.INDEX)):
+        weights.write_index(parent)  # the page reads which models exist from here
+    return manifest

@@ -105,7 +105,8 @@ def load(path: str, vocab_dir: str | None = None) -> Model:
 
 def default_model_dir(root: str) -> str:
     """weights/gpt2 when a user has converted real GPT-2 there, else the committed small model."""
-    gpt2 = os.path.join(root, "weights", "gpt2")
-    if os.path.exists(os.path.join(gpt2, weights.MANIFEST)):
-        return gpt2
-    return os.path.join(root, "weights", "mini")
+    for name in weights.PREFERRED:
+        folder = os.path.join(root, "weights", name)
+        if os.path.exists(os.path.join(folder, weights.MANIFEST)):
+            return folder
+    return os.path.join(root, "weights", weights.PREFERRED[-1])

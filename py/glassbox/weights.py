@@ -31,6 +31,8 @@ FORMAT = "glassbox-model"
 FORMAT_VERSION = 1
 MAX_SHARD_BYTES = 32 * 1024 * 1024
 MANIFEST = "manifest.json"
+INDEX = "index.json"  # weights/index.json: the model folders present, so the page never probes
+PREFERRED = ("gpt2", "mini")  # the default model: the first of these that is present
 
 
 class WeightsError(ValueError):
@@ -185,6 +187,18 @@ def write_folder(path: str, config: GPTConfig, params: dict[str, np.ndarray], sc
         json.dump(manifest, f, indent=1)
         f.write("\n")
     return manifest
+
+
+def write_index(root: str) -> dict:
+    """List the model folders under ``root`` (those with a manifest) in ``root``/index.json,
+    with the default one: real GPT-2 when a user converted it, else the committed small model."""
+    models = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, MANIFEST)))
+    default = next((name for name in PREFERRED if name in models), models[0] if models else None)
+    index = {"models": models, "default": default}
+    with open(os.path.join(root, INDEX), "w") as f:
+        json.dump(index, f, indent=1)
+        f.write("\n")
+    return index
 
 
 def parse_manifest(data: bytes | str, where: str = MANIFEST) -> dict:
