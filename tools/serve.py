@@ -11,6 +11,9 @@ browser revalidate every file (cheap 304s), so edits show on reload.
 
 One addition for benchmarks: ``POST /bench-results?name=NAME`` with a JSON body writes it to
 ``bench/raw/NAME.json`` under the root (a page can report its timings from any machine).
+And one for the service worker: ``GET /sw-precache.js`` is computed from the files as they
+are now (tools/precache.py), so an edited file reaches the page as an offline-copy update
+instead of staying hidden behind a stale list; a static host serves the generated file.
 
 Tests import ``make_server(root, host, port)`` and run it in a thread on a free port.
 Standard library only.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import json
 import re
 import sys
@@ -29,6 +33,8 @@ from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from precache import Live  # tools/precache.py (this folder is on sys.path: script or tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +65,7 @@ MIME_TYPES = {
     ".ttf": "font/ttf",
 }
 BENCH_ENDPOINT = "/bench-results"
+PRECACHE_PATH = "/sw-precache.js"
 BENCH_DIR = Path("bench") / "raw"
 BENCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_BENCH_BYTES = 16 << 20
@@ -69,6 +76,17 @@ class Handler(SimpleHTTPRequestHandler):
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
     quiet = False
+    precache = None  # a tools/precache.Live for the root (make_server sets it)
+
+    def send_head(self):
+        if self.precache is not None and urlsplit(self.path).path == PRECACHE_PATH:
+            payload = self.precache().encode()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", MIME_TYPES[".js"])
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            return io.BytesIO(payload)
+        return super().send_head()
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
@@ -126,7 +144,8 @@ class Server(ThreadingHTTPServer):
 def make_server(root: Path | str = ROOT, host: str = "127.0.0.1", port: int = 8000,
                 quiet: bool = False) -> Server:
     """A bound (not yet serving) server for root; port 0 picks a free port (see .server_port)."""
-    handler = partial(type("BoundHandler", (Handler,), {"quiet": quiet}), directory=str(root))
+    bound = type("BoundHandler", (Handler,), {"quiet": quiet, "precache": Live(Path(root))})
+    handler = partial(bound, directory=str(root))
     return Server((host, port), handler)
 
 

@@ -43,9 +43,13 @@
     if (status) status.hidden = state !== "loading";
   }
 
-  function progress(label, value) {
+  // The bar only grows, unless `exact` (a download's own progress: bytes of the model).
+  function progress(label, value, exact = false) {
     if (root.dataset.state === "error") return;
-    if (typeof value === "number") fraction = Math.max(fraction, Math.min(1, value));
+    if (typeof value === "number") {
+      const clamped = Math.max(0, Math.min(1, value));
+      fraction = exact ? clamped : Math.max(fraction, clamped);
+    }
     const seconds = ((performance.now() - started) / 1000).toFixed(0);
     $("status-label").textContent = `${label}…`;
     $("progress").value = fraction;

@@ -23,8 +23,10 @@ class Page:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         self.root.dataset.backend = backend
 
-    def progress(self, label: str, fraction: float | None = None) -> None:
-        self.shell.progress(label, fraction)
+    def progress(self, label: str, fraction: float | None = None, exact: bool = False) -> None:
+        """The status line and bar; the bar only grows unless ``exact`` (one download's own
+        progress, e.g. the model's bytes, may start again from 0)."""
+        self.shell.progress(label, fraction, exact)
 
     def fail(self, message: str, details: str = "") -> None:
         self.shell.fail(message, details)
