@@ -166,3 +166,19 @@ def test_console_answers_errors_as_text():
     assert set(reply) == {"error"} and "ZeroDivisionError" in reply["error"]
     reply = json.loads(asyncio.run(console.run_json("float('nan')")))
     assert "Out of range float values are not JSON compliant" in reply["error"]
+
+
+def test_set_backend_says_which_backend_runs_and_why():
+    async def probe():
+        return SWIFTSHADER
+
+    ok, page, app = boot(probe)
+    app.set_backend("numpy", "The WebGPU device was lost (destroyed: <gone>).", "device-lost")
+    assert page.backend == app.backend == "numpy"
+    html = page.slots["app"]
+    assert 'data-testid="backend-reason" data-cause="device-lost"' in html
+    assert "lost (destroyed: &lt;gone&gt;)" in html and 'data-testid="adapter">google swiftshader<' in html
+    app.set_backend("webgpu", "WebGPU runs the model on google swiftshader.", "ok")
+    assert page.backend == "webgpu" and 'data-cause="ok"' in page.slots["app"]
+    with pytest.raises(ValueError):
+        app.set_backend("cuda", "no")

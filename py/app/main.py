@@ -37,16 +37,27 @@ async def main() -> App:
 
     async def start(app: App) -> None:
         """Load the model, draw the explainer and run it on the first example."""
+        from .device import DeviceMode
         from .explainer import Explainer
         from .loader import load_model
 
-        model = await load_model(await model_url(), lambda p: page.progress(p.label(), 0.96 + 0.03 * p.fraction))
+        # Light or full mode (py/app/device.py): which weights, and the light runner if any.
+        mode = await DeviceMode.choose(page, app.adapter, await model_url())
+        model = await load_model(mode.model_url, mode.progress)
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
-        explainer = Explainer(binding, model, namespace=console.namespace, run_code=run_code)
+        explainer = Explainer(binding, model, runner=mode.runner(model), namespace=console.namespace,
+                              run_code=run_code)
         explainer.mount()
         binding.attach(explainer)
         app.explainer = explainer
+        # WebGPU when an adapter and a device answer in time, else numpy; the page says why.
+        from pyodide.ffi import to_js
+
+        from .gpu_runner import attach_webgpu
+
+        page.progress("Starting WebGPU", 0.99)
+        await attach_webgpu(app, explainer, js.navigator, to_js, js.Object.fromEntries, js.location.search)
         await explainer.start()
 
     app = App(page, probe=lambda: probe_adapter(js.navigator), start=start)

@@ -45,18 +45,25 @@ async def _yield_to_page(label: str, fraction: float) -> None:
 
 
 async def forward_async(params, config: GPTConfig, ids, cache: reference.KVCache | None = None,
-                        step: Yield = _yield_to_page, logit_rows: int = 4) -> Trace:
+                        step: Yield = _yield_to_page, logit_rows: int = 4,
+                        capture: Callable[[str], bool] | None = None) -> Trace:
     """reference.forward, step for step, handing control back to the page between layers.
 
     The same functions (``reference.embed``, ``block``, ``final_norm``, ``unembed``) compute every tensor;
     only the logits are computed ``logit_rows`` rows at a time so a long input does not block
     the page for the whole [N, D] x [D, V] product. ``step(label, fraction)`` is awaited
-    between steps (progress display + ``asyncio.sleep(0)``).
+    between steps (progress display + ``asyncio.sleep(0)``). ``capture(name)``, as in
+    reference.forward, picks the tensors the Trace keeps (light mode, ``lightmode.py``);
+    the logits are always kept.
     """
     start = cache.length if cache is not None else 0
     ids = reference.check_ids(config, ids, start)
     trace = Trace(config=config, ids=ids, start=start)
-    keep = trace.__setitem__
+
+    def keep(name: str, value: np.ndarray) -> None:
+        if capture is None or capture(name):
+            trace[name] = value
+
     total = config.n_layer + 2
 
     x = reference.embed(params, ids, start, keep)

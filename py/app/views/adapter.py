@@ -7,12 +7,17 @@ from html import escape
 from ..webgpu import AdapterInfo
 
 
-def render(adapter: AdapterInfo | None, backend: str, versions: dict[str, str]) -> str:
-    """HTML for the backend card; the adapter's name carries data-testid="adapter"."""
+def render(adapter: AdapterInfo | None, backend: str, versions: dict[str, str], reason: str = "",
+           cause: str = "") -> str:
+    """HTML for the backend card; the adapter's name carries data-testid="adapter", and
+    ``reason`` (why this backend runs: app/gpu_runner.py's Status) data-testid="backend-reason"
+    with ``cause`` in its data-cause. numpy with an adapter needs a reason (e.g. device lost)."""
     if backend not in ("webgpu", "numpy"):
         raise ValueError(f"unknown backend {backend!r}")
-    if (adapter is None) != (backend == "numpy"):
-        raise ValueError("backend 'webgpu' needs an adapter and 'numpy' must have none")
+    if adapter is None and backend == "webgpu":
+        raise ValueError("backend 'webgpu' needs an adapter")
+    if adapter is not None and backend == "numpy" and not reason:
+        raise ValueError("backend 'numpy' beside an adapter needs a reason")
     rows = []
     if adapter is None:
         name = "No WebGPU adapter: the model runs on numpy in Python (slower)"
@@ -30,6 +35,8 @@ def render(adapter: AdapterInfo | None, backend: str, versions: dict[str, str]) 
         '<section class="card backend" data-testid="backend">'
         f'<h2>Compute backend <span class="backend-badge">{escape(backend)}</span></h2>'
         f'<p class="adapter-name" data-testid="adapter">{escape(name)}</p>'
+        + (f'<p class="backend-reason" data-testid="backend-reason" data-cause="{escape(cause)}">{escape(reason)}</p>'
+           if reason else "") +
         f'<dl class="facts">{facts}</dl>'
         "</section>"
     )

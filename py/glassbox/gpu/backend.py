@@ -14,6 +14,7 @@ Standard library + numpy only: no ``wgpu``, ``js`` or ``pyscript`` import here.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -25,7 +26,20 @@ class GPUError(RuntimeError):
 
 
 class GPUUnavailableError(GPUError):
-    """No WebGPU, no adapter, or the adapter refused a device."""
+    """No WebGPU, no adapter, or the adapter refused a device.
+
+    ``cause`` says which, for people and for the page's choice of backend: "no-webgpu" (no
+    navigator.gpu / no wgpu-py), "no-adapter" (none found, or requestAdapter did not answer in
+    time) or "device-refused" (requestDevice failed or did not answer in time).
+    """
+
+    CAUSES = ("no-webgpu", "no-adapter", "device-refused")
+
+    def __init__(self, message: str, cause: str = "no-adapter"):
+        if cause not in self.CAUSES:
+            raise ValueError(f"unknown cause {cause!r}; expected one of {self.CAUSES}")
+        super().__init__(message)
+        self.cause = cause
 
 
 class DeviceLostError(GPUError):
@@ -33,6 +47,22 @@ class DeviceLostError(GPUError):
 
     Everything created from it is gone: make a new backend and engine, or fall back to numpy.
     """
+
+
+async def time_limited(awaitable, seconds: float | None, what: str, cause: str):
+    """``await awaitable``, or GPUUnavailableError(cause) if it has not answered in ``seconds``
+    (None: no limit). Adapter and device requests can stay pending for ever on a broken driver;
+    nothing in Glassbox waits on them without a limit."""
+
+    async def wait():
+        return await awaitable
+
+    if seconds is None:
+        return await wait()
+    try:
+        return await asyncio.wait_for(wait(), seconds)
+    except asyncio.TimeoutError:
+        raise GPUUnavailableError(f"{what} did not answer within {seconds:g} s", cause) from None
 
 
 # The WebGPU spec's default limits: what every conforming device (phones included) grants

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backend import (BUFFER_USAGES, DEFAULT_LIMITS, MAP_READ, AdapterInfo, Backend, Buffer, Dispatch,
-                      GPUUnavailableError, bind_group_entries, layout_entries, plan_limits)
+                      GPUUnavailableError, bind_group_entries, layout_entries, plan_limits, time_limited)
 # DEFAULT_LIMITS' keys as GPUSupportedLimits names.
 _JS_LIMITS = {key: "".join(w if i == 0 else w.capitalize() for i, w in enumerate(key.split("_")))
               for key in DEFAULT_LIMITS}
@@ -49,27 +49,34 @@ class BrowserBackend(Backend):
 
     @classmethod
     async def create(cls, gpu: Any, to_js: Callable, object_from_entries: Any,
-                     power_preference: str = "high-performance", optional_features: Sequence[str] = ()
-                     ) -> "BrowserBackend":
+                     power_preference: str = "high-performance", optional_features: Sequence[str] = (),
+                     timeout: float | None = None) -> "BrowserBackend":
         """Request an adapter and a device (default limits; ``optional_features`` only where
-        the adapter has them). Raises GPUUnavailableError when there is no WebGPU."""
+        the adapter has them). Raises GPUUnavailableError (its ``cause`` says which step failed)
+        when there is no WebGPU, no adapter, or no device; ``timeout`` limits each request."""
         if gpu is None:
-            raise GPUUnavailableError("this browser has no WebGPU (navigator.gpu is missing)")
+            raise GPUUnavailableError("this browser has no WebGPU (navigator.gpu is missing)", "no-webgpu")
         js = lambda value: to_js(value, dict_converter=object_from_entries)  # noqa: E731
         try:
-            adapter = await gpu.requestAdapter(js({"powerPreference": power_preference}))
+            adapter = await time_limited(gpu.requestAdapter(js({"powerPreference": power_preference})), timeout,
+                                         "navigator.gpu.requestAdapter()", "no-adapter")
+        except GPUUnavailableError:
+            raise
         except Exception as e:
-            raise GPUUnavailableError(f"requestAdapter failed: {e}") from None
+            raise GPUUnavailableError(f"requestAdapter failed: {e}", "no-adapter") from None
         if adapter is None:
-            raise GPUUnavailableError("the browser found no WebGPU adapter")
+            raise GPUUnavailableError("the browser found no WebGPU adapter", "no-adapter")
         has = getattr(adapter.features, "has", None)
         features = [f for f in optional_features if has is not None and has(f)]
         try:
-            device = await adapter.requestDevice(js({"requiredFeatures": features}))
+            device = await time_limited(adapter.requestDevice(js({"requiredFeatures": features})), timeout,
+                                        "adapter.requestDevice()", "device-refused")
+        except GPUUnavailableError:
+            raise
         except Exception as e:
-            raise GPUUnavailableError(f"the adapter refused a device: {e}") from None
+            raise GPUUnavailableError(f"the adapter refused a device: {e}", "device-refused") from None
         if device is None:
-            raise GPUUnavailableError("the adapter refused a device")
+            raise GPUUnavailableError("the adapter refused a device", "device-refused")
         raw = getattr(adapter, "info", None)  # GPUAdapter.info (Chrome 127+)
         if raw is None and hasattr(adapter, "requestAdapterInfo"):
             raw = await adapter.requestAdapterInfo()
@@ -155,9 +162,16 @@ class BrowserBackend(Backend):
         self.device.destroy()
 
 
-async def create_engine(gpu: Any, to_js: Callable, object_from_entries: Any, checkpoint, **engine_options):
-    """BrowserBackend + Engine for a checkpoint (the page's one-call entry)."""
+async def create_engine(gpu: Any, to_js: Callable, object_from_entries: Any, checkpoint,
+                        timeout: float | None = None, **engine_options):
+    """BrowserBackend + Engine for a checkpoint (the page's one-call entry); ``timeout``
+    limits the adapter and device requests. If the engine cannot be built (a GPUError: the
+    model does not fit the limits), the device is destroyed before the error is raised."""
     from .engine import Engine
 
-    backend = await BrowserBackend.create(gpu, to_js, object_from_entries)
-    return await Engine.create(backend, checkpoint, **engine_options)
+    backend = await BrowserBackend.create(gpu, to_js, object_from_entries, timeout=timeout)
+    try:
+        return await Engine.create(backend, checkpoint, **engine_options)
+    except BaseException:
+        backend.destroy()
+        raise

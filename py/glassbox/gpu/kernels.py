@@ -95,10 +95,11 @@ def layer_norm_launch(n: int) -> tuple[str, dict, tuple[int, int, int]]:
     return "main", {"WG": LAYER_NORM_WG}, (n, 1, 1)
 
 
-def matmul_launch(rows: int, n_out: int, lanes: int = ROWWISE_LANES,
-                  workgroup: int = ROWWISE_WG) -> tuple[str, dict, tuple[int, int, int]]:
-    """Row-parallel entry for decode-sized runs, 16x4 or 16x16 tiles for prompts."""
-    if rows <= ROWWISE_MAX_TOKENS:
+def matmul_launch(rows: int, n_out: int, lanes: int = ROWWISE_LANES, workgroup: int = ROWWISE_WG,
+                  rowwise_max: int = ROWWISE_MAX_TOKENS) -> tuple[str, dict, tuple[int, int, int]]:
+    """Row-parallel entry for decode-sized runs (up to ``rowwise_max`` tokens), 16x4 or 16x16
+    tiles for prompts."""
+    if rows <= min(rowwise_max, ROWWISE_MAX_TOKENS):
         return "rowwise", {"RW_LANES": lanes, "RW_WG": workgroup}, (math.ceil(n_out * lanes / workgroup), 1, 1)
     rows_y = 4 if rows <= 16 else 16
     return "tiled", {"ROWS_Y": rows_y}, (math.ceil(n_out / 64), math.ceil(rows / (4 * rows_y)), 1)

@@ -59,7 +59,7 @@ class NativeBackend(Backend):
         try:
             import wgpu
         except ImportError as e:
-            raise GPUUnavailableError(f"wgpu-py is not installed ({e}); pip install wgpu") from None
+            raise GPUUnavailableError(f"wgpu-py is not installed ({e}); pip install wgpu", "no-webgpu") from None
         try:
             adapter = await wgpu.gpu.request_adapter_async(power_preference=power_preference)
         except Exception as e:  # wgpu-py raises RuntimeError when no adapter exists
@@ -72,7 +72,7 @@ class NativeBackend(Backend):
         try:
             device = await adapter.request_device_async(required_features=features, required_limits=limits)
         except Exception as e:
-            raise GPUUnavailableError(f"the adapter refused a device: {e}") from None
+            raise GPUUnavailableError(f"the adapter refused a device: {e}", "device-refused") from None
         return cls(adapter, device)
 
     # ----- objects

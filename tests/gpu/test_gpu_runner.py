@@ -1,0 +1,217 @@
+"""app.gpu_runner.WebGPURunner on native WebGPU: the explainer's runner on the GPU engine.
+
+The same class runs in the page on navigator.gpu (tests/e2e/test_webgpu_page.py); here it gets
+wgpu-native devices, so the KV-cache joins, the numpy fallback on device loss and the
+recovery are checked tensor by tensor against the numpy reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from app import runner as runners
+from app.gpu_runner import Status, WebGPURunner, asked_backend
+from glassbox import reference
+from glassbox.gpu import Engine, GPUError
+from glassbox.gpu.backend import GPUUnavailableError, time_limited
+from gpu_helpers import SMALL, assert_close, random_checkpoint
+
+# Same bound as test_engine.py's whole forward on the small model (measured ~2e-6).
+TOL = dict(atol=3e-5, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(small_params):
+    return random_checkpoint(SMALL, "int8", params=small_params)
+
+
+@pytest.fixture
+def make(run, checkpoint):
+    """make(**options) -> (runner, statuses): a WebGPURunner on fresh native devices."""
+    from glassbox.gpu.native import NativeBackend
+
+    def build(factory=None, **options):
+        async def new_engine():
+            return await Engine.create(await NativeBackend.create(), checkpoint)
+
+        statuses: list[Status] = []
+        fallback = runners.ReferenceRunner(checkpoint.dequantized(), SMALL)
+        runner = WebGPURunner(factory or new_engine, fallback, on_status=statuses.append, **options)
+        run(runner.start())
+        return runner, statuses
+
+    return build
+
+
+def full(checkpoint, ids):
+    return reference.forward(checkpoint.dequantized(), SMALL, np.asarray(ids))
+
+
+def compare(label, got, want):
+    assert list(got.tensors) == list(want.tensors), label
+    assert np.array_equal(got.ids, want.ids) and got.start == want.start
+    for name, expected in want.tensors.items():
+        have = got[name]
+        if name.endswith("masked"):
+            hidden = expected == reference.MASK_VALUE
+            np.testing.assert_array_equal(have == reference.MASK_VALUE, hidden, err_msg=f"{label} {name}")
+            have, expected = have[~hidden], expected[~hidden]
+        assert_close(f"{label} {name}", have, expected, **TOL)
+
+
+IDS = [5, 77, 123, 9, 250, 31]
+
+
+def test_run_extend_and_join_equal_a_full_numpy_forward(run, make, checkpoint):
+    runner, statuses = make()
+    assert statuses[-1].backend == "webgpu" and statuses[-1].cause == "ok"
+    trace = run(runner.run(IDS[:4]))
+    assert runner.name == "webgpu" and runner.where == "webgpu"
+    for token in IDS[4:]:
+        trace = runners.append_rows(trace, run(runner.extend([token])))
+        assert runner.name == "webgpu"
+    compare("run+extend", trace, full(checkpoint, IDS))
+    # Discard the last token, extend with another: the cache forgot it.
+    runner.truncate(5)
+    trace = runners.append_rows(runners.truncate_rows(trace, 5), run(runner.extend([42])))
+    compare("truncate+extend", trace, full(checkpoint, IDS[:5] + [42]))
+    assert runner.numpy.cache.length == 6  # the host mirror of the keys and values follows
+
+
+def test_device_lost_mid_generation_numpy_continues_then_webgpu_returns(run, make, checkpoint):
+    runner, statuses = make()
+    trace = run(runner.run(IDS[:4]))
+    assert runner.destroy_device_for_test()
+    trace = runners.append_rows(trace, run(runner.extend([IDS[4]])))
+    assert runner.name == "numpy" and runner.engine is None
+    assert statuses[-1].backend == "numpy" and statuses[-1].cause == "device-lost"
+    assert "lost" in statuses[-1].reason and "numpy" in statuses[-1].reason
+    compare("after loss", trace, full(checkpoint, IDS[:5]))
+    # The next step asks for a new device, refills its cache and runs on it again.
+    trace = runners.append_rows(trace, run(runner.extend([IDS[5]])))
+    assert runner.name == "webgpu" and statuses[-1].cause == "recovered"
+    compare("recovered", trace, full(checkpoint, IDS))
+    assert runner.losses == 1
+
+
+def test_device_lost_before_a_run_and_without_the_host_mirror(run, make, checkpoint):
+    runner, statuses = make()
+    run(runner.run(IDS[:3]))
+    runner.destroy_device_for_test()
+    trace = run(runner.run(IDS[:4]))  # this run falls back; the next one gets a device
+    assert runner.name == "numpy" and statuses[-1].cause == "device-lost"
+    compare("run after loss", trace, full(checkpoint, IDS[:4]))
+    trace = run(runner.run(IDS[:4]))
+    assert runner.name == "webgpu" and statuses[-1].cause == "recovered"
+    # Without the mirrored keys/values numpy rebuilds its cache from the ids.
+    runner.numpy.cache = None
+    runner.destroy_device_for_test()
+    trace = runners.append_rows(trace, run(runner.extend(IDS[4:6])))
+    assert runner.name == "numpy"
+    compare("rebuilt cache", trace, full(checkpoint, IDS))
+
+
+def test_a_refused_new_device_keeps_numpy_and_later_runs_retry(run, make, checkpoint):
+    from glassbox.gpu.native import NativeBackend
+
+    refuse = {"now": False}
+
+    async def factory():
+        if refuse["now"]:
+            raise GPUUnavailableError("adapter.requestDevice() did not answer within 10 s", "device-refused")
+        return await Engine.create(await NativeBackend.create(), checkpoint)
+
+    runner, statuses = make(factory)
+    trace = run(runner.run(IDS[:3]))
+    refuse["now"] = True
+    runner.destroy_device_for_test()
+    for token in IDS[3:5]:  # the loss, then one refused retry, then numpy without retrying
+        trace = runners.append_rows(trace, run(runner.extend([token])))
+        assert runner.name == "numpy"
+    assert statuses[-1].cause == "device-refused" and "lost earlier" in statuses[-1].reason
+    compare("refused", trace, full(checkpoint, IDS[:5]))
+    refuse["now"] = False
+    run(runner.run(IDS))
+    assert runner.name == "webgpu" and statuses[-1].cause == "recovered"
+
+
+def test_capture_one_layer_has_no_extend(run, make):
+    runner, _ = make(capture=1)
+    assert not hasattr(runner, "extend")
+    trace = run(runner.run(IDS))
+    assert "h.1.att" in trace and "h.0.att" not in trace and "logits" in trace
+    runner.capture = None
+    assert hasattr(runner, "extend")
+
+
+def test_engine_errors_fall_back_for_that_run(run, make, checkpoint):
+    runner, statuses = make()
+    real = runner.engine.forward
+
+    async def refuse(*args, **kwargs):
+        raise GPUError("logits needs 999 bytes for this run, over the 1-byte limit: use fewer tokens")
+
+    runner.engine.forward = refuse
+    trace = run(runner.run(IDS))
+    assert runner.name == "numpy" and statuses[-1].cause == "gpu-error" and runner.engine is not None
+    compare("gpu-error", trace, full(checkpoint, IDS))
+    runner.engine.forward = real
+    run(runner.run(IDS))
+    assert runner.name == "webgpu" and statuses[-1].cause == "ok"
+
+
+@pytest.mark.parametrize("error, cause", [
+    (GPUUnavailableError("this browser has no WebGPU (navigator.gpu is missing)", "no-webgpu"), "no-webgpu"),
+    (GPUUnavailableError("the browser found no WebGPU adapter", "no-adapter"), "no-adapter"),
+    (GPUUnavailableError("the adapter refused a device: OperationError", "device-refused"), "device-refused"),
+    (GPUError("attention needs 20000 bytes of workgroup memory"), "engine-failed"),
+])
+def test_start_says_why_numpy_runs(run, make, checkpoint, error, cause):
+    async def factory():
+        raise error
+
+    runner, statuses = make(factory)
+    assert [s.cause for s in statuses] == [cause] and statuses[0].backend == "numpy"
+    assert str(error) in statuses[0].reason
+    compare("numpy", run(runner.run(IDS)), full(checkpoint, IDS))
+    assert runner.name == "numpy"
+    run(runner.run(IDS))  # no loss happened: no new device is asked for
+    assert runner.engine is None and len(statuses) == 1
+
+
+def test_asked_numpy_never_makes_a_device(run, checkpoint):
+    async def factory():
+        raise AssertionError("no device may be requested")
+
+    statuses = []
+    runner = WebGPURunner(factory, runners.ReferenceRunner(checkpoint.dequantized(), SMALL), on_status=statuses.append)
+    run(runner.start(asked_backend("?model=mini&backend=numpy")))
+    assert statuses == [Status("numpy", "asked", statuses[0].reason)] and "?backend=numpy" in statuses[0].reason
+    assert asked_backend("") is None and asked_backend("?backend=webgpu") is None
+    with pytest.raises(ValueError):
+        asked_backend("?backend=cuda")
+
+
+def test_requests_that_never_answer_are_time_limited(run):
+    async def never():
+        await asyncio.Event().wait()
+
+    with pytest.raises(GPUUnavailableError, match="did not answer within 0.05 s") as caught:
+        run(time_limited(never(), 0.05, "adapter.requestDevice()", "device-refused"))
+    assert caught.value.cause == "device-refused"
+
+
+@pytest.mark.parametrize("rowwise", [0, 4])
+def test_decode_steps_with_either_matmul_entry_equal_numpy(run, backend, checkpoint, rowwise):
+    # SwiftShader's engines use the tiled entry for decode (rowwise_max_tokens=0); others rowwise.
+    engine = run(Engine.create(backend, checkpoint, rowwise_max_tokens=rowwise))
+    cache = engine.new_cache()
+    run(engine.forward(IDS[:3], cache=cache, capture="logits"))
+    step = run(engine.forward(IDS[3:4], cache=cache))
+    ref_cache = reference.KVCache(SMALL)
+    reference.forward(checkpoint.dequantized(), SMALL, np.array(IDS[:3]), cache=ref_cache)
+    want = reference.forward(checkpoint.dequantized(), SMALL, np.array(IDS[3:4]), cache=ref_cache)
+    compare(f"decode rowwise<={rowwise}", step, want)
