@@ -9,8 +9,9 @@ and, when a runner offers them, two extras that make generation cheap:
     async extend(ids)   -> Trace   the full trace of the cached sequence + ``ids``
     truncate(n)                    forget everything after the first n positions
 
-A WebGPU engine can be swapped in with ``run`` alone; the explainer then re-runs the whole
-sequence per generated token (what Transformer Explainer does).
+A runner with ``run`` alone also works: the explainer then re-runs the whole sequence per
+generated token (what Transformer Explainer does). The WebGPU runner (``gpu_runner.py``)
+offers all three, its ``extend`` joining rows with ``append_rows`` just as here.
 
 Why the KV cache still gives the views a *full* trace: GPT-2 is causal, so appending tokens
 never changes a row of an earlier position. The trace of ``ids + new`` is the old trace with
