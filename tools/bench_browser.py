@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from serve import BENCH_DIR, serve_in_thread  # noqa: E402
+from bench import machine  # noqa: E402  (tools/bench.py)
 
 # The e2e tests' browser (tests/e2e/conftest.py: CHROMIUM_FLAGS, kept the same by hand).
 CHROMIUM = os.environ.get("GLASSBOX_CHROMIUM", "/usr/bin/chromium")
@@ -77,17 +78,6 @@ included, and the machine keeps `/tmp` only while it stays up, so run them back 
 
 Not run yet: no GPU machine was lent to the session that wrote this.
 """
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} logical CPUs (load average {load})"
 
 
 def fmt(value, unit: str) -> str:

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import serve  # noqa: E402
+from bench import machine  # noqa: E402  (tools/bench.py)
 
 CHROMIUM = os.environ.get("GLASSBOX_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -149,17 +149,6 @@ def bench_profile(browser, url, hits, name, runs):
         print(f"{name} run {i + 1}: cold {rows['cold'][-1]:.2f} s, warm {rows['warm'][-1]:.2f} s"
               + (f", offline {rows['offline'][-1]:.2f} s" if i == 0 else ""), flush=True)
     return {"profile": name, "mode": mode, "rows": rows, "requests": requests, "phases": phases}
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} logical CPUs (load average {load})"
 
 
 def write(path: Path, results, command: str, version: str, before: str) -> str:
