@@ -31,6 +31,8 @@ import json
 import sys
 from pathlib import Path
 
+from vendor import sha256_file  # tools/vendor.py (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = "sw-precache.js"
 SERVICE_WORKER = "sw.js"
@@ -49,14 +51,6 @@ SOURCES = (
     ("vendor/katex", ("katex.min.js", "katex.min.css", "fonts/*.woff2")),
 )
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def wanted_paths(root: Path = ROOT) -> list[str]:
