@@ -55,7 +55,9 @@ def test_big_tensor_is_split_across_shards(tmp_path, vocab_dir):
     hf.save_pretrained(tmp_path / "hf")
     params, config = glassbox_params(GPT2LMHeadModel.from_pretrained(tmp_path / "hf"))
     limit = 300_000  # wte alone is 768 KB in float32
-    manifest = weights.write_folder(str(tmp_path / "out"), config, params, "none", {}, max_shard_bytes=limit)
+    tokenizer = {name: {"sha256": weights.sha256_hex(open(os.path.join(vocab_dir, name), "rb").read())}
+                 for name in ("encoder.json", "vocab.bpe")}
+    manifest = weights.write_folder(str(tmp_path / "out"), config, params, "none", tokenizer, max_shard_bytes=limit)
     assert len(manifest["shards"]) >= 3 and "wte.weight" in manifest["split"]
     assert all(s["bytes"] <= limit for s in manifest["shards"])
     np.testing.assert_array_equal(weights.load_folder(str(tmp_path / "out")).tensors["wte.weight"], params["wte.weight"])

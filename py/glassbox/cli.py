@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 
-from . import safetensors, weights
-from .model import InputError, Model, default_model_dir, load
+from . import safetensors
+from .errors import BackendError, GlassboxError, OptionsError, one_line
+from .model import Model, default_model_dir, load
+from .sampling import GREEDY_BELOW, check_options
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_VOCAB = os.path.join(ROOT, "vendor", "gpt2")
@@ -21,24 +23,71 @@ def _model(args) -> Model:
     return load(path, vocab_dir=args.vocab_dir)
 
 
-def _forward_engine(model: Model, backend: str):
-    """A callable ids -> Trace for the chosen backend, and the backend's description."""
-    if backend == "numpy":
-        return (lambda ids, capture=None: model.forward(ids, capture=capture)), "numpy"
-    from .gpu import native  # imported here: numpy-only use never needs wgpu
+# ----- backends: numpy, or WebGPU through wgpu-py with numpy where it cannot run
 
-    engine = native.create_engine_sync(model.checkpoint)
-    return (lambda ids, capture=None: native.run_sync(engine.forward(ids, capture=capture))), engine.describe()
+def _gpu_failures() -> tuple[type[BaseException], ...]:
+    """The errors that mean "the GPU path cannot run this": the engine's own (no wgpu-py, no
+    adapter, a refused device, a shape the kernels do not take, a buffer over a limit, a lost
+    device) and wgpu-py's (a driver refusing a shader or an allocation)."""
+    from .gpu import GPUError
 
-
-def _pick_backend(requested: str) -> str:
-    if requested != "auto":
-        return requested
     try:
-        from .gpu import native
-        return "gpu" if native.adapter_available() else "numpy"
+        import wgpu
+        return GPUError, wgpu.GPUError
     except ImportError:
-        return "numpy"
+        return (GPUError,)
+
+
+class _Backend:
+    """The backend ``--backend`` asks for. ``auto`` falls back to numpy, saying why in one line
+    on stderr, whenever the GPU path cannot run (at start or for one input); ``gpu`` raises
+    BackendError with that line instead; ``numpy`` never touches wgpu."""
+
+    def __init__(self, model: Model, requested: str):
+        self.model, self.requested, self.engine = model, requested, None
+        self.described = "numpy"
+        if requested == "numpy":
+            return
+        try:
+            from .gpu import native  # imported here: numpy-only use never needs wgpu
+
+            self.engine = native.create_engine_sync(model.checkpoint)
+            self.described = self.engine.describe()
+        except _gpu_failures() as e:
+            self._fall_back(e)
+
+    def _fall_back(self, error: BaseException) -> None:
+        reason = one_line(error)
+        if self.requested == "gpu":
+            raise BackendError(f"--backend gpu cannot run here: {reason} (--backend numpy runs the numpy reference)")
+        print(f"note: numpy runs the model: the GPU path cannot ({reason})", file=sys.stderr)
+        self.engine, self.described = None, "numpy"
+
+    def forward(self, ids, capture=None):
+        if self.engine is not None:
+            from .gpu import native
+
+            try:
+                return native.run_sync(self.engine.forward(ids, capture=capture))
+            except _gpu_failures() as e:
+                self._fall_back(e)
+        return self.model.forward(ids, capture=capture)
+
+    def generate(self, prompt, n: int, rng_for, temperature: float, top_k: int, top_p: float) -> list[int]:
+        """``n`` sampled tokens after ``prompt``; ``rng_for()`` gives a fresh seeded generator (a
+        fallback in the middle of generation starts again on numpy with the same seed)."""
+        from .sampling import distribution, sample
+
+        if self.engine is not None:
+            from .gpu import native
+
+            rng = rng_for()
+            try:
+                return native.run_sync(self.engine.generate(prompt.ids, n, lambda logits: sample(
+                    distribution(logits, temperature, top_k, top_p), rng)))
+            except _gpu_failures() as e:
+                self._fall_back(e)
+        return self.model.generate_ids(prompt, n, rng_for(), temperature, top_k, top_p)
 
 
 def cmd_convert(args) -> int:
@@ -51,9 +100,16 @@ def cmd_convert(args) -> int:
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help=f"softmax temperature >= 0 (default 1.0); below {GREEDY_BELOW:g}, 0 included, "
+                        "sampling is greedy: the most likely token")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this much probability (1 = off)")
+
+
+def _print_json(value) -> None:
+    """Strict JSON on stdout: NaN and infinity are refused (no JSON parser reads them)."""
+    print(json.dumps(value, ensure_ascii=False, allow_nan=False))
 
 
 def cmd_predict(args) -> int:
@@ -61,17 +117,17 @@ def cmd_predict(args) -> int:
 
     model = _model(args)
     prompt = model.prompt(args.text)
-    backend = _pick_backend(args.backend)
-    run, described = _forward_engine(model, backend)
-    trace = run(prompt.ids, capture=lambda name: False)
+    backend = _Backend(model, args.backend)
+    trace = backend.forward(prompt.ids, capture=lambda name: False)
+    described = backend.described
     dist = distribution(trace.logits[-1], args.temperature, args.top_k, args.top_p)
     rows = []
     for tid in dist.top(args.rows):
         rows.append({"id": int(tid), "token": model.tokenizer.display([int(tid)])[0],
                      "logit": float(dist.logits[tid]), "probability": float(dist.probs[tid])})
     if args.json:
-        print(json.dumps({"backend": described, "tokens": prompt.ids.tolist(), "dropped": prompt.dropped,
-                          "predictions": rows}, ensure_ascii=False))
+        _print_json({"backend": described, "tokens": prompt.ids.tolist(), "dropped": prompt.dropped,
+                     "predictions": rows})
         return 0
     _note_dropped(prompt.dropped, model)
     print(f"backend: {described}; {prompt.ids.size} tokens")
@@ -88,24 +144,13 @@ def _note_dropped(dropped: int, model: Model) -> None:
 
 
 def cmd_generate(args) -> int:
-    from .sampling import distribution, sample
-
     model = _model(args)
-    rng = np.random.default_rng(args.seed)
-    backend = _pick_backend(args.backend)
-    if backend == "numpy":
-        prompt, out = model.generate(args.text, args.n, rng, args.temperature, args.top_k, args.top_p)
-        described = "numpy"
-    else:
-        from .gpu import native
-
-        prompt = model.prompt(args.text)
-        engine = native.create_engine_sync(model.checkpoint)
-        described = engine.describe()
-        out = native.run_sync(engine.generate(prompt.ids, args.n, lambda logits: sample(
-            distribution(logits, args.temperature, args.top_k, args.top_p), rng)))
+    prompt = model.prompt(args.text)
+    backend = _Backend(model, args.backend)
+    out = backend.generate(prompt, args.n, lambda: np.random.default_rng(args.seed),
+                           args.temperature, args.top_k, args.top_p)
     _note_dropped(prompt.dropped, model)
-    print(f"[{described}]", file=sys.stderr)
+    print(f"[{backend.described}]", file=sys.stderr)
     print(model.tokenizer.decode(prompt.ids.tolist() + out))
     return 0
 
@@ -114,14 +159,18 @@ def cmd_trace(args) -> int:
     model = _model(args)
     prompt = model.prompt(args.text)
     _note_dropped(prompt.dropped, model)
-    run, described = _forward_engine(model, _pick_backend(args.backend))
-    trace = run(prompt.ids)
+    backend = _Backend(model, args.backend)
+    trace = backend.forward(prompt.ids)
+    described = backend.described
     tensors = {name: np.ascontiguousarray(value) for name, value in trace.tensors.items()}
     tensors["ids"] = prompt.ids.astype(np.int64)
     meta = {"backend": described, "model": model.name, "config": json.dumps(model.config.to_dict()),
             "text": args.text}
-    with open(args.out, "wb") as f:
-        f.write(safetensors.save(tensors, meta))
+    try:
+        with open(args.out, "wb") as f:
+            f.write(safetensors.save(tensors, meta))
+    except OSError as e:
+        raise OptionsError(f"--out {args.out}: cannot write it ({e.strerror or e})") from None
     print(f"wrote {len(tensors)} tensors to {args.out} ({described})")
     return 0
 
@@ -132,15 +181,44 @@ def cmd_tokenize(args) -> int:
     ids = model.tokenizer.encode(text)
     shown = model.tokenizer.display(ids)
     if args.json:
-        print(json.dumps({"ids": ids, "tokens": shown}, ensure_ascii=False))
+        _print_json({"ids": ids, "tokens": shown})
     else:
         for i, s in zip(ids, shown):
             print(f"{i:>6}  {s}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals (an unknown option, "abc" for a number) on one line, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def check_args(args) -> None:
+    """Range-check every numeric option before any work; raise OptionsError naming it."""
+    if getattr(args, "rows", 1) < 1:
+        raise OptionsError(f"--rows must be at least 1, got {args.rows}")
+    if getattr(args, "n", 1) < 1:
+        raise OptionsError(f"-n (tokens to generate) must be at least 1, got {args.n}")
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        raise OptionsError(f"--seed must be a whole number >= 0, got {args.seed}")
+    if getattr(args, "group", 8) < 1:
+        raise OptionsError(f"--group (the q4 group size) must be a positive multiple of 8, got {args.group}")
+    if hasattr(args, "temperature"):
+        try:
+            check_options(args.temperature, args.top_k, args.top_p)
+        except OptionsError as e:
+            raise OptionsError(f"--{e}") from None
+    out = getattr(args, "out", None)
+    if args.command == "trace":
+        folder = os.path.dirname(os.path.abspath(out))
+        if os.path.isdir(out) or not os.path.isdir(folder):
+            raise OptionsError(f"--out {out}: need a file path in an existing folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m glassbox", description="GPT-2 with every tensor visible.")
+    p = _Parser(prog="python -m glassbox", description="GPT-2 with every tensor visible.")
     p.add_argument("--vocab-dir", default=os.environ.get("GLASSBOX_VOCAB", DEFAULT_VOCAB),
                    help="where GPT-2's encoder.json and vocab.bpe are (default: vendor/gpt2)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,10 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gpu = WebGPU through wgpu-py; auto picks gpu when an adapter exists")
         if name != "trace":
             _sampling_args(s)
-    sub.choices["predict"].add_argument("--rows", type=int, default=10, help="how many rows (default 10)")
+    sub.choices["predict"].add_argument("--rows", type=int, default=10, help="how many rows, at least 1 (default 10)")
     sub.choices["predict"].add_argument("--json", action="store_true")
-    sub.choices["generate"].add_argument("-n", type=int, default=20, help="tokens to generate")
-    sub.choices["generate"].add_argument("--seed", type=int, default=None)
+    sub.choices["generate"].add_argument("-n", type=int, default=20, help="tokens to generate, at least 1 (default 20)")
+    sub.choices["generate"].add_argument("--seed", type=int, default=None, help="random seed, a whole number >= 0")
     sub.choices["trace"].add_argument("--out", required=True, help="output .safetensors file")
 
     t = model_cmd("tokenize", "token ids and display strings", cmd_tokenize)
@@ -180,9 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every refusal (a GlassboxError, or a file the system will not open)
+    is caught here, in one place: one line on stderr, exit code 2, no traceback."""
     args = build_parser().parse_args(argv)
     try:
+        check_args(args)
         return args.func(args)
-    except (InputError, weights.WeightsError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except GlassboxError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
+    return 2

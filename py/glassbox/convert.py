@@ -13,8 +13,9 @@ import os
 
 import numpy as np
 
-from . import safetensors, weights
+from . import quant, safetensors, weights
 from .config import GPTConfig
+from .errors import ConvertError
 
 # Hugging Face Conv1D weights, stored [in, out]: transposed once, here.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -25,12 +26,13 @@ TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 TOKENIZER_FILES = {"vocab.json": "encoder.json", "merges.txt": "vocab.bpe"}
 
 
-class ConvertError(ValueError):
-    pass
+REQUIRED_CONFIG = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
 
 
-def config_from_hf(hf: dict) -> GPTConfig:
+def config_from_hf(hf: dict, where: str = "config.json") -> GPTConfig:
     """Check that a config.json describes a GPT-2-family model and map it to GPTConfig."""
+    if not isinstance(hf, dict):
+        raise ConvertError(f"{where} must hold a JSON object, got {type(hf).__name__}")
     if hf.get("model_type") != "gpt2":
         raise ConvertError(f"not a GPT-2-family checkpoint: model_type is {hf.get('model_type')!r}, "
                            "Glassbox runs model_type 'gpt2' (gpt2, distilgpt2, gpt2-medium/large/xl, fine-tunes)")
@@ -41,54 +43,106 @@ def config_from_hf(hf: dict) -> GPTConfig:
                        ("scale_attn_weights", True)):
         if hf.get(flag, want) != want:
             raise ConvertError(f"config sets {flag}={hf[flag]!r}, which Glassbox's attention does not implement")
+    for key in REQUIRED_CONFIG:
+        value = hf.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConvertError(f"{where}: field {key} must be a positive integer, got "
+                               f"{'nothing (it is missing)' if key not in hf else repr(value)}")
+    n_inner = hf.get("n_inner")
+    if n_inner is not None and (not isinstance(n_inner, int) or isinstance(n_inner, bool) or n_inner <= 0):
+        raise ConvertError(f"{where}: field n_inner must be a positive integer or null, got {n_inner!r}")
+    eps = hf.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not np.isfinite(eps) or eps <= 0:
+        raise ConvertError(f"{where}: field layer_norm_epsilon must be a finite number > 0, got {eps!r}")
+    if hf["n_embd"] % hf["n_head"]:
+        raise ConvertError(f"{where}: field n_embd ({hf['n_embd']}) must be divisible by n_head ({hf['n_head']})")
     return GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
                      n_positions=hf["n_positions"], vocab_size=hf["vocab_size"],
-                     n_inner=hf.get("n_inner"), layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5))
+                     n_inner=n_inner, layer_norm_epsilon=float(eps))
 
 
-def _to_glassbox(state: dict[str, np.ndarray], config: GPTConfig) -> dict[str, np.ndarray]:
-    """Hugging Face state dict -> float32 params in the Glassbox [out, in] layout."""
+def check_group(group, config: GPTConfig) -> None:
+    """q4's group size must be a positive multiple of 8 that divides every row (D and F)."""
+    rows = sorted({config.n_embd, config.mlp_width})
+    if isinstance(group, bool) or not isinstance(group, int) or group <= 0 or group % 8 \
+            or any(r % group for r in rows):
+        raise ConvertError(f"--group {group!r}: the q4 group size must be a positive multiple of 8 that divides "
+                           f"the row lengths {rows} (e.g. 32)")
+
+
+def _to_glassbox(state: dict[str, np.ndarray], config: GPTConfig,
+                 origin: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Hugging Face state dict -> float32 params in the Glassbox [out, in] layout.
+
+    Refuses, naming the tensor and its file (``origin``: key -> file), any tensor GPT-2 does
+    not have, a shape other than the config's, a dtype that is not floating point, and NaN or
+    infinite values."""
+    origin = origin or {}
+    where = lambda key: f" in {origin[key]}" if key in origin else ""  # noqa: E731
+    shapes = weights.expected_shapes(config)
     params = {}
     lm_head = None
     for key, value in state.items():
         name = key.removeprefix("transformer.")
+        if name.endswith(BUFFERS):
+            continue
+        dtype = np.asarray(value).dtype
+        if dtype.kind != "f":
+            raise ConvertError(f"tensor {key}{where(key)} is {dtype}; GPT-2's weights are floating point")
+        value = np.asarray(value, dtype=np.float32)
+        if not np.isfinite(value).all():
+            raise ConvertError(f"tensor {key}{where(key)} holds NaN or infinite values: the checkpoint is damaged")
         if name == "lm_head.weight":
             lm_head = value
             continue
-        if name.endswith(BUFFERS):
-            continue
-        value = np.asarray(value, dtype=np.float32)
+        if name not in shapes:
+            raise ConvertError(f"tensor {key}{where(key)} is not a GPT-2 parameter (expected names like "
+                               "wte.weight, h.0.attn.c_attn.weight; a config with more layers?)")
         if name.endswith(CONV1D):
-            assert value.ndim == 2, (name, value.shape)
+            if value.ndim != 2:
+                raise ConvertError(f"tensor {key}{where(key)} has shape {value.shape}; a Conv1D weight is 2-D")
             value = np.ascontiguousarray(value.T)  # Conv1D [in, out] -> [out, in]
+        if tuple(value.shape) != shapes[name]:
+            want = shapes[name][::-1] if name.endswith(CONV1D) else shapes[name]
+            got = value.shape[::-1] if name.endswith(CONV1D) else value.shape
+            raise ConvertError(f"tensor {key}{where(key)} has shape {tuple(got)}, the config implies {want}")
         params[name] = value
-    if lm_head is not None and "wte.weight" in params and not np.array_equal(
-            np.asarray(lm_head, dtype=np.float32), params["wte.weight"]):
+    if lm_head is not None and "wte.weight" in params and not np.array_equal(lm_head, params["wte.weight"]):
         raise ConvertError("lm_head.weight differs from wte.weight: untied output embeddings are not GPT-2's layout")
-    weights.check_params(params, config)
+    missing = sorted(set(shapes) - set(params))
+    if missing:
+        raise ConvertError(f"the checkpoint lacks {len(missing)} tensor(s) the config needs, e.g. {missing[:3]}")
     return params
 
 
-def read_state(folder: str) -> dict[str, np.ndarray]:
-    """Tensors of a local checkpoint folder (model.safetensors, sharded safetensors or .bin)."""
+def read_state(folder: str, origin: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Tensors of a local checkpoint folder (model.safetensors, sharded safetensors or .bin).
+    ``origin``, when given, is filled with each tensor's file name (for messages)."""
     files = sorted(os.listdir(folder))
     st = [f for f in files if f.endswith(".safetensors")]
+    origin = {} if origin is None else origin
     if st:
         state = {}
         for f in st:
             with open(os.path.join(folder, f), "rb") as fh:
                 try:
-                    state.update(safetensors.load(fh.read()))
+                    tensors = safetensors.load(fh.read())
                 except ValueError as e:
                     raise ConvertError(f"{f}: {e}") from None
+            origin.update(dict.fromkeys(tensors, f))
+            state.update(tensors)
         return state
     if "pytorch_model.bin" in files:
         try:
             import torch
         except ImportError:
             raise ConvertError("pytorch_model.bin needs torch to read; install it or give model.safetensors") from None
-        sd = torch.load(os.path.join(folder, "pytorch_model.bin"), map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() for k, v in sd.items()}
+        try:
+            sd = torch.load(os.path.join(folder, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a file it cannot read
+            raise ConvertError(f"pytorch_model.bin cannot be read ({type(e).__name__}: {e})") from None
+        origin.update(dict.fromkeys(sd, "pytorch_model.bin"))
+        return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in sd.items()}
     raise ConvertError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
 
 
@@ -136,10 +190,18 @@ def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
     config_path = os.path.join(folder, "config.json")
     if not os.path.exists(config_path):
         raise ConvertError(f"{folder} has no config.json: not a Hugging Face checkpoint folder")
-    with open(config_path) as f:
-        hf = json.load(f)
-    config = config_from_hf(hf)
-    params = _to_glassbox(read_state(folder), config)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConvertError(f"{config_path} is not valid JSON: {e}") from None
+    config = config_from_hf(hf, config_path)
+    if scheme not in quant.SCHEMES:
+        raise ConvertError(f"--quant {scheme!r}: choose one of {', '.join(quant.SCHEMES)}")
+    if scheme == "q4":
+        check_group(group, config)
+    origin: dict[str, str] = {}
+    params = _to_glassbox(read_state(folder, origin), config, origin)
 
     os.makedirs(out, exist_ok=True)
     tokenizer = {}

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import reference, weights
+from .errors import InputError
 from .sampling import Distribution, distribution, sample
 from .tokenizer import Tokenizer
 from .trace import Trace
-
-
-class InputError(ValueError):
-    """Text the model cannot run, with a message meant for the person who typed it."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +75,11 @@ class Model:
                  top_k: int = 0, top_p: float = 1.0) -> tuple[Prompt, list[int]]:
         """Sample ``n`` tokens with the KV cache; stops early when the context is full."""
         prompt = self.prompt(text)
+        return prompt, self.generate_ids(prompt, n, rng, temperature, top_k, top_p)
+
+    def generate_ids(self, prompt: Prompt, n: int, rng: np.random.Generator, temperature: float = 1.0,
+                     top_k: int = 0, top_p: float = 1.0) -> list[int]:
+        """:meth:`generate` from an already tokenized prompt."""
         cache = reference.KVCache(self.config)
         logits = self.forward(prompt.ids, cache=cache, capture=lambda name: False).logits[-1]
         out: list[int] = []
@@ -87,7 +89,7 @@ class Model:
             if cache.length >= self.config.n_positions or len(out) == n:
                 break
             logits = self.forward([token], cache=cache, capture=lambda name: False).logits[-1]
-        return prompt, out
+        return out
 
 
 def load(path: str, vocab_dir: str | None = None) -> Model:

@@ -6,7 +6,12 @@ sampled token:
 
     logits [V] --/T--> scaled [V] --top-k, top-p--> kept [V] --softmax over kept--> probs [V]
 
-Temperature 0 means greedy: probs is one-hot on the arg-max (the first one on ties).
+Temperatures below GREEDY_BELOW (0 included) mean greedy: probs is one-hot on the arg-max
+(the first one on ties). That is the limit of softmax(logits / T) as T -> 0, computed
+exactly instead of through logits / T, which overflows float32 for tiny T (NaN after the
+softmax). At T >= GREEDY_BELOW, logits up to 3e35 in magnitude stay finite; the model's are
+far smaller. The page and the command line both take their sampling from here, so they
+agree on the threshold. Every option is checked once, in :func:`check_options`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import OptionsError
 from .reference import softmax
+
+GREEDY_BELOW = 1e-3  # temperatures below this sample greedily (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class Distribution:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 
     def top(self, n: int) -> np.ndarray:
         """Ids of the n most probable tokens under ``probs`` (ties: by full_probs)."""
@@ -42,12 +50,18 @@ class Distribution:
 
 
 def check_options(temperature: float, top_k: int, top_p: float) -> None:
-    if not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if int(top_k) != top_k or top_k < 0:
-        raise ValueError(f"top-k must be a whole number >= 0 (0 turns it off), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top-p must be in (0, 1], got {top_p}")
+    """Raise OptionsError unless temperature is finite and >= 0, top-k a whole number >= 0
+    and top-p in (0, 1]."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
+            or not np.isfinite(temperature) or temperature < 0:
+        raise OptionsError(f"temperature must be a finite number >= 0 (below {GREEDY_BELOW:g} is greedy), "
+                           f"got {temperature!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, float, np.number)) \
+            or not np.isfinite(top_k) or int(top_k) != top_k or top_k < 0:
+        raise OptionsError(f"top-k must be a whole number >= 0 (0 turns it off), got {top_k!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.number)) \
+            or not np.isfinite(top_p) or not 0 < top_p <= 1:
+        raise OptionsError(f"top-p must be in (0, 1] (1 turns it off), got {top_p!r}")
 
 
 def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
@@ -57,12 +71,15 @@ def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0,
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 1:
         raise ValueError(f"distribution takes one row of logits [V], got shape {logits.shape}")
-    if temperature == 0:
+    if not np.isfinite(logits).all():
+        raise OptionsError(f"the logits hold {int((~np.isfinite(logits)).sum())} non-finite values: "
+                           "nothing can be sampled from them")
+    if temperature < GREEDY_BELOW:
         scaled = logits.copy()
         full = softmax(scaled)
         kept = np.zeros(logits.shape, dtype=bool)
         kept[int(np.argmax(logits))] = True
-        return Distribution(logits, 0.0, int(top_k), float(top_p), scaled, full, kept, kept.astype(np.float32))
+        return Distribution(logits, float(temperature), int(top_k), float(top_p), scaled, full, kept, kept.astype(np.float32))
 
     scaled = (logits / np.float32(temperature)).astype(np.float32)
     full = softmax(scaled)

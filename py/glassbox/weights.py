@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import quant, safetensors
 from .config import GPTConfig
+from .errors import WeightsError
 
 FORMAT = "glassbox-model"
 FORMAT_VERSION = 1
@@ -33,10 +35,6 @@ MAX_SHARD_BYTES = 32 * 1024 * 1024
 MANIFEST = "manifest.json"
 INDEX = "index.json"  # weights/index.json: the model folders present, so the page never probes
 PREFERRED = ("gpt2", "mini")  # the default model: the first of these that is present
-
-
-class WeightsError(ValueError):
-    """A model folder that cannot be used: the message says which file and why."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -201,8 +199,135 @@ def write_index(root: str) -> dict:
     return index
 
 
+# ----- the manifest's schema: every field's type, checked before any shard is read
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# A file the manifest names: a plain name in the model folder (no folder part, no dotfile).
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+TOKENIZER_NAMES = ("encoder.json", "vocab.bpe")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+class _Schema:
+    """Checks one manifest, raising WeightsError naming the file and the field's path."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def need(self, ok: bool, path: str, what: str, value) -> None:
+        if not ok:
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise WeightsError(f"{self.where} is malformed: {path} must be {what}, got {shown}")
+
+    def object(self, parent: dict, key: str, path: str, required: bool = True) -> dict:
+        if key not in parent:
+            self.need(not required, path, "present", None)
+            return {}
+        self.need(isinstance(parent[key], dict), path, "an object", parent[key])
+        return parent[key]
+
+    def file_name(self, value, path: str) -> None:
+        self.need(isinstance(value, str) and bool(_FILE_NAME.fullmatch(value)), path,
+                  "a plain file name in the model folder (letters, digits, '.', '_', '+', '-')", value)
+
+    def sha256(self, value, path: str) -> None:
+        self.need(isinstance(value, str) and bool(_HEX64.fullmatch(value)), path,
+                  "64 lowercase hex digits", value)
+
+
+def check_manifest(manifest, where: str = MANIFEST) -> GPTConfig:
+    """Check every field of a parsed manifest against the format's schema; return its config.
+
+    Types of every field (format, format_version, config, quantization, tokenizer, shards,
+    split, source), file names that stay inside the folder, and names that must exist (the
+    tokenizer's two files; every split target is a tensor the config has). Fields the schema
+    does not know are ignored. Nothing is read from the shards here."""
+    s = _Schema(where)
+    s.need(isinstance(manifest, dict), "the manifest", "a JSON object", type(manifest).__name__)
+    s.need(manifest.get("format") == FORMAT, "format",
+           f"{FORMAT!r} (convert the checkpoint with `python -m glassbox convert`)", manifest.get("format"))
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION or not _is_int(version):
+        raise WeightsError(f"{where} has format version {version!r}; this Glassbox reads version "
+                           f"{FORMAT_VERSION}: re-run the converter (`python -m glassbox convert`)")
+
+    config = s.object(manifest, "config", "config")
+    for key in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
+        s.need(_is_int(config.get(key)) and config[key] > 0, f"config.{key}", "a positive integer", config.get(key))
+    if config.get("n_inner") is not None:
+        s.need(_is_int(config["n_inner"]) and config["n_inner"] > 0, "config.n_inner",
+               "a positive integer or null", config["n_inner"])
+    if "layer_norm_epsilon" in config:
+        eps = config["layer_norm_epsilon"]
+        s.need(_is_number(eps) and eps > 0, "config.layer_norm_epsilon", "a finite number > 0", eps)
+    s.need(config["n_embd"] % config["n_head"] == 0, "config.n_embd",
+           f"divisible by config.n_head ({config['n_head']})", config["n_embd"])
+    cfg = GPTConfig.from_dict(config)
+
+    q = s.object(manifest, "quantization", "quantization")
+    scheme = q.get("scheme")
+    s.need(scheme in quant.SCHEMES, "quantization.scheme", f"one of {list(quant.SCHEMES)}", scheme)
+    group = q.get("group_size")
+    if scheme == "q4":
+        s.need(_is_int(group) and group > 0 and group % 8 == 0, "quantization.group_size",
+               "a positive multiple of 8 for q4", group)
+        for name, shape in expected_shapes(cfg).items():
+            if len(shape) == 2:
+                s.need(shape[1] % group == 0, "quantization.group_size",
+                       f"a divisor of {name}'s row length {shape[1]}", group)
+    else:
+        s.need(group is None or _is_int(group), "quantization.group_size", "null or an integer", group)
+
+    tokenizer = s.object(manifest, "tokenizer", "tokenizer")
+    for name in TOKENIZER_NAMES:
+        s.need(name in tokenizer, f"tokenizer.{name}", "present (GPT-2's tokenizer files)", None)
+    for name, entry in tokenizer.items():
+        s.file_name(name, f"tokenizer key {name!r}")
+        s.need(isinstance(entry, dict), f"tokenizer.{name}", "an object", entry)
+        s.sha256(entry.get("sha256"), f"tokenizer.{name}.sha256")
+        if "bytes" in entry:
+            s.need(_is_int(entry["bytes"]) and entry["bytes"] >= 0, f"tokenizer.{name}.bytes",
+                   "an integer >= 0", entry["bytes"])
+        if "bundled" in entry:
+            s.need(isinstance(entry["bundled"], bool), f"tokenizer.{name}.bundled", "true or false", entry["bundled"])
+
+    shards = manifest.get("shards")
+    s.need(isinstance(shards, list) and len(shards) > 0, "shards", "a non-empty list", shards)
+    seen = set()
+    for i, entry in enumerate(shards):
+        s.need(isinstance(entry, dict), f"shards[{i}]", "an object", entry)
+        s.file_name(entry.get("file"), f"shards[{i}].file")
+        s.need(entry["file"] not in seen, f"shards[{i}].file", "unique", entry["file"])
+        seen.add(entry["file"])
+        s.need(_is_int(entry.get("bytes")) and 0 < entry["bytes"] <= MAX_SHARD_BYTES,
+               f"shards[{i}].bytes", f"an integer in 1..{MAX_SHARD_BYTES}", entry.get("bytes"))
+        s.sha256(entry.get("sha256"), f"shards[{i}].sha256")
+
+    split = s.object(manifest, "split", "split", required=False)
+    known = set(stored_dtypes(cfg, scheme))
+    pieces_seen = set()
+    for name, pieces in split.items():
+        s.need(name in known, f"split key {name!r}", f"a tensor that a {scheme} model stores", name)
+        s.need(isinstance(pieces, list) and len(pieces) > 0 and all(isinstance(p, str) and p for p in pieces),
+               f"split.{name}", "a non-empty list of tensor names", pieces)
+        s.need(pieces_seen.isdisjoint(pieces) and len(set(pieces)) == len(pieces), f"split.{name}",
+               "a list of names used once", pieces)
+        pieces_seen.update(pieces)
+    if "source" in manifest:
+        s.object(manifest, "source", "source")
+    return cfg
+
+
 def parse_manifest(data: bytes | str, where: str = MANIFEST) -> dict:
-    """Parse and check a manifest: format name, version, config, scheme and shard list."""
+    """Parse a manifest and check it against the schema (:func:`check_manifest`)."""
     try:
         manifest = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -210,19 +335,7 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise WeightsError(f"{where} is not a Glassbox model manifest (format must be {FORMAT!r}); "
                            "convert the checkpoint with `python -m glassbox convert`")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise WeightsError(f"{where} has format version {version!r}; this Glassbox reads version "
-                           f"{FORMAT_VERSION}: re-run the converter (`python -m glassbox convert`)")
-    try:
-        GPTConfig.from_dict(manifest["config"])
-        scheme = manifest["quantization"]["scheme"]
-        shards = manifest["shards"]
-        assert all({"file", "bytes", "sha256"} <= set(s) for s in shards)
-    except (KeyError, TypeError, AssertionError, ValueError) as e:
-        raise WeightsError(f"{where} is incomplete or malformed: {e}") from None
-    if scheme not in quant.SCHEMES:
-        raise WeightsError(f"{where} names an unknown quantization scheme {scheme!r}")
+    check_manifest(manifest, where)
     return manifest
 
 
@@ -235,13 +348,30 @@ def verify_shard(entry: dict, data: bytes) -> None:
             f"sha256 {entry['sha256']}, got {len(data)} bytes with sha256 {actual}")
 
 
+def stored_dtypes(config: GPTConfig, scheme: str) -> dict[str, np.dtype]:
+    """Every tensor a model folder of ``scheme`` stores, with its dtype: quantized matrices
+    (int8, or uint8 nibble pairs for q4) and their float32 ``.scale``; float32 otherwise."""
+    matrices = set(matrix_names(config))
+    out = {}
+    for name in expected_shapes(config):
+        if name in matrices and scheme != "none":
+            out[name] = np.dtype(np.int8 if scheme == "int8" else np.uint8)
+            out[name + ".scale"] = np.dtype(np.float32)
+        else:
+            out[name] = np.dtype(np.float32)
+    return out
+
+
 def from_shards(manifest: dict, shard_bytes: dict[str, bytes], verified: bool = False) -> Checkpoint:
     """Build a Checkpoint from a parsed manifest and each shard's bytes (keyed by file name).
 
-    Every shard's size and sha256 are checked unless the caller already did (``verified``).
+    The manifest is checked against the schema first (:func:`check_manifest`), then every
+    shard's size and sha256 unless the caller already did (``verified``), then every stored
+    tensor: its name, dtype and shape under the manifest's scheme, and that it is finite.
     """
-    config = GPTConfig.from_dict(manifest["config"])
+    config = check_manifest(manifest)
     tensors: dict[str, np.ndarray] = {}
+    origin: dict[str, str] = {}  # tensor (or piece) name -> shard file, for messages
     for entry in manifest["shards"]:
         if entry["file"] not in shard_bytes:
             raise WeightsError(f"shard {entry['file']} is missing")
@@ -249,50 +379,95 @@ def from_shards(manifest: dict, shard_bytes: dict[str, bytes], verified: bool = 
         if not verified:
             verify_shard(entry, data)
         try:
-            tensors.update(safetensors.load(data))
+            loaded = safetensors.load(data)
         except ValueError as e:
             raise WeightsError(f"shard {entry['file']} is not valid safetensors: {e}") from None
-    for name, pieces in manifest.get("split", {}).items():
-        tensors[name] = np.concatenate([tensors.pop(p) for p in pieces], axis=0)
+        for name in loaded:
+            if name in tensors:
+                raise WeightsError(f"tensor {name} is stored twice (shards {origin[name]} and {entry['file']})")
+            origin[name] = entry["file"]
+        tensors.update(loaded)
     scheme = manifest["quantization"]["scheme"]
+    dtypes = stored_dtypes(config, scheme)
+    for name, pieces in manifest.get("split", {}).items():
+        for p in pieces:
+            if p not in tensors:
+                raise WeightsError(f"split piece {p} of {name} is in no shard")
+            _check_dtype(p, tensors[p], dtypes[name], origin[p], scheme)
+        if name in tensors:
+            raise WeightsError(f"tensor {name} is stored whole (shard {origin[name]}) and split")
+        origin[name] = ", ".join(sorted({origin[p] for p in pieces}))
+        try:
+            tensors[name] = np.concatenate([tensors.pop(p) for p in pieces], axis=0)
+        except ValueError as e:
+            raise WeightsError(f"the pieces of {name} do not join ({origin[name]}): {e}") from None
     group = manifest["quantization"].get("group_size") or quant.DEFAULT_GROUP
-    _check_stored(tensors, config, scheme, group)
+    _check_stored(tensors, config, scheme, group, origin)
     return Checkpoint(config=config, scheme=scheme, group=group, tensors=tensors, manifest=manifest)
 
 
-def _check_stored(tensors: dict[str, np.ndarray], config: GPTConfig, scheme: str, group: int) -> None:
-    matrices = set(matrix_names(config))
-    for name, shape in expected_shapes(config).items():
+def _check_dtype(name: str, value: np.ndarray, want: np.dtype, shard: str, scheme: str) -> None:
+    if value.dtype != want:
+        raise WeightsError(f"{name} in shard {shard} is {value.dtype}, but scheme {scheme} stores it as {want}")
+
+
+def _check_stored(tensors: dict[str, np.ndarray], config: GPTConfig, scheme: str, group: int,
+                  origin: dict[str, str] | None = None) -> None:
+    """Every tensor ``scheme`` stores is there with its dtype and shape, nothing else is, and
+    every float is finite (a NaN or inf weight would run silently into every output)."""
+    origin = origin or {}
+    where = lambda name: f"shard {origin[name]}" if name in origin else "the checkpoint"  # noqa: E731
+    dtypes = stored_dtypes(config, scheme)
+    shapes = expected_shapes(config)
+    unexpected = sorted(set(tensors) - set(dtypes))
+    if unexpected:
+        raise WeightsError(f"{where(unexpected[0])} holds tensor {unexpected[0]}, which a GPT-2 {scheme} model "
+                           f"does not have" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+    for name, dtype in dtypes.items():
         if name not in tensors:
             raise WeightsError(f"the shards lack tensor {name}")
-        got = tuple(tensors[name].shape)
-        want = shape
-        if name in matrices and scheme == "q4":
+        value = tensors[name]
+        _check_dtype(name, value, dtype, origin.get(name, "?"), scheme)
+        base = name.removesuffix(".scale")
+        shape = shapes[base]
+        if name.endswith(".scale"):
+            want = (shape[0],) if scheme == "int8" else (shape[0], shape[1] // group)
+        elif len(shape) == 2 and scheme == "q4":
             want = (shape[0], shape[1] // 2)
-        if got != want:
-            raise WeightsError(f"{name} has shape {got}, expected {want} for scheme {scheme}")
-        if name in matrices and scheme != "none":
-            scale = tensors.get(name + ".scale")
-            want_scale = (shape[0],) if scheme == "int8" else (shape[0], shape[1] // group)
-            if scale is None or tuple(scale.shape) != want_scale:
-                raise WeightsError(f"{name}.scale is missing or has the wrong shape (expected {want_scale})")
+        else:
+            want = shape
+        if tuple(value.shape) != want:
+            raise WeightsError(f"{name} in {where(name)} has shape {tuple(value.shape)}, expected {want} "
+                               f"for scheme {scheme}")
+        if dtype.kind == "f":
+            finite = np.isfinite(value)
+            if not finite.all():
+                bad = int(finite.size - np.count_nonzero(finite))
+                raise WeightsError(f"{name} in {where(name)} holds {bad} NaN or infinite value(s): "
+                                   "the checkpoint is damaged; convert it again")
 
 
 def load_folder(path: str) -> Checkpoint:
     """Read, verify and load a model folder from disk."""
     manifest_path = os.path.join(path, MANIFEST)
-    if not os.path.exists(manifest_path):
+    if not os.path.isfile(manifest_path):
         raise WeightsError(f"{manifest_path} not found: not a Glassbox model folder")
-    with open(manifest_path, "rb") as f:
-        manifest = parse_manifest(f.read(), manifest_path)
+    manifest = parse_manifest(_read_file(manifest_path), manifest_path)
     shards = {}
     for entry in manifest["shards"]:
         file = os.path.join(path, entry["file"])
-        if not os.path.exists(file):
+        if not os.path.isfile(file):
             raise WeightsError(f"shard {file} is missing (expected sha256 {entry['sha256']})")
-        with open(file, "rb") as f:
-            shards[entry["file"]] = f.read()
+        shards[entry["file"]] = _read_file(file)
     return from_shards(manifest, shards)
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise WeightsError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def random_params(config: GPTConfig, seed: int = 0, scale: float = 0.02) -> dict[str, np.ndarray]:
