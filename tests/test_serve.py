@@ -103,3 +103,139 @@ def test_post_elsewhere_is_404(site):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request)
     assert info.value.code == 404
+
+
+# ----- what the server refuses (issue 9): every request gets a 4xx, nothing outside the root
+
+SECRET = b"secret bytes from outside the site"
+
+
+def raw(base: str, request: bytes) -> tuple[int, bytes]:
+    """Send raw request bytes (no client-side clean-up of the path); return status and body."""
+    import socket
+
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def get(base: str, path: str) -> tuple[int, bytes]:
+    return raw(base, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode("latin-1"))
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    """A site with symlinks out of it, dotfiles, a folder without index.html, and a secret
+    file beside it that must never be served."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(SECRET)
+    root = tmp_path / "site"
+    (root / "sub").mkdir(parents=True)
+    (root / "index.html").write_bytes(b"<p>home</p>")
+    (root / "sub" / "page.txt").write_bytes(b"inside")
+    (root / "app").mkdir()
+    (root / "app" / "index.html").write_bytes(b"<p>app</p>")
+    (root / "link-out.txt").symlink_to(outside / "secret.txt")
+    (root / "dir-out").symlink_to(outside)
+    (root / "link-in.txt").symlink_to(root / "sub" / "page.txt")
+    for hidden in (".git", ".venv", ".cache"):
+        (root / hidden).mkdir()
+        (root / hidden / "config").write_bytes(SECRET)
+    (root / ".env").write_bytes(SECRET)
+    (root / "sub" / ".secret").write_bytes(SECRET)
+    server, _ = serve.serve_in_thread(root)
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def still_serving(base: str) -> None:
+    assert get(base, "/index.html") == (200, b"<p>home</p>")
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/link-out.txt", 404),           # a symlink to a file outside the root
+    ("/dir-out/secret.txt", 404),     # through a symlinked folder outside the root
+    ("/dir-out/", 404),
+    ("/.git/config", 404), ("/.venv/config", 404), ("/.cache/config", 404),
+    ("/.env", 404), ("/sub/.secret", 404), ("/%2egit/config", 404), ("/sub/%2Esecret", 404),
+    ("/sub/", 404),                   # a folder without index.html: no listing
+    ("/../outside/secret.txt", 400), ("/sub/../../outside/secret.txt", 400), ("/%2e%2e/outside/secret.txt", 400),
+    ("/..%2foutside%2fsecret.txt", 400),
+    ("/index.html%00.txt", 400), ("/a%0Ab", 400), ("/bad%zzescape", 400), ("/bad%e", 400), ("/%ff%fe", 400),
+    ("/index.html/", 404),
+    ("/missing.txt", 404),
+])
+def test_refused_paths(guarded, path, status):
+    _, base = guarded
+    got, body = get(base, path)
+    assert got == status, (path, body[:200])
+    assert SECRET not in body and b"inside" not in body
+    still_serving(base)
+
+
+def test_raw_nul_byte_in_request_line(guarded):
+    _, base = guarded
+    status, body = raw(base, b"GET /index\x00.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 400 and SECRET not in body
+    still_serving(base)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/link-in.txt", b"inside"),      # a symlink that stays inside the root is fine
+    ("/sub/page.txt", b"inside"),
+    ("/app/", b"<p>app</p>"),         # a folder with index.html serves it
+    ("/", b"<p>home</p>"),
+])
+def test_files_inside_are_served(guarded, path, body):
+    _, base = guarded
+    assert get(base, path) == (200, body)
+
+
+def test_folder_without_slash_redirects(guarded):
+    _, base = guarded
+    assert get(base, "/app")[0] == 301
+
+
+def post_raw(base: str, headers: str, body: bytes = b"") -> tuple[int, dict]:
+    status, reply = raw(base, (f"POST /bench-results?name=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
+                               ).encode() + body)
+    return status, json.loads(reply)
+
+
+@pytest.mark.parametrize("headers, body, status", [
+    ("", b"", 411),                                       # no Content-Length
+    ("Content-Length: abc\r\n", b"{}", 400),
+    ("Content-Length: -5\r\n", b"{}", 400),
+    ("Content-Length: 1.5\r\n", b"{}", 400),
+    ("Content-Length: 0\r\n", b"", 400),
+    (f"Content-Length: {serve.MAX_BENCH_BYTES + 1}\r\n", b"{}", 413),
+    ("Content-Length: 100\r\n", b'{"short": 1}', 400),    # fewer bytes than announced
+    ("Content-Length: 8\r\n", b"not json", 400),
+    ("Content-Length: 3\r\n", b"NaN", 400),
+    ("Content-Length: 19\r\n", b'{"x": [1, Infinity]}'[:19], 400),
+    ("Content-Length: 4\r\n", b"\xff\xfe{}", 400),        # not UTF-8
+    (f"Content-Length: {2 * 100_000}\r\n", b"[" * 100_000 + b"]" * 100_000, 400),  # too deep to parse
+    (f"Content-Length: {2 * 70}\r\n", b"[" * 70 + b"]" * 70, 400),  # over MAX_JSON_DEPTH
+])
+def test_post_bodies_refused(guarded, monkeypatch, headers, body, status):
+    monkeypatch.setattr(serve, "BODY_TIMEOUT_S", 1)
+    root, base = guarded
+    got, reply = post_raw(base, headers, body)
+    assert got == status and isinstance(reply.get("error"), str) and len(reply["error"]) < 200, reply
+    assert not (root / "bench").exists()
+    still_serving(base)
+
+
+def test_post_at_the_depth_limit_is_written(guarded):
+    root, base = guarded
+    body = b"[" * serve.MAX_JSON_DEPTH + b"]" * serve.MAX_JSON_DEPTH
+    assert post_raw(base, f"Content-Length: {len(body)}\r\n", body)[0] == 201
+    assert (root / "bench" / "raw" / "t.json").exists()

@@ -15,6 +15,14 @@ And one for the service worker: ``GET /sw-precache.js`` is computed from the fil
 are now (tools/precache.py), so an edited file reaches the page as an offline-copy update
 instead of staying hidden behind a stale list; a static host serves the generated file.
 
+What it refuses (every request gets an HTTP answer, and the server keeps serving): anything
+but a regular file inside the root (a symlink that resolves outside it is 404), directory
+listings (a folder serves its index.html or 404), dotfiles and dot-folders (``.git``,
+``.venv``, ``.cache``: 404), malformed paths (NUL or control bytes, bad percent-escapes,
+``..``: 400), and for the POST endpoint a missing (411), malformed (400) or too large (413)
+``Content-Length``, a body shorter than announced, and a body that is not JSON, holds NaN or
+infinity, or nests deeper than MAX_JSON_DEPTH (400).
+
 Tests import ``make_server(root, host, port)`` and run it in a thread on a free port.
 Standard library only.
 """
@@ -32,7 +40,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from precache import Live  # tools/precache.py (this folder is on sys.path: script or tests)
 
@@ -69,6 +77,63 @@ PRECACHE_PATH = "/sw-precache.js"
 BENCH_DIR = Path("bench") / "raw"
 BENCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_BENCH_BYTES = 16 << 20
+MAX_JSON_DEPTH = 64  # bench reports nest a few levels; a deeper body is refused
+BODY_TIMEOUT_S = 10  # a client that announces more bytes than it sends gets 400 after this
+BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Refused(Exception):
+    """A request answered with an HTTP error: ``status`` and a short ``reason``."""
+
+    def __init__(self, status: HTTPStatus, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def site_path(root: Path, url_path: str) -> Path:
+    """The regular file inside ``root`` that ``url_path`` (still percent-encoded) names, or
+    the folder it names; raise Refused otherwise (see the module docstring)."""
+    if not url_path.startswith("/"):
+        raise Refused(HTTPStatus.BAD_REQUEST, "the path must start with /")
+    if BAD_ESCAPE.search(url_path):
+        raise Refused(HTTPStatus.BAD_REQUEST, "the path has a malformed %-escape")
+    try:
+        text = unquote(url_path, errors="strict")
+    except UnicodeDecodeError:
+        raise Refused(HTTPStatus.BAD_REQUEST, "the path's %-escapes are not UTF-8") from None
+    if CONTROL.search(text):
+        raise Refused(HTTPStatus.BAD_REQUEST, "the path holds NUL or control characters")
+    parts = [part for part in text.split("/") if part]
+    if any(part == ".." for part in parts):
+        raise Refused(HTTPStatus.BAD_REQUEST, "the path climbs out with ..")
+    if any(part.startswith(".") for part in parts):
+        raise Refused(HTTPStatus.NOT_FOUND, "dotfiles and dot-folders are not served")
+    root = root.resolve()
+    try:
+        real = root.joinpath(*parts).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise Refused(HTTPStatus.NOT_FOUND, "no such file") from None
+    if real != root and root not in real.parents:
+        raise Refused(HTTPStatus.NOT_FOUND, "no such file")  # a symlink out of the site
+    if not (real.is_file() or real.is_dir()):
+        raise Refused(HTTPStatus.NOT_FOUND, "no such file")
+    return real
+
+
+def json_depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iterative: no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -79,14 +144,36 @@ class Handler(SimpleHTTPRequestHandler):
     precache = None  # a tools/precache.Live for the root (make_server sets it)
 
     def send_head(self):
-        if self.precache is not None and urlsplit(self.path).path == PRECACHE_PATH:
+        url_path = urlsplit(self.path).path
+        if self.precache is not None and url_path == PRECACHE_PATH:
             payload = self.precache().encode()
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", MIME_TYPES[".js"])
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             return io.BytesIO(payload)
+        try:
+            real = site_path(Path(self.directory), url_path)
+            if real.is_dir() and url_path.endswith("/"):
+                real = site_path(Path(self.directory), url_path + "index.html")
+                if not real.is_file():
+                    raise Refused(HTTPStatus.NOT_FOUND, "no index.html here (folders are not listed)")
+            elif real.is_file() and url_path.endswith("/"):
+                raise Refused(HTTPStatus.NOT_FOUND, "no such folder")
+        except Refused as refused:
+            self.send_error(refused.status, refused.reason)
+            return None
+        self._checked = str(real)  # what translate_path answers for this request
         return super().send_head()
+
+    def translate_path(self, path: str) -> str:
+        # Only send_head's checked path is ever served; anything else names no file (404).
+        checked, self._checked = getattr(self, "_checked", None), None
+        return checked or str(Path(self.directory) / "unchecked-path" / "none")
+
+    def list_directory(self, path):
+        self.send_error(HTTPStatus.NOT_FOUND, "folders are not listed")
+        return None
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
@@ -107,20 +194,45 @@ class Handler(SimpleHTTPRequestHandler):
             self.reply_json(HTTPStatus.BAD_REQUEST,
                             {"error": "need ?name= of letters, digits, '.', '_' or '-'"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= MAX_BENCH_BYTES:
-            self.reply_json(HTTPStatus.BAD_REQUEST,
-                            {"error": f"body must be 1..{MAX_BENCH_BYTES} bytes of JSON"})
-            return
         try:
-            data = json.loads(self.rfile.read(length))
-        except ValueError as exc:
-            self.reply_json(HTTPStatus.BAD_REQUEST, {"error": f"body is not JSON: {exc}"})
+            data = self.read_json_body()
+        except Refused as refused:
+            self.close_connection = True  # the unread rest of a body must not become a request
+            self.reply_json(refused.status, {"error": refused.reason})
             return
         target = Path(self.directory) / BENCH_DIR / f"{name}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         self.reply_json(HTTPStatus.CREATED, {"written": f"{BENCH_DIR.as_posix()}/{name}.json"})
+
+    def read_json_body(self):
+        """The request's JSON body, or Refused with a 4xx and a short reason."""
+        header = self.headers.get("Content-Length")
+        if header is None:
+            raise Refused(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+        if not header.strip().isdigit():
+            raise Refused(HTTPStatus.BAD_REQUEST, f"Content-Length must be a whole number, got {header[:40]!r}")
+        length = int(header)
+        if length == 0:
+            raise Refused(HTTPStatus.BAD_REQUEST, f"body must be 1..{MAX_BENCH_BYTES} bytes of JSON, got none")
+        if length > MAX_BENCH_BYTES:
+            raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be at most {MAX_BENCH_BYTES} bytes")
+        self.connection.settimeout(BODY_TIMEOUT_S)
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # the timeout included
+            body = b""
+        if len(body) != length:
+            raise Refused(HTTPStatus.BAD_REQUEST, f"body shorter than its Content-Length ({len(body)} of {length} bytes)")
+        try:
+            data = json.loads(body, parse_constant=_no_constants)
+        except RecursionError:
+            raise Refused(HTTPStatus.BAD_REQUEST, f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+            raise Refused(HTTPStatus.BAD_REQUEST, f"body is not JSON: {str(exc)[:120]}") from None
+        if json_depth(data) > MAX_JSON_DEPTH:
+            raise Refused(HTTPStatus.BAD_REQUEST, f"body nests deeper than {MAX_JSON_DEPTH} levels")
+        return data
 
     def reply_json(self, status: HTTPStatus, body: dict) -> None:
         payload = json.dumps(body).encode()
