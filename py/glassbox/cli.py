@@ -12,7 +12,7 @@ import numpy as np
 from . import safetensors
 from .errors import BackendError, GlassboxError, OptionsError, one_line
 from .model import Model, default_model_dir, load
-from .sampling import GREEDY_BELOW, check_options
+from .sampling import GREEDY_BELOW, MAX_TEMPERATURE, check_options
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_VOCAB = os.path.join(ROOT, "vendor", "gpt2")
@@ -101,8 +101,8 @@ def cmd_convert(args) -> int:
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0,
-                   help=f"softmax temperature >= 0 (default 1.0); below {GREEDY_BELOW:g}, 0 included, "
-                        "sampling is greedy: the most likely token")
+                   help=f"softmax temperature in [0, {MAX_TEMPERATURE:g}] (default 1.0); below {GREEDY_BELOW:g}, "
+                        "0 included, sampling is greedy: always the most likely token")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this much probability (1 = off)")
 
@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         s = model_cmd(name, help_text, func)
         s.add_argument("text")
         s.add_argument("--backend", choices=["auto", "numpy", "gpu"], default="auto",
-                       help="gpu = WebGPU through wgpu-py; auto picks gpu when an adapter exists")
+                       help="gpu = WebGPU through wgpu-py (exit 2 with the reason where it cannot run); "
+                            "auto (default) runs gpu where it can, else numpy and says why")
         if name != "trace":
             _sampling_args(s)
     sub.choices["predict"].add_argument("--rows", type=int, default=10, help="how many rows, at least 1 (default 10)")
@@ -260,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Every refusal (a GlassboxError, or a file the system will not open)
     is caught here, in one place: one line on stderr, exit code 2, no traceback."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or argparse's one-line refusal (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         check_args(args)
         return args.func(args)

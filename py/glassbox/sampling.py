@@ -11,7 +11,9 @@ Temperatures below GREEDY_BELOW (0 included) mean greedy: probs is one-hot on th
 exactly instead of through logits / T, which overflows float32 for tiny T (NaN after the
 softmax). At T >= GREEDY_BELOW, logits up to 3e35 in magnitude stay finite; the model's are
 far smaller. The page and the command line both take their sampling from here, so they
-agree on the threshold. Every option is checked once, in :func:`check_options`.
+agree on the threshold. Temperatures above MAX_TEMPERATURE are refused: there every
+probability is within exp(2 max|logit| / T) of uniform (1% for logits up to 50), and a float32
+T would overflow near 3e38. Every option is checked once, in :func:`check_options`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .errors import OptionsError
 from .reference import softmax
 
 GREEDY_BELOW = 1e-3  # temperatures below this sample greedily (see the module docstring)
+MAX_TEMPERATURE = 1e4  # above it the distribution is uniform to float32 rounding: refused
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,9 @@ def check_options(temperature: float, top_k: int, top_p: float) -> None:
     """Raise OptionsError unless temperature is finite and >= 0, top-k a whole number >= 0
     and top-p in (0, 1]."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
-            or not np.isfinite(temperature) or temperature < 0:
-        raise OptionsError(f"temperature must be a finite number >= 0 (below {GREEDY_BELOW:g} is greedy), "
-                           f"got {temperature!r}")
+            or not np.isfinite(temperature) or not 0 <= temperature <= MAX_TEMPERATURE:
+        raise OptionsError(f"temperature must be a number in [0, {MAX_TEMPERATURE:g}] (below {GREEDY_BELOW:g} "
+                           f"is greedy), got {temperature!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, float, np.number)) \
             or not np.isfinite(top_k) or int(top_k) != top_k or top_k < 0:
         raise OptionsError(f"top-k must be a whole number >= 0 (0 turns it off), got {top_k!r}")

@@ -392,7 +392,7 @@ def from_shards(manifest: dict, shard_bytes: dict[str, bytes], verified: bool = 
     for name, pieces in manifest.get("split", {}).items():
         for p in pieces:
             if p not in tensors:
-                raise WeightsError(f"split piece {p} of {name} is in no shard")
+                raise WeightsError(f"{MANIFEST}: split.{name} names piece {p}, which no shard holds")
             _check_dtype(p, tensors[p], dtypes[name], origin[p], scheme)
         if name in tensors:
             raise WeightsError(f"tensor {name} is stored whole (shard {origin[name]}) and split")
@@ -425,7 +425,7 @@ def _check_stored(tensors: dict[str, np.ndarray], config: GPTConfig, scheme: str
                            f"does not have" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
     for name, dtype in dtypes.items():
         if name not in tensors:
-            raise WeightsError(f"the shards lack tensor {name}")
+            raise WeightsError(f"no shard holds tensor {name}, which a GPT-2 {scheme} model stores")
         value = tensors[name]
         _check_dtype(name, value, dtype, origin.get(name, "?"), scheme)
         base = name.removesuffix(".scale")
