@@ -362,3 +362,39 @@ def test_shard_that_is_not_a_file(folder, capsys):
     shard.unlink()
     shard.mkdir()
     refused(["predict", str(folder), "hi", "--backend", "numpy"], capsys, "missing")
+
+
+# ----- 4. GPU on the command line, simulated (the real adapter: tests/gpu/test_cli_backend.py) --
+
+def _no_wgpu(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "wgpu", None)  # `import wgpu` raises ImportError
+    return "wgpu-py is not installed"
+
+
+def _no_adapter(monkeypatch):
+    wgpu = pytest.importorskip("wgpu")
+
+    async def none(**options):
+        return None
+    monkeypatch.setattr(wgpu.gpu, "request_adapter_async", none)
+    return "no WebGPU adapter"
+
+
+@pytest.mark.parametrize("simulate", [_no_wgpu, _no_adapter])
+@pytest.mark.parametrize("command", [["predict", MINI, "hi", "--json"], ["generate", MINI, "hi", "-n", "2", "--seed", "0"]])
+def test_auto_falls_back_to_numpy_with_one_line(monkeypatch, capsys, simulate, command):
+    reason = simulate(monkeypatch)
+    assert main([*command, "--backend", "auto"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines[0].startswith("note: numpy runs the model") and reason in lines[0], captured.err
+    assert "Traceback" not in captured.err and len(lines) == (1 if command[0] == "predict" else 2)  # + "[numpy]"
+    if command[0] == "predict":
+        assert strict_json(captured.out)["backend"] == "numpy"
+
+
+@pytest.mark.parametrize("simulate", [_no_wgpu, _no_adapter])
+def test_gpu_exits_2_with_the_reason(monkeypatch, capsys, simulate):
+    reason = simulate(monkeypatch)
+    refused(["predict", MINI, "hi", "--backend", "gpu"], capsys, "--backend gpu cannot run here", reason)
