@@ -398,3 +398,78 @@ def test_auto_falls_back_to_numpy_with_one_line(monkeypatch, capsys, simulate, c
 def test_gpu_exits_2_with_the_reason(monkeypatch, capsys, simulate):
     reason = simulate(monkeypatch)
     refused(["predict", MINI, "hi", "--backend", "gpu"], capsys, "--backend gpu cannot run here", reason)
+
+
+# ----- 6. the page's sampling inputs (CPython; the page itself: tests/e2e/test_inputs.py) -------
+
+V = 50257
+
+
+@pytest.mark.parametrize("field, raw, value, message", [
+    ("top-k", "40", 40, ""), ("top-k", " 0 ", 0, ""), ("top-k", "40.0", 40, ""), (f"top-k", str(V), V, ""),
+    ("top-k", "-5", 0, "set to 0"), ("top-k", "99999999", V, f"set to {V}"), ("top-k", "1e9", V, f"set to {V}"),
+    ("top-k", "2.5", None, "whole number"), ("top-k", "abc", None, "whole number"), ("top-k", "", None, "whole number"),
+    ("top-k", "nan", None, "whole number"), ("top-k", "inf", None, "whole number"), ("top-k", "-inf", None, "whole number"),
+    ("temperature", "0.8", 0.8, ""), ("temperature", "0", 0.0, ""), ("temperature", "3", 3.0, ""),
+    ("temperature", "-1", 0.0, "set to 0"), ("temperature", "7", 3.0, "set to 3"), ("temperature", "x", None, "from 0 to 3"),
+    ("temperature", "NaN", None, "from 0 to 3"),
+    ("top-p", "0.95", 0.95, ""), ("top-p", "1", 1.0, ""), ("top-p", "0", 0.01, "set to 0.01"), ("top-p", "2", 1.0, "set to 1"),
+    ("top-p", "", None, "from 0.01 to 1"), ("top-p", "1e400", None, "from 0.01 to 1"),
+])
+def test_parse_sampling(field, raw, value, message):
+    from app.views.controls import parse_sampling
+
+    got, said = parse_sampling(field, raw, V)
+    assert got == value and type(got) is type(value)
+    assert (message in said) if message else said == ""
+    if got is not None:  # whatever is used is accepted by the sampler the CLI uses too
+        from glassbox.sampling import check_options
+        check_options(**{"temperature": 1.0, "top_k": 0, "top_p": 1.0, field.replace("-", "_"): got})
+
+
+class _RecordingUI:
+    """Records what the explainer writes to the page (every other call is accepted)."""
+
+    def __init__(self):
+        self.texts, self.values, self.attrs = {}, {}, {}
+
+    def set_text(self, selector, text):
+        self.texts[selector] = text
+
+    def set_value(self, selector, value):
+        self.values[selector] = value
+
+    def set_attr(self, selector, name, value):
+        self.attrs[(selector, name)] = value
+
+    set_prop = set_attr
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def test_explainer_never_samples_with_a_refused_value():
+    import asyncio
+
+    from app.explainer import Explainer
+    from glassbox.model import load
+
+    ui = _RecordingUI()
+    ex = Explainer(ui, load(MINI, DEFAULT_VOCAB), seed=0, namespace={}, run_code=lambda *a: None)
+    ex.mount()
+    asyncio.run(ex.start())
+    ex.handle("top-k", "40")
+    assert ex.top_k == 40 and ex.dist.top_k == 40 and ui.attrs[("#sampling-message", "hidden")] is True
+    runs = ex.runs
+    for raw in ("2.5", "", "abc", "nan"):
+        ex.handle("top-k", raw)
+        assert ex.top_k == 40 and ex.dist.top_k == 40  # refused: the label's value still rules
+        assert ui.attrs[("#sampling-message", "hidden")] is False and "whole number" in ui.texts["#sampling-message"]
+        assert ui.attrs[("#top-k", "aria-invalid")] == "true" and ui.texts["#top-k-out"] == "40"
+    ex.handle("top-k", "-3")
+    assert ex.top_k == 0 and ui.values["#top-k"] == "0" and ui.texts["#top-k-out"] == "off"
+    ex.handle("temperature", "9")
+    assert ex.temperature == 3.0 and ui.values["#temperature"] == "3.0" and "set to 3" in ui.texts["#sampling-message"]
+    ex.handle("top-p", "0.5")
+    assert ex.top_p == 0.5 and ui.attrs[("#sampling-message", "hidden")] is True
+    assert ex.runs == runs  # re-sampling never runs the model

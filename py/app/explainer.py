@@ -303,6 +303,20 @@ class Explainer:
         self.ui.set_text("#top-p-out", fmt(p, 3) if p < 1 else "1 (off)")
         self.resample()
 
+    def sampling_input(self, field: str, raw: str) -> None:
+        """issue 9: one sampling control's raw value, checked by controls.parse_sampling; a
+        clamped value is written back to the control, a refused one leaves the setting as it
+        was; either way the message shows under the controls."""
+        value, message = controls.parse_sampling(field, raw, self.config.vocab_size)
+        self.ui.set_text("#sampling-message", message)
+        self.ui.set_prop("#sampling-message", "hidden", not message)
+        self.ui.set_attr(f"#{field}", "aria-invalid", "true" if value is None else "false")
+        if value is None:
+            return
+        if message:
+            self.ui.set_value(f"#{field}", str(value))
+        self.set_sampling(**{field.replace("-", "_"): value})
+
     def resample(self) -> None:
         if self.trace is None:
             return
@@ -566,12 +580,8 @@ class Explainer:
             self.discard()
         elif action == "resample":
             self.resample()
-        elif action == "temperature":
-            self.set_sampling(temperature=value)
-        elif action == "top-k":
-            self.set_sampling(top_k=value or 0)
-        elif action == "top-p":
-            self.set_sampling(top_p=value)
+        elif action in ("temperature", "top-k", "top-p"):
+            self.sampling_input(action, value)  # issue 9: checked before anything samples
         elif action == "layer":
             self.select_layer(int(data["layer"]) if "layer" in data else int(value) - 1)
         elif action == "head":

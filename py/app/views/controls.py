@@ -7,6 +7,7 @@ around them are redrawn. Every control has a visible label or an aria-label.
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 from glassbox.config import GPTConfig
@@ -30,6 +31,41 @@ SECTIONS = (
     ("block", "Layer norm, MLP and residuals"),
     ("output", "Output: the next token"),
 )
+
+
+# issue 9: the sampling controls' ranges, as their <input> min/max say (top-k: 0..V).
+SAMPLING_RANGES = {"temperature": (0.0, 3.0), "top-p": (0.01, 1.0)}
+SAMPLING_NAMES = {"temperature": "Temperature", "top-k": "Top-k", "top-p": "Top-p"}
+
+
+def parse_sampling(field: str, raw: str, vocab_size: int) -> tuple[float | int | None, str]:
+    """Check one sampling control's raw value before anything samples with it (issue 9).
+
+    Returns ``(value, message)``: ``value`` is what to use (None: refused, keep the current
+    setting) and ``message`` says what happened ("" when the input is used as typed). Values
+    out of range are clamped to the range the label and the control state; text that is not
+    a number, a non-integer top-k, NaN and infinity are refused."""
+    if field not in SAMPLING_NAMES:
+        raise ValueError(f"unknown sampling control {field!r}")
+    name = SAMPLING_NAMES[field]
+    low, high = SAMPLING_RANGES.get(field, (0, vocab_size))
+    need = (f"{name} needs a whole number from 0 (off) to {vocab_size}" if field == "top-k"
+            else f"{name} needs a number from {low:g} to {high:g}")
+    text = str(raw).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not text or not math.isfinite(number):
+        return None, f"{need}; {text[:20]!r} was not used." if text else f"{need}."
+    if field == "top-k":
+        if number != int(number):
+            return None, f"{need}; {text[:20]} was not used."
+        number = int(number)
+    if number < low or number > high:
+        clamped = type(number)(min(max(number, low), high))
+        return clamped, f"{need}: {text[:20]} was set to {clamped:g}."
+    return number, ""
 
 
 def _options(n: int, selected: int) -> str:
@@ -108,6 +144,7 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
         value="{exact(top_p)}" aria-describedby="top-p-help">
       <p id="top-p-help" class="muted small">Keep the most likely tokens until their probability reaches p (over all {V} tokens); 1 turns it off.</p>
     </div>
+    <p id="sampling-message" class="input-error" role="alert" data-testid="sampling-message" hidden></p>
   </section>
 
   {output_slot}
