@@ -428,24 +428,19 @@ def test_parse_sampling(field, raw, value, message):
 
 
 class _RecordingUI:
-    """Records what the explainer writes to the page (every other call is accepted)."""
+    """Keeps the last value each UI call wrote: ``ui[method, *selector args] -> value``."""
 
     def __init__(self):
-        self.texts, self.values, self.attrs = {}, {}, {}
+        self.last = {}
 
-    def set_text(self, selector, text):
-        self.texts[selector] = text
+    def __getitem__(self, key):
+        return self.last[key]
 
-    def set_value(self, selector, value):
-        self.values[selector] = value
-
-    def set_attr(self, selector, name, value):
-        self.attrs[(selector, name)] = value
-
-    set_prop = set_attr
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
+    def __getattr__(self, method):
+        def record(*args):
+            if args:
+                self.last[(method, *args[:-1])] = args[-1]
+        return record
 
 
 def test_explainer_never_samples_with_a_refused_value():
@@ -459,17 +454,17 @@ def test_explainer_never_samples_with_a_refused_value():
     ex.mount()
     asyncio.run(ex.start())
     ex.handle("top-k", "40")
-    assert ex.top_k == 40 and ex.dist.top_k == 40 and ui.attrs[("#sampling-message", "hidden")] is True
+    assert ex.top_k == 40 and ex.dist.top_k == 40 and ui["set_prop", "#sampling-message", "hidden"] is True
     runs = ex.runs
     for raw in ("2.5", "", "abc", "nan"):
         ex.handle("top-k", raw)
         assert ex.top_k == 40 and ex.dist.top_k == 40  # refused: the label's value still rules
-        assert ui.attrs[("#sampling-message", "hidden")] is False and "whole number" in ui.texts["#sampling-message"]
-        assert ui.attrs[("#top-k", "aria-invalid")] == "true" and ui.texts["#top-k-out"] == "40"
+        assert ui["set_prop", "#sampling-message", "hidden"] is False and "whole number" in ui["set_text", "#sampling-message"]
+        assert ui["set_attr", "#top-k", "aria-invalid"] == "true" and ui["set_text", "#top-k-out"] == "40"
     ex.handle("top-k", "-3")
-    assert ex.top_k == 0 and ui.values["#top-k"] == "0" and ui.texts["#top-k-out"] == "off"
+    assert ex.top_k == 0 and ui["set_value", "#top-k"] == "0" and ui["set_text", "#top-k-out"] == "off"
     ex.handle("temperature", "9")
-    assert ex.temperature == 3.0 and ui.values["#temperature"] == "3.0" and "set to 3" in ui.texts["#sampling-message"]
+    assert ex.temperature == 3.0 and ui["set_value", "#temperature"] == "3.0" and "set to 3" in ui["set_text", "#sampling-message"]
     ex.handle("top-p", "0.5")
-    assert ex.top_p == 0.5 and ui.attrs[("#sampling-message", "hidden")] is True
+    assert ex.top_p == 0.5 and ui["set_prop", "#sampling-message", "hidden"] is True
     assert ex.runs == runs  # re-sampling never runs the model
