@@ -186,10 +186,21 @@ def test_converter_refuses_configs(tmp_path, capsys, text, needles):
     convert_refused(tmp_path, capsys, hf_folder(tmp_path, config_text=text), *needles)
 
 
-def _changed(name, fn):
-    state = hf_state(HF_CONFIG)
-    fn(state, name)
-    return state
+@pytest.mark.parametrize("src", ["/no/such/folder", "./missing", "afile"])
+def test_converter_refuses_sources_that_are_not_folders(tmp_path, capsys, monkeypatch, src):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    convert_refused(tmp_path, capsys, src, "not a checkpoint folder")
+
+
+@pytest.mark.parametrize("argv, stdin", [(["tokenize", MINI, "a\udcffb"], None), (["tokenize", MINI], b"a\xffb"),
+                                         (["predict", MINI, "a\udcffb", "--backend", "numpy"], None)])
+def test_text_that_is_not_utf8(monkeypatch, capsys, argv, stdin):
+    import io
+    import sys
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    refused(argv, capsys, "not", "UTF-8", "0xff")
 
 
 @pytest.mark.parametrize("change, needles", [

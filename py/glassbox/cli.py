@@ -10,8 +10,8 @@ import sys
 import numpy as np
 
 from . import safetensors
-from .errors import BackendError, GlassboxError, OptionsError, one_line
-from .model import Model, default_model_dir, load
+from .errors import BackendError, GlassboxError, InputError, OptionsError, one_line
+from .model import Model, check_text, default_model_dir, load
 from .sampling import GREEDY_BELOW, MAX_TEMPERATURE, check_options
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -177,8 +177,14 @@ def cmd_trace(args) -> int:
 
 def cmd_tokenize(args) -> int:
     model = _model(args)
-    text = args.text if args.text is not None else sys.stdin.read()
-    ids = model.tokenizer.encode(text)
+    if args.text is not None:
+        text = args.text
+    else:
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"standard input is not UTF-8 text (byte {e.start + 1} is {e.object[e.start]:#04x})") from None
+    ids = model.tokenizer.encode(check_text(text))
     shown = model.tokenizer.display(ids)
     if args.json:
         _print_json({"ids": ids, "tokens": shown})

@@ -186,6 +186,8 @@ def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
     ``vocab_dir`` are referenced by hash and looked up there at load time (the app and CLI use
     the vendored copy, vendor/gpt2), so the committed default model carries no vocabulary copy.
     """
+    if not os.path.isdir(src) and (os.path.exists(src) or src.startswith(("/", ".", "~"))):
+        raise ConvertError(f"{src} is not a checkpoint folder (a folder with config.json, or a hub id such as gpt2)")
     folder = src if os.path.isdir(src) else fetch_from_hub(src)
     config_path = os.path.join(folder, "config.json")
     if not os.path.exists(config_path):

@@ -18,6 +18,17 @@ from .tokenizer import Tokenizer
 from .trace import Trace
 
 
+def check_text(text: str) -> str:
+    """Raise InputError unless ``text`` is encodable Unicode (no lone surrogates, which bytes
+    that are not UTF-8 become on a command line)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"the text is not valid UTF-8 (character {e.start + 1} is a stray byte "
+                         f"{ord(text[e.start]) & 0xFF:#04x}): give UTF-8 text") from None
+    return text
+
+
 @dataclass(frozen=True)
 class Prompt:
     ids: np.ndarray  # [N] the ids that run (at most C)
@@ -57,6 +68,7 @@ class Model:
         """Tokenize ``text`` under the text policy in this module's docstring."""
         if not text:
             raise InputError("the text is empty: type something for the model to continue")
+        check_text(text)
         ids = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
         limit = self.config.n_positions
         dropped = max(0, ids.size - limit)
