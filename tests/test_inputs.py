@@ -126,6 +126,14 @@ def test_generate_json_free_paths_are_finite(capsys):
     assert capsys.readouterr().out == greedy
 
 
+def test_trace_output_is_finite(tmp_path, capsys):
+    out = tmp_path / "t.safetensors"
+    assert main(["trace", MINI, "The cat sat on the mat", "--out", str(out), "--backend", "numpy"]) == 0
+    tensors, meta = safetensors.load_with_metadata(out.read_bytes())
+    assert all(np.isfinite(t).all() for t in tensors.values())  # masked scores are -1e30, not -inf
+    strict_json(meta["config"])
+
+
 def test_tokenize_json_is_strict(capsys):
     assert main(["tokenize", MINI, "naïve \x00 café", "--json"]) == 0
     assert strict_json(capsys.readouterr().out)["ids"]

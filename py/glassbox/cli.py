@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("src", help="checkpoint folder or hub id (gpt2, distilgpt2, gpt2-medium, ...)")
     c.add_argument("out", help="output model folder, e.g. weights/gpt2")
     c.add_argument("--quant", choices=["none", "int8", "q4"], default="int8")
-    c.add_argument("--group", type=int, default=32, help="q4 group size (default 32)")
+    c.add_argument("--group", type=int, default=32,
+                   help="q4 group size: a positive multiple of 8 that divides D and F (default 32)")
     c.set_defaults(func=cmd_convert)
 
     def model_cmd(name, help_text, func):
