@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from . import safetensors, weights
+from . import weights
 from .model import InputError, Model, default_model_dir, load
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -116,13 +116,11 @@ def cmd_trace(args) -> int:
     _note_dropped(prompt.dropped, model)
     run, described = _forward_engine(model, _pick_backend(args.backend))
     trace = run(prompt.ids)
-    tensors = {name: np.ascontiguousarray(value) for name, value in trace.tensors.items()}
-    tensors["ids"] = prompt.ids.astype(np.int64)
     meta = {"backend": described, "model": model.name, "config": json.dumps(model.config.to_dict()),
             "text": args.text}
     with open(args.out, "wb") as f:
-        f.write(safetensors.save(tensors, meta))
-    print(f"wrote {len(tensors)} tensors to {args.out} ({described})")
+        f.write(trace.to_safetensors(meta))
+    print(f"wrote {len(trace) + 1} tensors to {args.out} ({described})")
     return 0
 
 
