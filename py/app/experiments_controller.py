@@ -86,7 +86,13 @@ class ExperimentsController:
         return ex.clean_logits(self.params, self.config, self.numpy_trace())
 
     def current_target(self) -> int:
-        return int(np.argmax(self.clean_logits())) if self.target is None else self.target
+        """The chosen token, else the clean top token. Before any experiment has run the live
+        run's logits give it, so drawing the panel never runs the model again."""
+        if self.target is not None:
+            return self.target
+        if self.trace is None and self.x.trace is not None and "logits" in self.x.trace:
+            return int(np.argmax(self.x.trace.logits[-1]))
+        return int(np.argmax(self.clean_logits()))
 
     def panel(self) -> view.Panel:
         note = "the model's most likely next token" if self.target is None else "chosen by hand"
