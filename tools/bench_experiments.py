@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import shlex
 import statistics
 import sys
@@ -75,9 +76,11 @@ def main(argv=None) -> int:
         print("  ".join(f"{k} {v:.3f} s" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
     keys = list(rows[0])
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    blas = f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']} " if "OPENBLAS_NUM_THREADS" in os.environ else ""
     lines = [f"# Experiments on numpy: {model.name} (L{C.n_layer} H{C.n_head} D{C.n_embd}, {C.n_layer * C.n_head} heads)",
-             "", f"Measured {when} with:", "", "```", "python3 " + shlex.join(["tools/bench_experiments.py", *(argv or sys.argv[1:])]),
+             "", f"Measured {when} with:", "", "```", blas + "python3 " + shlex.join(["tools/bench_experiments.py", *(argv or sys.argv[1:])]),
              "```", "", f"- machine at the start: {before}", f"- machine at the end: {machine()}",
+             f"- BLAS threads: OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset (all cores)')}",
              f"- median of {args.repeat} runs; a re-run after an ablation or a patch starts at the first changed layer "
              "(the clean run's stream there), so the blocks before it are not run again", "",
              "| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
