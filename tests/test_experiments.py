@@ -124,6 +124,8 @@ def test_sweep_is_each_head_alone(hf):
     before = ex.clean_logits(params, config, trace)
     one = ex.effect(before, ex.ablate(params, config, trace, [(1, 2)]), target)
     assert kl[1, 2] == pytest.approx(one.kl) and dlogp[1, 2] == pytest.approx(one.dlogp)
+    steps = list(ex.sweep_steps(params, config, trace, target))  # progress, one re-run per head
+    assert steps == [(i, kl.size) for i in range(1, kl.size + 1)]
     lp = ex.log_softmax(before)
     assert ex.effect(before, before, target).kl == pytest.approx(0, abs=1e-12) and one.logp_before == pytest.approx(lp[target])
 

@@ -15,7 +15,9 @@ token (when it was chosen by hand) are kept.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import time
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from .views.common import View
 
 LENS_TOP = 5
 ABLATION_TOP = 5
+YIELD_SECONDS = 0.1  # a long experiment hands control back to the page this often
 
 
 class ExperimentsController:
@@ -123,10 +126,12 @@ class ExperimentsController:
         self.ablation = (ex.effect(before, after, self.current_target()), *ex.top_tokens(before, ABLATION_TOP),
                          *ex.top_tokens(after, ABLATION_TOP))
 
-    def run_sweep(self) -> None:
-        self.sweep = ex.sweep(self.params, self.config, self.numpy_trace(), self.current_target(), self.mean)
+    def run_sweep(self):
+        """A generator (as run_patching and _rerun_computed): _compute yields to the page between steps."""
+        self.sweep = yield from ex.sweep_steps(self.params, self.config, self.numpy_trace(), self.current_target(),
+                                               self.mean)
 
-    def run_patching(self) -> None:
+    def run_patching(self):
         self.patching, self.corrupt_tokens, self.patch_message = None, None, ""
         text = self.corrupt_text.strip() and self.corrupt_text
         if not text:
@@ -138,29 +143,49 @@ class ExperimentsController:
                                   f"corrupted one {ids.size}. Patching needs the same number of tokens.")
             return
         corrupt = reference.forward(self.params, self.config, ids)
-        self.patching = ex.patching(self.params, self.config, self.numpy_trace(), corrupt, self.current_target())
+        self.patching = yield from ex.patching_steps(self.params, self.config, self.numpy_trace(), corrupt,
+                                                     self.current_target())
         self.corrupt_tokens = self.x.model.tokenizer.display(ids)
 
     def run_attribution(self) -> None:
         self.attribution = ex.attribution(self.params, self.config, self.numpy_trace(), self.current_target())
 
-    def _rerun_computed(self) -> None:
+    def _rerun_computed(self):
         """After the target or the ablation mode changed: recompute what is on screen."""
         self.run_ablation()
         if self.sweep is not None:
-            self.run_sweep()
+            yield from self.run_sweep()
         if self.patching is not None:
-            self.run_patching()
+            yield from self.run_patching()
         if self.attribution is not None:
             self.run_attribution()
 
+    def _set_mean(self, value: str):
+        self.mean = value == "mean"
+        yield from self._rerun_computed()
+
+    def _set_target(self, token: int):
+        if not 0 <= token < self.config.vocab_size:
+            raise ValueError(f"token id {token} is outside the vocabulary")
+        self.target = token
+        yield from self._rerun_computed()
+
     async def _compute(self, label: str, work) -> None:
-        """Say what runs, let the page paint, compute, redraw once."""
+        """Say what runs, let the page paint, compute, redraw once. ``work`` may be a generator
+        function yielding (done, total): the page gets control back (and a progress count) about
+        every YIELD_SECONDS, so a long sweep or patching grid does not freeze it."""
         self.status = f"{label}…"
         self.render()
         await asyncio.sleep(0)
         try:
-            work()
+            steps = work()
+            if inspect.isgenerator(steps):
+                last = time.perf_counter()
+                for done, total in steps:
+                    if time.perf_counter() - last > YIELD_SECONDS:
+                        self.x.ui.set_text('[data-testid="exp-status"]', f"{label}… {done} of {total} re-runs")
+                        await asyncio.sleep(0)
+                        last = time.perf_counter()
             self.status = ""
         except InputError as exc:
             self.status = str(exc)
@@ -194,12 +219,11 @@ class ExperimentsController:
             "exp-lens": ("Running the logit lens", self.run_lens),
             "exp-head": ("Ablating", lambda: (self._toggle(int(data["layer"]), int(data["head"])), self.run_ablation())),
             "exp-clear-heads": ("Clearing", lambda: (self.heads.clear(), self.run_ablation())),
-            "exp-mean": ("Ablating", lambda: (setattr(self, "mean", value == "mean"), self._rerun_computed())),
+            "exp-mean": ("Ablating", lambda: self._set_mean(value)),
             "exp-sweep": ("Ablating each head alone", self.run_sweep),
             "exp-patch": ("Patching", self.run_patching),
             "exp-attribute": ("Attributing the logit", self.run_attribution),
-            "exp-target": ("Recomputing for the new target",
-                           lambda: (setattr(self, "target", int(data["tokenId"])), self._rerun_computed())),
+            "exp-target": ("Recomputing for the new target", lambda: self._set_target(int(data["tokenId"]))),
         }.get(action)
         if work is None:
             raise ValueError(f"unknown experiments action {action!r}")

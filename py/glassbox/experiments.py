@@ -184,8 +184,9 @@ def effect(before: np.ndarray, after: np.ndarray, target: int) -> Effect:
     return Effect(kl_divergence(before, after), int(target), float(lb[target]), float(la[target]))
 
 
-def sweep(params: Params, config: GPTConfig, trace: Trace, target: int, mean: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Ablate each head alone: KL [L, H] and Δ log p of ``target`` [L, H]."""
+def sweep_steps(params: Params, config: GPTConfig, trace: Trace, target: int, mean: bool = False):
+    """``sweep`` one head at a time: yields (done, total) after each re-run and returns the
+    result, so a page can hand control back between re-runs (see ``finish``)."""
     before = clean_logits(params, config, trace)
     means = head_means(trace) if mean else None
     kl = np.zeros((config.n_layer, config.n_head))
@@ -194,7 +195,22 @@ def sweep(params: Params, config: GPTConfig, trace: Trace, target: int, mean: bo
         for head in range(config.n_head):
             e = effect(before, ablate(params, config, trace, [(layer, head)], mean, means), target)
             kl[layer, head], dlogp[layer, head] = e.kl, e.dlogp
+            yield layer * config.n_head + head + 1, kl.size
     return kl, dlogp
+
+
+def sweep(params: Params, config: GPTConfig, trace: Trace, target: int, mean: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Ablate each head alone: KL [L, H] and Δ log p of ``target`` [L, H]."""
+    return finish(sweep_steps(params, config, trace, target, mean))
+
+
+def finish(steps):
+    """Run a ``*_steps`` generator to its end and return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 # ----- 3. activation patching ------------------------------------------------------------------
@@ -260,17 +276,29 @@ class Patching:
         return recovered(self.heads, self.logp_clean, self.logp_corrupt)
 
 
-def patching(params: Params, config: GPTConfig, clean: Trace, corrupt: Trace, target: int) -> Patching:
-    """Patch each (stream, position) and each head in turn; log p of ``target`` for each."""
+def patching_steps(params: Params, config: GPTConfig, clean: Trace, corrupt: Trace, target: int):
+    """``patching`` one re-run at a time: yields (done, total) after each, returns the result."""
     check_pair(clean, corrupt)
     logp = lambda logits: float(log_softmax(logits)[target])  # noqa: E731
-    n = clean.ids.size
-    streams = np.array([[logp(patch(params, config, clean, corrupt, streams=[(s, p)])) for p in range(n)]
-                        for s in range(config.n_layer + 1)])
-    heads = np.array([[logp(patch(params, config, clean, corrupt, heads=[(l, h)])) for h in range(config.n_head)]
-                      for l in range(config.n_layer)])
+    S, n = config.n_layer + 1, clean.ids.size
+    total = S * n + config.n_layer * config.n_head
+    streams = np.zeros((S, n))
+    heads = np.zeros((config.n_layer, config.n_head))
+    for s in range(S):
+        for p in range(n):
+            streams[s, p] = logp(patch(params, config, clean, corrupt, streams=[(s, p)]))
+            yield s * n + p + 1, total
+    for layer in range(config.n_layer):
+        for head in range(config.n_head):
+            heads[layer, head] = logp(patch(params, config, clean, corrupt, heads=[(layer, head)]))
+            yield S * n + layer * config.n_head + head + 1, total
     return Patching(int(target), logp(clean_logits(params, config, clean)),
                     logp(clean_logits(params, config, corrupt)), streams, heads)
+
+
+def patching(params: Params, config: GPTConfig, clean: Trace, corrupt: Trace, target: int) -> Patching:
+    """Patch each (stream, position) and each head in turn; log p of ``target`` for each."""
+    return finish(patching_steps(params, config, clean, corrupt, target))
 
 
 # ----- 4. direct logit attribution -------------------------------------------------------------
