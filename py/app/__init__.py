@@ -11,6 +11,8 @@ Layers, top to bottom:
     console.py     run_code / to_json behind ``window.glassbox_py`` (also CPython-testable)
     loader.py      load_model(base_url, progress): fetch and verify a model folder
     explainer.py   Explainer: the views' state and every user action; no ``js`` import
+    experiments_controller.py  the Experiments panel's state and actions (lens, ablation,
+                   patching, attribution, exports); owned by the Explainer; no ``js`` import
     runner.py      async run(ids) -> Trace: the numpy reference with the KV cache
     binding.py     Binding: the explainer's DOM side (slots, canvas pixels, KaTeX, events)
     views/         pure functions: data in, an HTML string (+ heat-map pixels) out

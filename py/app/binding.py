@@ -16,7 +16,7 @@ import html as htmllib
 import re
 
 import js
-from pyodide.ffi import create_proxy, to_js
+from pyodide.ffi import create_once_callable, create_proxy, to_js
 
 from .views.common import Heat, token_label
 
@@ -159,6 +159,19 @@ class Binding:
         element = self.document.querySelector(selector)
         if element is not None:
             element.focus(to_js({"preventScroll": True}, dict_converter=js.Object.fromEntries))
+
+    def download(self, filename: str, data: bytes, mime: str) -> None:
+        """Save ``data`` as a file (issue 14's exports): a Blob, a temporary link, one click."""
+        array = js.Uint8Array.new(len(data))
+        array.assign(data)
+        blob = js.Blob.new([array], to_js({"type": mime}, dict_converter=js.Object.fromEntries))
+        url = js.URL.createObjectURL(blob)
+        link = self.document.createElement("a")
+        link.href, link.download = url, filename
+        self.document.body.appendChild(link)
+        link.click()
+        link.remove()
+        self.window.setTimeout(create_once_callable(lambda: js.URL.revokeObjectURL(url)), 10_000)
 
     def reduced_motion(self) -> bool:
         return bool(self.window.matchMedia("(prefers-reduced-motion: reduce)").matches)

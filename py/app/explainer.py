@@ -26,6 +26,7 @@ from glassbox.model import InputError
 from glassbox.sampling import distribution, sample
 
 from . import runner as runners
+from .experiments_controller import ExperimentsController  # issue 14
 from .views import attention, block, controls, embedding, output, overview, tour
 from .views import weights as weight_views
 from .views.common import View, fmt
@@ -93,6 +94,7 @@ class Explainer:
         self._weights: dict[str, weight_views.WeightHeat] = {}
         self._tasks: set[asyncio.Task] = set()
         self._booting = False
+        self.experiments = ExperimentsController(self)  # issue 14: the Experiments panel
 
     # ----- start-up ---------------------------------------------------------------------
     def mount(self) -> None:
@@ -176,6 +178,7 @@ class Explainer:
         self.trace = trace
         self.ids = np.asarray(trace.ids, dtype=np.int64)
         self.tokens = self.model.tokenizer.display(self.ids)
+        self.experiments.tokens_changed()  # issue 14
 
     async def _after_run(self, light: bool = False) -> None:
         """New distribution and sample, then the views, yielding to the page between them."""
@@ -559,6 +562,8 @@ class Explainer:
     def handle(self, action: str, value: str = "", data: dict | None = None):
         """One user action from the page. Async work is scheduled; the task is returned."""
         data = data or {}
+        if action.startswith("exp-"):  # issue 14: the Experiments panel's actions
+            return self.experiments.handle(action, value, data)
         if action in ("run", "submit"):
             return self._spawn(self.submit(value))
         if action == "example":

@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m glassbox {convert,predict,generate,trace,tokenize}``."""
+"""Command-line interface: ``python -m glassbox {convert,predict,generate,trace,tokenize,lens,ablate,patch,attribute}``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 
-from . import safetensors
 from .errors import BackendError, GlassboxError, InputError, OptionsError, one_line
 from .model import Model, check_text, default_model_dir, load
 from .sampling import GREEDY_BELOW, MAX_TEMPERATURE, check_options
@@ -162,16 +161,14 @@ def cmd_trace(args) -> int:
     backend = _Backend(model, args.backend)
     trace = backend.forward(prompt.ids)
     described = backend.described
-    tensors = {name: np.ascontiguousarray(value) for name, value in trace.tensors.items()}
-    tensors["ids"] = prompt.ids.astype(np.int64)
     meta = {"backend": described, "model": model.name, "config": json.dumps(model.config.to_dict()),
             "text": args.text}
     try:
         with open(args.out, "wb") as f:
-            f.write(safetensors.save(tensors, meta))
+            f.write(trace.to_safetensors(meta))
     except OSError as e:
         raise OptionsError(f"--out {args.out}: cannot write it ({e.strerror or e})") from None
-    print(f"wrote {len(tensors)} tensors to {args.out} ({described})")
+    print(f"wrote {len(trace) + 1} tensors to {args.out} ({described})")
     return 0
 
 
@@ -262,7 +259,155 @@ def build_parser() -> argparse.ArgumentParser:
     t = model_cmd("tokenize", "token ids and display strings", cmd_tokenize)
     t.add_argument("text", nargs="?", help="text (read from standard input when omitted)")
     t.add_argument("--json", action="store_true")
+    _experiment_parsers(model_cmd)  # issue 14
     return p
+
+
+# ----- experiments (issue 14): glassbox/experiments.py on the numpy reference -------------------
+def _experiment_parsers(model_cmd) -> None:
+    s = model_cmd("lens", "logit lens: each residual stream's top tokens at one position", cmd_lens)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("text")
+    s.add_argument("--position", type=int, default=-1, help="0-based token position (default: the last)")
+    s.add_argument("--top-k", type=int, default=5, help="tokens per stream (default 5)")
+    s = model_cmd("ablate", "the next-token table with attention heads ablated", cmd_ablate)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("text")
+    s.add_argument("--heads", default="", help="LAYER.HEAD,... 0-based, e.g. 0.1,3.2")
+    s.add_argument("--mean", action="store_true", help="replace by the mean over the input's positions (default: zero)")
+    s.add_argument("--sweep", action="store_true", help="ablate each head alone: KL and Δ log p per head")
+    s.add_argument("--top-k", type=int, default=10, help="rows (default 10)")
+    s.add_argument("--token", type=int, default=None, help="target token id for Δ log p (default: the clean top token)")
+    s = model_cmd("patch", "activation patching from a clean into a corrupted prompt", cmd_patch)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("clean")
+    s.add_argument("corrupted")
+    s.add_argument("--token", type=int, default=None, help="target token id (default: the clean top token)")
+    s = model_cmd("attribute", "direct logit attribution of one token's logit", cmd_attribute)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("text")
+    s.add_argument("--token", type=int, default=None, help="token id (default: the top token at the position)")
+    s.add_argument("--position", type=int, default=-1, help="0-based token position (default: the last)")
+
+
+def _experiment_run(args, text: str):
+    model = _model(args)
+    prompt = model.prompt(text)
+    _note_dropped(prompt.dropped, model)
+    return model, model.forward(prompt.ids)
+
+
+def _check_range(what: str, value: int, lo: int, hi: int) -> int:
+    if not lo <= value < hi:
+        raise OptionsError(f"{what} {value} is out of range: it must be in [{lo}, {hi})")
+    return value
+
+
+def _target(args, model, logits) -> int:
+    if args.token is None:
+        return int(np.argmax(logits))
+    return _check_range("--token", args.token, 0, model.config.vocab_size)
+
+
+def cmd_lens(args) -> int:
+    from . import experiments
+
+    _check_range("--top-k", args.top_k, 1, 101)
+    model, trace = _experiment_run(args, args.text)
+    n = trace.ids.size
+    position = _check_range("--position", args.position, -n, n) % n
+    lens = experiments.logit_lens(model.params, model.config, trace, args.top_k)
+    layers = [{"layer": s, "top": [{"id": int(i), "prob": float(p)} for i, p in zip(lens.ids[s, position], lens.probs[s, position])]}
+              for s in range(lens.ids.shape[0])]
+    if args.json:
+        print(json.dumps({"layers": layers}))
+        return 0
+    print(f"logit lens at position {position} ({model.tokenizer.display([int(trace.ids[position])])[0]!r})")
+    for row in layers:
+        shown = "  ".join(f"{model.tokenizer.display([r['id']])[0]!r} {r['prob']:.2%}" for r in row["top"])
+        print(f"{experiments.stream_name(row['layer']):>10}  {shown}")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from . import experiments
+
+    _check_range("--top-k", args.top_k, 1, 1001)
+    model, trace = _experiment_run(args, args.text)
+    params, config = model.params, model.config
+    if not args.heads and not args.sweep:
+        raise OptionsError("say which heads to ablate (--heads LAYER.HEAD,..., 0-based) or ask for --sweep")
+    heads = experiments.parse_heads(args.heads, config) if args.heads else []
+    before = experiments.clean_logits(params, config, trace)
+    target = _target(args, model, before)
+    out: dict = {"heads": [list(h) for h in heads], "mean": args.mean}
+    if heads:
+        after = experiments.ablate(params, config, trace, heads, args.mean)
+        ids, probs = experiments.top_tokens(after, args.top_k)
+        e = experiments.effect(before, after, target)
+        out.update(rows=[{"id": int(i), "prob": float(p)} for i, p in zip(ids, probs)], kl=e.kl,
+                   target={"id": target, "logp_before": e.logp_before, "logp_after": e.logp_after})
+    if args.sweep:
+        kl, dlogp = experiments.sweep(params, config, trace, target, args.mean)
+        out["sweep"] = {"target": target, "kl": kl.tolist(), "dlogp": dlogp.tolist()}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    label = lambda i: repr(model.tokenizer.display([int(i)])[0])  # noqa: E731
+    how = "mean over the input's positions" if args.mean else "zero"
+    if heads:
+        print(f"ablated ({how}): {', '.join(f'{l}.{h}' for l, h in heads)}; KL(before||after) = {out['kl']:.4f} nats")
+        print(f"target {label(target)}: log p {e.logp_before:.4f} -> {e.logp_after:.4f} (Δ {e.dlogp:+.4f})")
+        for r in out["rows"]:
+            print(f"{r['id']:>6}  {label(r['id']):<20} {r['prob']:>8.2%}")
+    if args.sweep:
+        print(f"sweep ({how}), each head alone; KL in nats / Δ log p of {label(target)}")
+        for layer in range(config.n_layer):
+            print(f"layer {layer}: " + "  ".join(f"{kl[layer, h]:.4f}/{dlogp[layer, h]:+.3f}" for h in range(config.n_head)))
+    return 0
+
+
+def cmd_patch(args) -> int:
+    from . import experiments
+
+    model, clean = _experiment_run(args, args.clean)
+    corrupt = model.forward(model.prompt(args.corrupted).ids)
+    experiments.check_pair(clean, corrupt)
+    target = _target(args, model, experiments.clean_logits(model.params, model.config, clean))
+    result = experiments.patching(model.params, model.config, clean, corrupt, target)
+    nan_none = lambda a: [[None if np.isnan(v) else float(v) for v in row] for row in a]  # noqa: E731
+    out = {"target": target, "logp_clean": result.logp_clean, "logp_corrupted": result.logp_corrupt,
+           "streams": {"logp": result.streams.tolist(), "recovered": nan_none(result.streams_recovered)},
+           "heads": {"logp": result.heads.tolist(), "recovered": nan_none(result.heads_recovered)}}
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"target {model.tokenizer.display([target])[0]!r}: log p clean {result.logp_clean:.4f}, "
+          f"corrupted {result.logp_corrupt:.4f}; recovered fraction per stream (rows) and position (columns)")
+    for s, row in enumerate(result.streams_recovered):
+        print(f"{experiments.stream_name(s):>10}  " + " ".join(f"{v:6.2f}" for v in row))
+    for layer, row in enumerate(result.heads_recovered):
+        print(f"heads of layer {layer}: " + " ".join(f"{v:6.2f}" for v in row))
+    return 0
+
+
+def cmd_attribute(args) -> int:
+    from . import experiments
+
+    model, trace = _experiment_run(args, args.text)
+    n = trace.ids.size
+    position = _check_range("--position", args.position, -n, n) % n
+    token = _target(args, model, trace.logits[position])
+    a = experiments.attribution(model.params, model.config, trace, token, position)
+    if args.json:
+        print(json.dumps({"token": token, "position": position, "logit": a.logit, "sum": a.total,
+                          "parts": [{"name": k, "value": float(v)} for k, v in zip(a.names, a.values)]}))
+        return 0
+    print(f"logit of {model.tokenizer.display([token])[0]!r} at position {position}: {a.logit:.4f} "
+          f"(sum of the parts {a.total:.4f})")
+    for name, value in zip(a.names, a.values):
+        print(f"{name:>16}  {value:+9.4f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

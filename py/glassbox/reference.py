@@ -5,6 +5,11 @@ the legend in ``glassbox/__init__``. Weights are in the Glassbox layout ``[out, 
 
 ``forward`` runs the model and returns a :class:`~glassbox.trace.Trace` holding every
 intermediate tensor under the names listed in ``trace.py``.
+
+Experiments (``experiments.py``: ablation, patching) change the forward pass through an
+optional ``edit(name, value) -> value``, called at the points in ``EDIT_POINTS`` with the
+tensor about to flow on; what it returns flows on instead (and is what the Trace keeps).
+Without an edit (the default) nothing extra runs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from .trace import Trace, layer_name
 MASK_VALUE = np.float32(-1e30)
 
 Params = Mapping[str, np.ndarray]
+Edit = Callable[[str, np.ndarray], np.ndarray]
+
+# Where an edit may change the forward pass: the residual stream after the embedding and
+# after each block, and each layer's per-head attention output before c_proj.
+EDIT_POINTS = ("emb", "h.{layer}.head_out", "h.{layer}.res_2")
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -118,8 +128,10 @@ class KVCache:
 
 
 def block(x: np.ndarray, p: Params, layer: int, config: GPTConfig,
-          cache: KVCache | None, keep: Callable[[str, np.ndarray], None]) -> np.ndarray:
-    """One transformer block (pre-norm). [N, D] -> [N, D]"""
+          cache: KVCache | None, keep: Callable[[str, np.ndarray], None], edit: Edit | None = None) -> np.ndarray:
+    """One transformer block (pre-norm). [N, D] -> [N, D]
+
+    ``edit`` (optional) may replace ``h.{layer}.head_out`` [H, N, K] and ``h.{layer}.res_2``."""
     w = lambda name: p[f"h.{layer}.{name}"]  # noqa: E731  (short local accessor)
     t = lambda name, value: keep(layer_name(layer, name), value)  # noqa: E731
 
@@ -133,6 +145,8 @@ def block(x: np.ndarray, p: Params, layer: int, config: GPTConfig,
     if cache is not None:
         k, v = cache.append(layer, k, v)
     stages = attention(q, k, v)
+    if edit is not None:
+        stages["head_out"] = edit(layer_name(layer, "head_out"), stages["head_out"])
     for name, value in stages.items():
         t(name, value)
     concat = merge_heads(stages["head_out"])
@@ -147,6 +161,8 @@ def block(x: np.ndarray, p: Params, layer: int, config: GPTConfig,
     act = gelu(fc)
     mproj = linear(act, w("mlp.c_proj.weight"), w("mlp.c_proj.bias"))
     res2 = (res1 + mproj).astype(np.float32)
+    if edit is not None:
+        res2 = edit(layer_name(layer, "res_2"), res2)
     t("mlp_fc", fc), t("mlp_gelu", act), t("mlp_proj", mproj), t("res_2", res2)
     return res2
 
@@ -163,11 +179,14 @@ def check_ids(config: GPTConfig, ids, start: int = 0) -> np.ndarray:
     return ids
 
 
-def embed(params: Params, ids: np.ndarray, start: int, keep: Callable[[str, np.ndarray], None]) -> np.ndarray:
-    """Token plus position embedding. ids [N] -> [N, D]"""
+def embed(params: Params, ids: np.ndarray, start: int, keep: Callable[[str, np.ndarray], None],
+          edit: Edit | None = None) -> np.ndarray:
+    """Token plus position embedding. ids [N] -> [N, D]; ``edit`` may replace ``emb``."""
     tok = params["wte.weight"][ids].astype(np.float32)
     pos = params["wpe.weight"][start:start + ids.size].astype(np.float32)
     x = (tok + pos).astype(np.float32)
+    if edit is not None:
+        x = edit("emb", x)
     keep("tok_emb", tok), keep("pos_emb", pos), keep("emb", x)
     return x
 
@@ -186,12 +205,12 @@ def unembed(params: Params, lnf: np.ndarray) -> np.ndarray:
 
 
 def forward(params: Params, config: GPTConfig, ids, cache: KVCache | None = None,
-            capture: Callable[[str], bool] | None = None) -> Trace:
+            capture: Callable[[str], bool] | None = None, edit: Edit | None = None) -> Trace:
     """Run GPT-2 on token ids [N] and return the Trace.
 
     With a ``cache`` the ids continue the cached sequence (positions start at cache.length)
     and the cache is extended. ``capture(name)`` decides which tensors the Trace keeps
-    (default: all); the logits are always kept.
+    (default: all); the logits are always kept. ``edit`` changes the run (``EDIT_POINTS``).
     """
     start = cache.length if cache is not None else 0
     ids = check_ids(config, ids, start)
@@ -201,8 +220,8 @@ def forward(params: Params, config: GPTConfig, ids, cache: KVCache | None = None
         if capture is None or capture(name):
             trace[name] = value
 
-    x = embed(params, ids, start, keep)
+    x = embed(params, ids, start, keep, edit)
     for layer in range(config.n_layer):
-        x = block(x, params, layer, config, cache, keep)
+        x = block(x, params, layer, config, cache, keep, edit)
     trace["logits"] = unembed(params, final_norm(params, config, x, keep))
     return trace

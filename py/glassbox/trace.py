@@ -120,3 +120,12 @@ class Trace:
     @property
     def logits(self) -> np.ndarray:
         return self["logits"]
+
+    def to_safetensors(self, metadata: dict[str, str]) -> bytes:
+        """The file ``python -m glassbox trace`` writes: every tensor under its trace name,
+        plus ``ids`` [N] int64, and ``metadata`` (text, model, backend, config)."""
+        from . import safetensors
+
+        tensors = {name: np.ascontiguousarray(value) for name, value in self.tensors.items()}
+        tensors["ids"] = np.asarray(self.ids, dtype=np.int64)
+        return safetensors.save(tensors, metadata)

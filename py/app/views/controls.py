@@ -12,6 +12,7 @@ from html import escape
 
 from glassbox.config import GPTConfig
 
+from . import experiments as experiments_view  # issue 14
 from .common import exact, fmt, token_label
 
 EXAMPLES = (
@@ -148,6 +149,8 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
   </section>
 
   {output_slot}
+
+  {experiments_view.slot_html()}
 
   <section class="card console-card" id="view-console" data-tour="console" aria-labelledby="console-title">
     <h2 id="console-title">Python console</h2>
