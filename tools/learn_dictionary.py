@@ -205,12 +205,13 @@ def main(argv=None) -> int:
     p.add_argument("--lam", type=float, default=0.1, help="λ of the sparse code (streams scaled to mean norm 1)")
     p.add_argument("--windows", type=int, default=60, help="windows of the context length read (spread evenly)")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=70)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--iters", type=int, default=40, help="FISTA steps per minibatch while learning")
     p.add_argument("--sample", type=int, default=1024, help="positions coded for importance and contexts")
     p.add_argument("--contexts", type=int, default=4, help="top contexts kept per factor and stream")
-    p.add_argument("--max-minutes", type=float, default=4.0, help="wall-clock cap of the learning loop")
+    p.add_argument("--max-minutes", type=float, default=15.0,
+                   help="wall-clock cap of the learning loop (a run it stops is not reproducible: dictionary.json says capped)")
     args = p.parse_args(argv)
 
     started = time.time()
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
         "scale": [round(float(v), 6) for v in scale],
         "objective": "1/2 |x/scale[s] - phi a|^2 + lambda |a|_1, a >= 0 (FISTA, step 1/L)",
         "corpus": corpus_meta, "window": window, "windows": int(N // window), "seed": args.seed,
-        "training": {"steps": steps_done, "steps_planned": args.steps, "batch": args.batch,
+        "training": {"steps": steps_done, "steps_planned": args.steps, "capped": steps_done < args.steps, "batch": args.batch,
                      "fista_iters": args.iters, "vectors": int(X.shape[0]), "seconds": round(learn_s, 1),
                      "update": "online block-coordinate (Mairal et al. 2009), unit-norm columns"},
         "statistics": {"positions_per_stream": int(sample.size), "contexts_per_stream": args.contexts,

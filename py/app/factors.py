@@ -125,10 +125,18 @@ class FactorsController:
         self.owner.ui.set_text('[data-testid="run-status"]', f"Occlusion: re-running without each of "
                                f"{self.position + 1} tokens…")
         await asyncio.sleep(0)
-        ids = np.asarray(self.owner.ids[:self.position + 1], dtype=np.int64)
-        values = gf.occlusion(self.dictionary, self.forward, ids, self.stream, self.position, factor)
-        base = gf.code_position(self.dictionary, self.forward(ids), self.stream, self.position).code[factor]
-        self.occlusion = (factor, values, float(base))
+        d, stream, position = self.dictionary, self.stream, self.position
+        try:
+            ids = np.asarray(self.owner.ids[:position + 1], dtype=np.int64)
+            base = float(gf.code_position(d, self.forward(ids), stream, position).code[factor])
+            rows = []
+            for kept in gf.occluded(ids, position):  # gf.occlusion, one run at a time: the page stays live
+                rows.append(None if kept is None else gf.residual(self.forward(kept), stream)[-1])
+                await asyncio.sleep(0)
+            self.occlusion = (factor, gf.occlusion_values(d, stream, base, rows, factor), base)
+            self.status = ""
+        except Exception as exc:  # noqa: BLE001  (shown in the panel)
+            self.status = f"Occlusion failed: {type(exc).__name__}: {exc}"
         self.owner.ui.set_text('[data-testid="run-status"]', "")
         self.render()
 

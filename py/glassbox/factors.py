@@ -311,28 +311,35 @@ def scaled(d: Dictionary, x: np.ndarray, stream: int) -> np.ndarray:
     return np.asarray(x, dtype=np.float64) / float(d.scale[stream])
 
 
+def occluded(ids: np.ndarray, position: int) -> list[np.ndarray]:
+    """The texts occlusion runs: ids[:position+1] without token i, for i = 0..position (the
+    one-token text without its only token is empty: None)."""
+    ids = np.asarray(ids, dtype=np.int64)[:position + 1]
+    return [np.delete(ids, i) if ids.size > 1 else None for i in range(ids.size)]
+
+
+def occlusion_values(d: Dictionary, stream: int, base: float, last_rows: list, factor: int) -> np.ndarray:
+    """base − the factor's activation at the last row of each occluded run (``last_rows[i]``:
+    the raw residual vector [D] of stream ``stream``, or None for an empty text: then the
+    whole activation counts). [position + 1]"""
+    out = np.full(len(last_rows), float(base))
+    present = [i for i, r in enumerate(last_rows) if r is not None]
+    if present:
+        codes = d.code(np.stack([scaled(d, last_rows[i], stream) for i in present]))
+        out[present] = base - codes[:, factor]
+    return out
+
+
 def occlusion(d: Dictionary, forward: Callable[[np.ndarray], Trace], ids: np.ndarray, stream: int, position: int,
               factor: int) -> np.ndarray:
     """How much each input token i <= position contributes to ``factor`` at ``position``:
     activation with the full text minus activation with token i removed (the text re-run
     without it, so later tokens shift one place left). [position + 1]; later tokens cannot
     contribute (the model is causal) and are not run. ``forward(ids) -> Trace``."""
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = np.asarray(ids, dtype=np.int64)[:position + 1]
     base = code_position(d, forward(ids), stream, position).code[factor]
-    rows = []
-    for i in range(position + 1):
-        kept = np.delete(ids[:position + 1], i)
-        if kept.size == 0:
-            rows.append(None)
-            continue
-        rows.append(scaled(d, residual(forward(kept), stream)[-1], stream))
-    out = np.zeros(position + 1)
-    present = [i for i, r in enumerate(rows) if r is not None]
-    if present:
-        codes = d.code(np.stack([rows[i] for i in present]))
-        out[present] = base - codes[:, factor]
-    out[[i for i, r in enumerate(rows) if r is None]] = base  # nothing left: the whole activation
-    return out
+    rows = [None if kept is None else residual(forward(kept), stream)[-1] for kept in occluded(ids, position)]
+    return occlusion_values(d, stream, base, rows, factor)
 
 
 def contexts_of(d: Dictionary, factor: int, stream: int) -> list[tuple[list[int], int, list[int], float]]:

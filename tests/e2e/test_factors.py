@@ -68,7 +68,7 @@ def test_occlusion_search_and_screenshots(app, artifacts):
         run_text(page, TEXT)
         open_from(page, "block", 5)
     position = int(page.get_attribute(PANEL, "data-position"))
-    page.locator("[data-testid=factor-attribute]").first.click()
+    page.locator("[data-testid=factor-attribute]").first.click(no_wait_after=True)
     page.wait_for_selector("[data-testid=occlusion-token]", timeout=120_000)
     assert page.locator("[data-testid=occlusion-token]").count() == position + 1
     page.locator("[data-testid=factor-browser] summary").click()
@@ -80,6 +80,7 @@ def test_occlusion_search_and_screenshots(app, artifacts):
         page.set_viewport_size({"width": 1280, "height": 900})
         page.locator("#view-factors").scroll_into_view_if_needed()
         page.locator("#view-factors").screenshot(path=str(artifacts / "factors-desktop.png"))
+        page.locator("#view-embedding [data-testid=factor-strip]").screenshot(path=str(artifacts / "factors-strip.png"))
         page.set_viewport_size({"width": 360, "height": 740})
         page.wait_for_timeout(300)
         width = page.evaluate("document.scrollingElement.scrollWidth")

@@ -67,10 +67,15 @@ def importance_svg(curve: np.ndarray, current: int | None = None, width: int = 9
             f'aria-label="Importance by layer (0 = embedding): {values}"><polyline points="{points}"/>{dots}</svg>')
 
 
+def _readable(text: str) -> str:
+    """Display strings with their escaped newlines and tabs as visible marks."""
+    return text.replace("\\n", "⏎").replace("\\t", "⇥")
+
+
 def context_html(vocab, ctx) -> str:
     before, target, after, act = ctx
-    text = lambda ids: escape("".join(vocab[t] for t in ids))  # noqa: E731
-    return (f'<li class="context"><span class="ctx">{text(before)}</span><mark>{escape(vocab[target])}</mark>'
+    text = lambda ids: escape(_readable("".join(vocab[t] for t in ids)))  # noqa: E731
+    return (f'<li class="context"><span class="ctx">{text(before)}</span><mark>{text([target])}</mark>'
             f'<span class="ctx">{text(after)}</span> <span class="muted small">({fmt(act, 3)})</span></li>')
 
 
@@ -155,7 +160,11 @@ def panel(*, status: str, d: gf.Dictionary | None = None, vocab=None, tokens=(),
                     f'<h2 tabindex="-1" id="factors-title">Factors</h2><p role="status">{escape(status)}</p></div>')
     nonzero = coding.nonzero()
     biggest = nonzero[0][1] if nonzero else 0.0
-    rows = "".join(factor_row(d, vocab, f, w, stream, biggest, i < SHOWN) for i, (f, w) in enumerate(nonzero))
+    rows = "".join(factor_row(d, vocab, f, w, stream, biggest, True) for f, w in nonzero[:SHOWN])
+    rest = "".join(factor_row(d, vocab, f, w, stream, biggest, False) for f, w in nonzero[SHOWN:])
+    if rest:
+        rest = (f'<p class="muted small">The other {len(nonzero) - SHOWN}, smaller (click one for its contexts):</p>'
+                f'<ol class="factor-rest">{rest}</ol>')
     streams = "".join(
         f'<button type="button" class="chip" data-action="factors-stream" data-stream="{s}" '
         f'aria-pressed="{"true" if s == stream else "false"}">{s}</button>' for s in range(n_streams))
@@ -172,7 +181,8 @@ x ≈ Σ a<sub>f</sub> φ<sub>f</sub>, a ≥ 0, found by FISTA on ½‖x − Φa
 <p data-testid="factors-summary"><strong>{len(nonzero)}</strong> active factors; reconstruction error
 ‖x − Φa‖ = <span data-testid="residual-norm" data-value="{coding.residual_norm!r}">{fmt(coding.residual_norm, 4)}</span>
 of ‖x‖ = {fmt(coding.norm, 4)} (<strong>{100 * coding.relative_error:.1f}%</strong>); objective {fmt(coding.objective, 6)}.</p>
-<ol class="factor-list" aria-label="Factors, largest weight first">{rows}</ol>
+{f'<p class="input-error" role="status" data-testid="factors-status">{escape(status)}</p>' if status else ""}
+<ol class="factor-list" aria-label="Factors, largest weight first">{rows}</ol>{rest}
 {occ}{detail}
 <details class="factor-browser" data-testid="factor-browser"><summary>Browse all {d.n_factors} factors</summary>
 <label class="inline-field">Search by word <input type="search" data-action="factors-search" data-testid="factor-search"
