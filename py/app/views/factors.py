@@ -174,7 +174,7 @@ def panel(*, status: str, d: gf.Dictionary | None = None, vocab=None, tokens=(),
     html = f"""
 <div class="factors-panel" data-testid="factors-panel" data-ready="true" data-stream="{stream}" data-position="{position}">
 {close}<h2 tabindex="-1" id="factors-title">Factors of ‘{escape(token_label(tok))}’ (token {position}) at layer {stream}</h2>
-<p class="muted small">The residual vector x at {escape(stream_label(stream))}, divided by that layer's mean norm
+<p class="muted small">The residual vector x ({escape(stream_label(stream))}), divided by that layer's mean norm
 ({fmt(d.scale[stream], 4)}), written as a sparse non-negative sum of the dictionary's {d.n_factors} unit vectors:
 x ≈ Σ a<sub>f</sub> φ<sub>f</sub>, a ≥ 0, found by FISTA on ½‖x − Φa‖² + λ‖a‖₁ with λ = {fmt(d.lam, 3)}.</p>
 <p class="factor-layers">Layer: {streams}</p>
