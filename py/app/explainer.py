@@ -27,6 +27,7 @@ from glassbox.sampling import distribution, sample
 
 from . import runner as runners
 from .experiments_controller import ExperimentsController  # issue 14
+from .factors import FactorsController  # issue 13
 from .views import attention, block, controls, embedding, output, overview, tour
 from .views import weights as weight_views
 from .views.common import View, fmt
@@ -95,6 +96,7 @@ class Explainer:
         self._tasks: set[asyncio.Task] = set()
         self._booting = False
         self.experiments = ExperimentsController(self)  # issue 14: the Experiments panel
+        self.factors = FactorsController(self)  # issue 13: the factors panel's state and actions
 
     # ----- start-up ---------------------------------------------------------------------
     def mount(self) -> None:
@@ -195,6 +197,7 @@ class Explainer:
             self.render_sequence(), self.render_output(), self.render_overview()
         else:
             await self.render_all_async()
+        self.factors.refresh()  # issue 13
         # A counter on the page that says a run has been drawn (tests wait on it).
         self.ui.set_attr('[data-testid="explainer"]', "data-runs", str(self.runs))
 
@@ -385,7 +388,7 @@ class Explainer:
 
     def render_embedding(self) -> None:
         if self.trace is not None:
-            self.ui.show("embedding", embedding.render(self.trace, self.tokens))
+            self.ui.show("embedding", embedding.render(self.trace, self.tokens) + self.factors.strip(0))  # + issue 13
 
     def _popover(self, pop_id: str, label: str, title: str, name: str, product: str) -> View:
         heat = self._weights.get(name)
@@ -407,7 +410,8 @@ class Explainer:
                                     f"h.{l}.attn.c_proj.weight", f"attn_concat [{N}×{D}] · Wᵀ [{D}×{D}] + b → attn_proj [{N}×{D}]"),
         }
         self.ui.show("attention", attention.render(self.trace, self.tokens, self.layer, self.head,
-                                                   derivation_open=self.deriv_open, stage=self.deriv_stage, popovers=pops))
+                                                   derivation_open=self.deriv_open, stage=self.deriv_stage, popovers=pops)
+                     + self.factors.strip(self.layer + 1))  # + issue 13
 
     def render_block(self) -> None:
         if self.trace is None:
@@ -420,7 +424,8 @@ class Explainer:
                                     f"h.{l}.mlp.c_proj.weight", f"mlp_gelu [{N}×{F}] · Wᵀ [{F}×{D}] + b → mlp_proj [{N}×{D}]"),
         }
         position = self.ids.size - 1 if self.position is None else self.position
-        self.ui.show("block", block.render(self.trace, self.tokens, self.layer, position, pops))
+        self.ui.show("block", block.render(self.trace, self.tokens, self.layer, position, pops)
+                     + self.factors.strip(self.layer + 1))  # + issue 13
 
     def render_output(self) -> None:
         if self.trace is None or self.dist is None:
@@ -564,6 +569,8 @@ class Explainer:
         data = data or {}
         if action.startswith("exp-"):  # issue 14: the Experiments panel's actions
             return self.experiments.handle(action, value, data)
+        if action.startswith("factors-"):  # issue 13
+            return self.factors.handle(action, value, data)
         if action in ("run", "submit"):
             return self._spawn(self.submit(value))
         if action == "example":

@@ -283,6 +283,9 @@ def storage_text(p) -> str:
     source += ", each checked against its sha256"
     if p.offline:
         source += ", without the network"
+    if p.dictionary_bytes:  # issue 13
+        source += (f"; the factors dictionary ({p.dictionary_bytes / MIB:.1f} MiB, sha256-checked too) is "
+                   "downloaded when its panel first opens")
     if not p.stored:
         return source + "; not kept on this device."
     if p.persisted:

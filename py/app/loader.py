@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from glassbox import weights
+from glassbox import factors, weights
 from glassbox.model import Model, tokenizer_from_files
 
 VOCAB_URL = "./vendor/gpt2/"
@@ -63,6 +63,7 @@ class Progress:
     stored: bool = False  # the model is kept on this device (all of it, after loading)
     persisted: bool | None = None  # navigator.storage.persist()'s answer; None: not asked
     offline: bool = False  # the manifest came from the store: the network did not answer
+    dictionary_bytes: int = 0  # the factors dictionary (issue 13): fetched when its panel first opens
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -273,6 +274,9 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
                  for name, entry in manifest["tokenizer"].items()]
     shards = [(base_url + entry["file"], entry["file"], entry) for entry in manifest["shards"]]
     state.total_bytes = sum(entry["bytes"] for _, _, entry in shards)
+    # Issue 13: the factors dictionary is not downloaded now, but counted and kept when stored.
+    extras = [(base_url + entry["file"], entry["file"], entry) for entry in factors.entries(manifest)]
+    state.dictionary_bytes = sum(entry["bytes"] for _, _, entry in extras)
     state.total_shards = len(shards)
 
     # 2. What this device already holds, checked again (a damaged copy is dropped).
@@ -291,7 +295,7 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
         have[url] = data
 
     # 3. Room for the rest, and persistence.
-    need = sum(entry.get("bytes", 0) for url, _, entry in tokenizer + shards if url not in have)
+    need = sum(entry.get("bytes", 0) for url, _, entry in tokenizer + shards if url not in have) + state.dictionary_bytes
     if keep and need:
         try:
             estimate = await storage.estimate()
@@ -352,7 +356,7 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
     if keep:
         await put(manifest_url, manifest_bytes)
     if keep and store is not None:
-        wanted = {store_key(store, u) for u, _, _ in tokenizer + shards} | {store_key(store, manifest_url)}
+        wanted = {store_key(store, u) for u, _, _ in tokenizer + shards + extras} | {store_key(store, manifest_url)}
         folder = store_key(store, base_url)
         for key in await store.keys():
             if key.startswith(folder) and key not in wanted:
@@ -372,3 +376,42 @@ def store_key(store, url: str) -> str:
     """The key a store files ``url`` under (absolute for the browser's cache)."""
     absolute = getattr(store, "absolute", None)
     return absolute(url) if absolute else url
+
+
+async def load_dictionary(base_url: str, manifest: dict, *, fetch: Callable[..., Awaitable[bytes]] | None = None,
+                          store: BrowserStore | None | bool = True) -> "factors.Dictionary":
+    """The factors dictionary of the model in ``base_url`` (issue 13): read back from this
+    device or fetched, each file checked against the manifest's sha256 before use or storage
+    (a damaged stored copy is fetched again; a damaged download raises LoadError by name)."""
+    if not base_url.endswith("/"):
+        base_url += "/"
+    fetch = fetch or BrowserFetch()
+    if store is True:
+        store = await BrowserStore.open()
+    found = factors.entries(manifest)
+    if not found:
+        raise LoadError("this model has no factors dictionary (its manifest.json lists none)")
+    data = []
+    for entry in found:
+        url = base_url + entry["file"]
+        blob = None
+        if store:
+            try:
+                blob = await store.get(url)
+                if blob is not None:
+                    verify_file(entry["file"], entry, blob, "dictionary file")
+            except Exception:  # noqa: BLE001  (unreadable or damaged: fetch it again)
+                blob = None
+        if blob is None:
+            blob = await fetch(url)
+            verify_file(entry["file"], entry, blob, "dictionary file")
+            if store:
+                try:
+                    await store.put(url, blob)
+                except Exception:  # noqa: BLE001  (no room: used for this visit only)
+                    pass
+        data.append(blob)
+    try:
+        return factors.from_bytes(manifest, *data, verified=True)
+    except factors.DictionaryError as e:
+        raise LoadError(str(e)) from None

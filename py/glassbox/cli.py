@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m glassbox {convert,predict,generate,trace,tokenize,lens,ablate,patch,attribute}``."""
+"""Command-line interface: ``python -m glassbox {convert,predict,generate,trace,tokenize,lens,ablate,patch,attribute,factors}``."""
 
 from __future__ import annotations
 
@@ -218,6 +218,35 @@ def check_args(args) -> None:
         folder = os.path.dirname(os.path.abspath(out))
         if os.path.isdir(out) or not os.path.isdir(folder):
             raise OptionsError(f"--out {out}: need a file path in an existing folder")
+# ----- factors (issue 13): the sparse code of one residual vector under the model's dictionary -----
+def cmd_factors(args) -> int:
+    from . import factors
+
+    path = default_model_dir(ROOT) if args.model == "default" else args.model
+    model = load(path, vocab_dir=args.vocab_dir)
+    dictionary = factors.load_dictionary(path, model.checkpoint.manifest)
+    prompt = model.prompt(args.text)
+    _note_dropped(prompt.dropped, model)
+    coding = factors.code_position(dictionary, model.forward(prompt.ids), args.layer, args.position)
+    if args.json:
+        print(json.dumps(coding.to_json()))
+        return 0
+    print(f"layer {args.layer} ({factors.stream_name(args.layer)}), position {args.position}: "
+          f"lambda {coding.lam}, objective {coding.objective:.6g}, residual norm {coding.residual_norm:.6g} "
+          f"of {coding.norm:.6g}")
+    for factor, weight in coding.nonzero():
+        print(f"{factor:>6}  {weight:>10.6f}  {dictionary.class_name(factor)}")
+    return 0
+
+
+def _factors_parser(sub) -> None:
+    s = sub.add_parser("factors", help="which dictionary factors one residual vector is made of")
+    s.add_argument("model", help="model folder, or 'default'")
+    s.add_argument("text")
+    s.add_argument("--layer", type=int, required=True, help="residual stream: 0 = emb, l = h.{l-1}.res_2")
+    s.add_argument("--position", type=int, required=True, help="token position, 0-based")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_factors)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("text", nargs="?", help="text (read from standard input when omitted)")
     t.add_argument("--json", action="store_true")
     _experiment_parsers(model_cmd)  # issue 14
+    _factors_parser(sub)  # issue 13
     return p
 
 

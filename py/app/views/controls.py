@@ -30,6 +30,7 @@ SECTIONS = (
     ("embedding", "Embedding: tokens to vectors"),
     ("attention", "Attention"),
     ("block", "Layer norm, MLP and residuals"),
+    ("factors", "Factors: what a hidden vector is made of"),  # issue 13
     ("output", "Output: the next token"),
 )
 
