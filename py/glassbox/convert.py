@@ -46,25 +46,39 @@ def config_from_hf(hf: dict) -> GPTConfig:
                      n_inner=hf.get("n_inner"), layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5))
 
 
+def hf_tensor(key: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """One Hugging Face tensor -> (Glassbox name, float32 value in the [out, in] layout), or
+    None for what is not a parameter (buffers) and for ``lm_head.weight`` (tied to wte; the
+    caller checks it). The only place Conv1D weights are transposed."""
+    name = key.removeprefix("transformer.")
+    if name == "lm_head.weight" or name.endswith(BUFFERS):
+        return None
+    value = np.asarray(value, dtype=np.float32)
+    if name.endswith(CONV1D):
+        assert value.ndim == 2, (name, value.shape)
+        value = np.ascontiguousarray(value.T)  # Conv1D [in, out] -> [out, in]
+    return name, value
+
+
+def is_conv1d(key: str) -> bool:
+    """Whether a checkpoint tensor is stored [in, out] (transposed by hf_tensor)."""
+    return key.removeprefix("transformer.").endswith(CONV1D)
+
+
+UNTIED = "lm_head.weight differs from wte.weight: untied output embeddings are not GPT-2's layout"
+
+
 def _to_glassbox(state: dict[str, np.ndarray], config: GPTConfig) -> dict[str, np.ndarray]:
     """Hugging Face state dict -> float32 params in the Glassbox [out, in] layout."""
     params = {}
-    lm_head = None
     for key, value in state.items():
-        name = key.removeprefix("transformer.")
-        if name == "lm_head.weight":
-            lm_head = value
-            continue
-        if name.endswith(BUFFERS):
-            continue
-        value = np.asarray(value, dtype=np.float32)
-        if name.endswith(CONV1D):
-            assert value.ndim == 2, (name, value.shape)
-            value = np.ascontiguousarray(value.T)  # Conv1D [in, out] -> [out, in]
-        params[name] = value
+        converted = hf_tensor(key, value)
+        if converted is not None:
+            params[converted[0]] = converted[1]
+    lm_head = next((v for k, v in state.items() if k.removeprefix("transformer.") == "lm_head.weight"), None)
     if lm_head is not None and "wte.weight" in params and not np.array_equal(
             np.asarray(lm_head, dtype=np.float32), params["wte.weight"]):
-        raise ConvertError("lm_head.weight differs from wte.weight: untied output embeddings are not GPT-2's layout")
+        raise ConvertError(UNTIED)
     weights.check_params(params, config)
     return params
 
@@ -123,6 +137,21 @@ def _same_tokenizer_file(name: str, a: bytes, b: bytes) -> bool:
         return False
 
 
+def tokenizer_entry(gb_name: str, own: bytes | None, shared: bytes | None) -> tuple[dict, bytes | None]:
+    """The manifest entry for one tokenizer file, and the bytes to bundle in the folder (None
+    when the checkpoint's file says the same as GPT-2's shared copy, which is then referenced
+    by hash instead). ``own``: the checkpoint's file, ``shared``: GPT-2's (either may be None,
+    not both)."""
+    if own is None or (shared is not None and _same_tokenizer_file(gb_name, own, shared)):
+        return {"sha256": weights.sha256_hex(shared), "bytes": len(shared), "bundled": False}, None
+    return {"sha256": weights.sha256_hex(own), "bytes": len(own), "bundled": True}, own
+
+
+def source_entry(src: str, hf: dict) -> dict:
+    """The manifest's ``source``: where the checkpoint came from."""
+    return {"checkpoint": src, "model_type": hf.get("model_type"), "name": hf.get("_name_or_path", "")}
+
+
 def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
             group: int = 32) -> dict:
     """Convert checkpoint ``src`` (folder or hub id) to a Glassbox folder ``out``; return its manifest.
@@ -151,16 +180,13 @@ def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
         if own is None and shared is None:
             raise ConvertError(f"no tokenizer file {gb_name} (or {hf_name}) in {folder}"
                                + (f" or {vocab_dir}" if vocab_dir else "; pass --vocab-dir"))
-        data = _read(own) if own else None
-        if data is None or (shared and _same_tokenizer_file(gb_name, data, _read(shared))):
-            # GPT-2's own vocabulary: reference the shared copy instead of bundling another.
-            data, own = _read(shared), None
-        else:
+        entry, bundled = tokenizer_entry(gb_name, _read(own) if own else None, _read(shared) if shared else None)
+        if bundled is not None:
             with open(os.path.join(out, gb_name), "wb") as f:
-                f.write(data)
-        tokenizer[gb_name] = {"sha256": weights.sha256_hex(data), "bytes": len(data), "bundled": bool(own)}
+                f.write(bundled)
+        tokenizer[gb_name] = entry
 
-    source = {"checkpoint": src, "model_type": hf.get("model_type"), "name": hf.get("_name_or_path", "")}
+    source = source_entry(src, hf)
     manifest = weights.write_folder(out, config, params, scheme, tokenizer, group=group, source=source)
     parent = os.path.dirname(os.path.abspath(out))
     if os.path.basename(parent) == "weights" or os.path.exists(os.path.join(parent, weights.INDEX)):
