@@ -125,11 +125,12 @@
 
   // A file the boot needs that the server does not have (HTTP 4xx/5xx): Pyodide would
   // otherwise wait forever on, e.g., a missing .wasm. While loading, every HTTP error is
-  // fatal, so boot code must not probe for optional files.
+  // fatal, so boot code must not probe for optional files. Only this site's files count: the
+  // Hub loader (py/app/hub_loader.py) asks the Hub for optional files and handles its 404s.
   new PerformanceObserver((list) => {
     if (root.dataset.state !== "loading") return;
     for (const entry of list.getEntries()) {
-      if (entry.responseStatus >= 400) {
+      if (entry.responseStatus >= 400 && new URL(entry.name, location.href).origin === location.origin) {
         fail(`Could not load ${entry.name} (HTTP ${entry.responseStatus})`,
           "Run the set-up again (make serve), or check that the host serves every file.");
       }
