@@ -8,7 +8,7 @@ A missing repo or file is 404. Every request is recorded as (method, path, Range
 
     hub = FakeHub({"org/tiny": "/path/to/saved/checkpoint"})
     hub.start(); hub.url   # http://127.0.0.1:PORT
-    hub.cut_after = 5      # the 6th and later range requests of a .safetensors drop the connection
+    hub.cut_after = 5      # the 6th and later range reads of a .safetensors (at the CDN) drop the connection
 
 Used by tests/e2e/test_hub.py (the page) and usable by hand:
 ``python tests/fake_hub.py REPO=FOLDER ...`` serves until Ctrl+C.
@@ -94,7 +94,8 @@ class FakeHub:
                 end = min(len(data) - 1, int(r.group(2))) if r.group(2) else len(data) - 1
                 if file.endswith(".safetensors"):
                     with hub.lock:
-                        served = sum(1 for x in hub.requests if x[2] and x[1].endswith(".safetensors")) - 1
+                        served = sum(1 for x in hub.requests
+                                     if x[2] and x[1].startswith("/cdn/") and x[1].endswith(".safetensors")) - 1
                     if hub.cut_after is not None and served >= hub.cut_after:
                         self.close_connection = True
                         self.connection.shutdown(2)

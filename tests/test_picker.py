@@ -38,7 +38,7 @@ def test_sizes_and_memory_warning():
     assert gpt2.download_bytes == 4 * gpt2.params
     assert 119 * picker.MIB < gpt2.kept_bytes < 120 * picker.MIB  # int8 matrices + float32 rest
     assert picker.memory_warning(gpt2.config, light=False) is None
-    warn = picker.memory_warning(gpt2.config, light=True, why="Light mode because the screen is phone-sized.")
+    warn = picker.memory_warning(gpt2.config, light=True, why="the screen is phone-sized (360×740 px)")
     assert warn and "light mode" in warn and "phone-sized" in warn
     assert picker.memory_warning(picker.CATALOG[2].config, light=False)  # gpt2-medium: 1.7 GiB
 
@@ -51,5 +51,7 @@ def test_card():
     assert html.count('data-testid="pick-hub"') == len(picker.CATALOG)
     assert "stored on this device" in html
     assert 'data-pick="mini" aria-current=true disabled' in html
+    assert 'data-testid="pick-details" open' in html  # opened while asking
+    assert 'pick-details" open' not in picker.render(picker.Choice(name="mini"), "https://h", [], set(), False)
     assert "<script" not in picker.render(picker.Choice(repo="a/b"), "https://h", [("<script>", None)], set(), False)
     assert weights.MANIFEST == "manifest.json"

@@ -148,10 +148,13 @@
       "See the browser console for PyScript's own message.");
     }, stallTimeout * 1000);
   });
-  setTimeout(() => {
-    if (root.dataset.state === "loading") {
-      fail(`Python did not start within ${bootTimeout} s`,
-        `Last step: ${$("status-label")?.textContent || "none"}`);
-    }
-  }, bootTimeout * 1000);
+  // <html data-waiting="hub"> (py/app/hub_loader.py): Python runs but waits for the visitor
+  // or a long Hub download, which has its own progress and errors; check again later.
+  const bootCheck = () => {
+    if (root.dataset.state !== "loading") return;
+    if (root.dataset.waiting) { setTimeout(bootCheck, bootTimeout * 1000); return; }
+    fail(`Python did not start within ${bootTimeout} s`,
+      `Last step: ${$("status-label")?.textContent || "none"}`);
+  };
+  setTimeout(bootCheck, bootTimeout * 1000);
 })();

@@ -248,6 +248,8 @@ class ModelChooser:
         if spec:
             self.go(str(spec))
         elif action in ("go", "cancel") and self._answer is not None and not self._answer.done():
+            if action == "go":  # a reload (to resume) need not ask again in this tab
+                _set("sessionStorage", CONFIRMED_KEY, self.choice.spec)
             self._answer.set_result(action == "go")
         elif action == "stop":
             self.cancel = True
@@ -282,9 +284,16 @@ class ModelChooser:
     async def load(self, mode):
         """Load the Hub choice: from the store when converted before, else download and convert
         (after the visitor agreed to contact the Hub). ``mode`` is device.DeviceMode."""
-        self.light, self.why = mode.mode.light, mode.mode.why
+        self.light, self.why = mode.mode.light, picker.device_why(mode.mode)
         choice, folder = self.choice, self.url
         store = await BrowserStore.open()
+        js.document.documentElement.setAttribute("data-waiting", "hub")  # web/shell.js: no boot timeout now
+        try:
+            return await self._load(choice, folder, store, mode)
+        finally:
+            js.document.documentElement.removeAttribute("data-waiting")
+
+    async def _load(self, choice, folder, store, mode):
         if choice.spec not in self.stored:
             if _get("sessionStorage", CONFIRMED_KEY) != choice.spec:
                 self._answer = asyncio.get_event_loop().create_future()

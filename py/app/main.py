@@ -24,12 +24,13 @@ async def main() -> App:
         from .loader import load_model
 
         # Issue 11: the model picker; ?model=hf:<repo> loads a Hub checkpoint (py/app/hub_loader.py).
+        from . import picker
         from .hub_loader import ModelChooser
 
         chooser = await ModelChooser.open(page)
         # Light or full mode (py/app/device.py): which weights, and the light runner if any.
         mode = await DeviceMode.choose(page, app.adapter, chooser.url)
-        chooser.light, chooser.why = mode.mode.light, mode.mode.why
+        chooser.light, chooser.why = mode.mode.light, picker.device_why(mode.mode)
         chooser.show()
         if chooser.choice.is_hub:
             mode.model = chooser.choice.spec

@@ -144,13 +144,20 @@ def memory_needed(config: GPTConfig) -> int:
     return model.kept_bytes + 4 * model.params
 
 
+def device_why(mode) -> str:
+    """Why the device is in light mode (a lightmode.Mode), when the device decided it."""
+    return " and ".join(mode.reasons) if mode.by == "device" else ""
+
+
 def memory_warning(config: GPTConfig, light: bool, why: str = "") -> str | None:
     need = memory_needed(config)
     budget = MEMORY_LIGHT if light else MEMORY_FULL
     if need <= budget:
         return None
-    where = (f"this device runs in light mode ({why.rstrip('.')})" if light and why
-             else "that is more than most browsers give one page")
+    if light:
+        where = f"this device runs in light mode ({why})" if why else "this device runs in light mode"
+    else:
+        where = "that is more than most browsers give one page"
     return (f"Needs about {need / MIB:,.0f} MiB of memory in the page; {where}: "
             "the tab may run out of memory.")
 
@@ -201,11 +208,14 @@ def render(current: Choice, base: str, local: list[tuple[str, int | None]], stor
         ask += ('<p class="pick-busy">Downloading from the Hub (progress above). '
                 '<button type="button" class="pwa-button" data-hub="stop" data-testid="hub-stop">'
                 'Cancel download</button></p>')
+    is_open = " open" if (confirm is not None or note or downloading) else ""
     return (
         '<h2 class="pick-title">Model</h2>'
         + ask
         + (f'<p class="pick-note warn" data-testid="pick-note">{escape(note)}</p>' if note else "")
-        + f'<p class="pick-current" data-testid="pick-current">Now: <code>{escape(current.spec)}</code></p>'
+        + f'<details class="pick-details" data-testid="pick-details"{is_open}>'
+        + f'<summary class="pick-current" data-testid="pick-current">Now: <code>{escape(current.spec)}</code>'
+          ' — choose another model</summary>'
         + '<h3 class="pick-sub">On this site</h3><ul class="pick-list">' + "".join(rows) + "</ul>"
         + '<h3 class="pick-sub">GPT-2 family from the Hugging Face Hub</h3>'
         + f'<p class="pick-privacy" data-testid="hub-notice">Picking one of these contacts <b>{host}</b> '
@@ -217,5 +227,5 @@ def render(current: Choice, base: str, local: list[tuple[str, int | None]], stor
           '<label for="hub-repo">Any GPT-2-family repository</label>'
           '<input id="hub-repo" name="repo" data-testid="hub-repo" placeholder="owner/name" '
           'autocomplete="off" spellcheck="false" inputmode="url">'
-          '<button type="submit" class="pwa-button">Download and use</button></form>'
+          '<button type="submit" class="pwa-button">Download and use</button></form></details>'
     )

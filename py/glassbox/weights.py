@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,18 +87,60 @@ class Checkpoint:
     def dequantized(self) -> dict[str, np.ndarray]:
         """float32 parameters in the Glassbox layout, as reference.forward takes them."""
         if self._dequantized is None:
-            matrices = set(matrix_names(self.config))
-            out = {}
-            for name in expected_shapes(self.config):
-                if name in matrices:
-                    out[name] = quant.dequantize(*self.matrix(name), self.scheme)
-                else:
-                    out[name] = np.asarray(self.tensors[name], dtype=np.float32)
-            self._dequantized = out
+            self._dequantized = {name: self.dequantize(name) for name in expected_shapes(self.config)}
         return self._dequantized
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
+
+    def dequantize(self, name: str) -> np.ndarray:
+        """One float32 parameter in the Glassbox layout, computed now and not kept."""
+        if self._dequantized is not None:
+            return self._dequantized[name]
+        if name in set(matrix_names(self.config)):
+            return quant.dequantize(*self.matrix(name), self.scheme)
+        return np.asarray(self.tensors[name], dtype=np.float32)
+
+    def row(self, name: str, i: int) -> np.ndarray:
+        """Row ``i`` of a float32 matrix (e.g. one token's wte row), without the whole matrix."""
+        q, scale = self.matrix(name)
+        if self.scheme == "none":
+            return np.asarray(q[i], dtype=np.float32)
+        return quant.dequantize(q[i:i + 1], None if scale is None else scale[i:i + 1], self.scheme)[0]
+
+
+class LazyParams(Mapping):
+    """The float32 parameters of a Checkpoint, made when first asked for (issue 11).
+
+    ``Checkpoint.dequantized()`` turns every matrix into float32 at once (about 500 MB for
+    GPT-2 small, four times its int8 form); the page builds this instead, so a page whose model
+    runs on WebGPU (which uploads the quantized tensors) never holds float32 copies, and a
+    numpy page makes each matrix when a forward first reads it. Biases and layer norms are
+    float32 already and are handed out as stored.
+    """
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self._made: dict[str, np.ndarray] = {}
+        self._names = tuple(expected_shapes(checkpoint.config))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = self._made.get(name)
+        if value is None:
+            if name not in self._names:
+                raise KeyError(name)
+            value = self._made[name] = self.checkpoint.dequantize(name)
+        return value
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def made_bytes(self) -> int:
+        """Bytes of float32 copies made so far (views of stored float32 tensors count too)."""
+        return sum(v.nbytes for v in self._made.values())
 
 
 def quantize_params(params: dict[str, np.ndarray], config: GPTConfig, scheme: str,
