@@ -298,7 +298,11 @@ class ModelChooser:
             if _get("sessionStorage", CONFIRMED_KEY) != choice.spec:
                 self._answer = asyncio.get_event_loop().create_future()
                 self.show(confirm=choice)
-                self.page.progress(f"Waiting: download {choice.repo} from the Hub?", None)
+                self.page.progress(f"Waiting for your answer below: download {choice.repo} from the Hub?", None)
+                button = js.document.querySelector('[data-testid="hub-go"]')
+                if button is not None:
+                    button.scrollIntoView(_opts(block="center"))
+                    button.focus()
                 if not await self._answer:
                     self.go(None)
                     await asyncio.Event().wait()  # the page is going away
