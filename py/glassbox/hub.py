@@ -281,42 +281,40 @@ class Converter:
             raise HubError(f"{file}: {e}") from None
         return first + await self._range(file, 8, 8 + n)
 
+    def _blocks(self, t: TensorRange):
+        """(shape, byte ranges) of the pieces a tensor is converted in: blocks of whole rows for
+        a big row-major matrix (each quantized on its own: the scales are per row), else the
+        whole tensor, fetched in requests of at most max_request bytes and joined."""
+        if len(t.shape) == 2 and t.shape[0] and not convert.is_conv1d(t.key) and t.nbytes > self.max_request:
+            row = t.nbytes // t.shape[0]
+            step = max(1, self.max_request // row)
+            for first in range(0, t.shape[0], step):
+                count = min(step, t.shape[0] - first)
+                start = t.start + first * row
+                yield (count, t.shape[1]), [(start, start + count * row)]
+        else:
+            yield t.shape, [(s, min(t.end, s + self.max_request)) for s in range(t.start, t.end, self.max_request)]
+
     async def _tensor(self, t: TensorRange, matrix: bool | None) -> tuple[dict[str, np.ndarray], str]:
         """Fetch one tensor -> (its stored form, sha256 of its float32 values in the Glassbox
-        layout); row blocks for big row-major matrices. ``matrix=None``: only the digest."""
+        layout). ``matrix=None``: only the digest (the tied lm_head's check)."""
         digest = hashlib.sha256()
-        rows = t.shape[0] if t.shape else 1
-        row_bytes = t.nbytes // rows if rows else t.nbytes
-        blocky = len(t.shape) == 2 and not convert.is_conv1d(t.key) and t.nbytes > self.max_request
-        step = max(1, self.max_request // max(1, row_bytes)) if blocky else rows
         parts: list[dict[str, np.ndarray]] = []
-        for first in range(0, max(rows, 1), max(step, 1)):
-            count = min(step, rows - first) if t.shape else 1
-            start = t.start + first * row_bytes
-            end = t.end if not blocky else start + count * row_bytes
-            shape = (count, *t.shape[1:]) if blocky else t.shape
-            if blocky:
-                raw = await self._range(t.file, start, end)
-            else:  # in pieces of at most max_request bytes, joined
-                raw = bytearray()
-                for s in range(t.start, t.end, self.max_request):
-                    raw += await self._range(t.file, s, min(t.end, s + self.max_request))
-                    self._advance(min(t.end, s + self.max_request) - s)
+        for shape, ranges in self._blocks(t):
+            raw = bytearray()
+            for start, end in ranges:
+                raw += await self._range(t.file, start, end)
+                self._advance(end - start)
             try:
                 value = safetensors.decode(raw, t.dtype, shape, t.key)
             except ValueError as e:
                 raise HubError(f"{t.file}: {e}") from None
             if matrix is None:
-                value = np.asarray(value, dtype=np.float32)
-            else:
-                name, value = convert.hf_tensor(t.key, value)
+                digest.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
+                continue
+            name, value = convert.hf_tensor(t.key, value)
             digest.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
-            if matrix is not None:
-                parts.append(weights.store_tensor(name, value, matrix, self.scheme, self.group))
-            if blocky:
-                self._advance(end - start)
-            if not blocky:
-                break
+            parts.append(weights.store_tensor(name, value, matrix, self.scheme, self.group))
         if len(parts) <= 1:
             return (parts[0] if parts else {}), digest.hexdigest()
         return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}, digest.hexdigest()

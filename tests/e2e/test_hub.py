@@ -42,7 +42,8 @@ def fake_hub(tmp_path_factory):
     cli = root / "cli"
     convert.convert(str(root / "tiny"), str(cli), "int8", vocab_dir=str(ROOT / "vendor" / "gpt2"))
     hub = FakeHub({"test/tiny": str(root / "tiny"), "test/sharded": str(root / "sharded"),
-                   "test/bert": str(root / "bert")}).start()
+                   "test/bert": str(root / "bert"), "test/nocors": str(root / "tiny")}).start()
+    hub.no_cors.add("test/nocors")
     yield hub, cli, root
     hub.stop()
 
@@ -142,6 +143,12 @@ def test_errors_and_phone_layout(fake_hub, open_page, artifacts):
     app.page.wait_for_url("**model=hf*bert*", timeout=30_000)
     assert settle(app) == "error"
     assert "not a GPT-2-family checkpoint: model_type is 'bert'" in error_text(app)
+    # A Hub address that does not send CORS headers.
+    app.page.get_by_test_id("hub-repo").fill("test/nocors")
+    app.page.get_by_test_id("hub-form").locator("button").click()
+    app.page.wait_for_url("**model=hf*nocors*", timeout=30_000)
+    assert settle(app) == "error"
+    assert "without the CORS headers" in error_text(app), error_text(app)
     app.page.close()
 
 
