@@ -192,3 +192,26 @@ def test_spec_and_sizes():
     assert hub.stored_bytes(config, "int8") == sum(v.nbytes for v in stored.values())
     stored = weights.quantize_params(weights.random_params(config), config, "q4")
     assert hub.stored_bytes(config, "q4") == sum(v.nbytes for v in stored.values())
+
+
+def test_cancel_keeps_finished_tensors_and_progress_says_rate_and_time_left(checkpoints):
+    source = FolderHub(checkpoints["single"])
+    store, seen = DictStore(), []
+    clock = iter(range(10_000))
+
+    def progress(state):
+        seen.append((state.stage, state.done_bytes, state.rate, state.seconds_left, state.label()))
+
+    converter = hub.Converter(source.fetch, source.fetch_range, HUB, "org/model", vocab=vocab(), store=store,
+                              progress=progress, cancelled=lambda: len(store.data) >= 3,
+                              clock=lambda: float(next(clock)))
+
+    async def put_file(name, data):
+        raise AssertionError("nothing is written after a cancel")
+
+    with pytest.raises(hub.Cancelled, match="kept for next time"):
+        asyncio.run(converter.run(put_file))
+    assert len(store.data) == 3
+    tensors = [s for s in seen if s[0] == "tensors" and s[1]]
+    assert tensors and all(rate > 0 and left is not None for _, _, rate, left, _ in tensors)
+    assert "MiB/s" in tensors[-1][4] and "left" in tensors[-1][4] and "of" in tensors[-1][4]
