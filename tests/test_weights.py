@@ -166,3 +166,21 @@ def test_committed_index_is_current():
         committed = json.load(f)
     present = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "manifest.json")))
     assert committed["models"] == present and committed["default"] in present
+
+
+def test_lazy_params_and_rows_equal_the_full_dequantization():
+    """Issue 11: the page's float32 parameters are made one at a time, and equal dequantized()."""
+    from glassbox.config import GPTConfig
+
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=64, n_positions=16, vocab_size=50)
+    for scheme in ("int8", "q4", "none"):
+        checkpoint = weights.random_checkpoint(config, scheme, seed=4)
+        lazy = weights.LazyParams(checkpoint)
+        assert lazy.made_bytes() == 0 and len(lazy) == len(weights.expected_shapes(config))
+        full = weights.Checkpoint(config, scheme, checkpoint.group, checkpoint.tensors).dequantized()
+        assert lazy["h.1.mlp.c_fc.weight"].dtype == np.float32
+        assert lazy.made_bytes() == full["h.1.mlp.c_fc.weight"].nbytes
+        for name in full:
+            np.testing.assert_array_equal(lazy[name], full[name])
+        np.testing.assert_array_equal(checkpoint.row("wte.weight", 7), full["wte.weight"][7])
+        assert set(lazy) == set(full)

@@ -125,11 +125,12 @@
 
   // A file the boot needs that the server does not have (HTTP 4xx/5xx): Pyodide would
   // otherwise wait forever on, e.g., a missing .wasm. While loading, every HTTP error is
-  // fatal, so boot code must not probe for optional files.
+  // fatal, so boot code must not probe for optional files. Only this site's files count: the
+  // Hub loader (py/app/hub_loader.py) asks the Hub for optional files and handles its 404s.
   new PerformanceObserver((list) => {
     if (root.dataset.state !== "loading") return;
     for (const entry of list.getEntries()) {
-      if (entry.responseStatus >= 400) {
+      if (entry.responseStatus >= 400 && new URL(entry.name, location.href).origin === location.origin) {
         fail(`Could not load ${entry.name} (HTTP ${entry.responseStatus})`,
           "Run the set-up again (make serve), or check that the host serves every file.");
       }
@@ -147,10 +148,13 @@
       "See the browser console for PyScript's own message.");
     }, stallTimeout * 1000);
   });
-  setTimeout(() => {
-    if (root.dataset.state === "loading") {
-      fail(`Python did not start within ${bootTimeout} s`,
-        `Last step: ${$("status-label")?.textContent || "none"}`);
-    }
-  }, bootTimeout * 1000);
+  // <html data-waiting="hub"> (py/app/hub_loader.py): Python runs but waits for the visitor
+  // or a long Hub download, which has its own progress and errors; check again later.
+  const bootCheck = () => {
+    if (root.dataset.state !== "loading") return;
+    if (root.dataset.waiting) { setTimeout(bootCheck, bootTimeout * 1000); return; }
+    fail(`Python did not start within ${bootTimeout} s`,
+      `Last step: ${$("status-label")?.textContent || "none"}`);
+  };
+  setTimeout(bootCheck, bootTimeout * 1000);
 })();

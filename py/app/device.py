@@ -3,7 +3,7 @@ download (bytes and shards on the progress bar, storage notes in the mode card).
 
 main.py's boot uses it in three lines:
 
-    mode = await DeviceMode.choose(page, app.adapter, await model_url())
+    mode = await DeviceMode.choose(page, app.adapter, chooser.url)   # chooser: hub_loader.ModelChooser
     model = await load_model(mode.model_url, mode.progress)
     explainer = Explainer(..., runner=mode.runner(model))   # None in full mode: the default
 
@@ -60,7 +60,7 @@ class DeviceMode:
     @classmethod
     async def choose(cls, page, adapter, default_url: str) -> "DeviceMode":
         """Decide the mode for ``adapter`` (AdapterInfo or None) and show it; ``default_url``
-        is the folder the page would load in full mode (main.model_url())."""
+        is the folder the page would load in full mode (hub_loader.ModelChooser.url)."""
         mode = lightmode.decide(read_facts(adapter))
         asked = bool(js.URLSearchParams.new(js.location.search).get("model"))
         name = default_url.rstrip("/").rsplit("/", 1)[-1]

@@ -393,7 +393,7 @@ class Explainer:
     def _popover(self, pop_id: str, label: str, title: str, name: str, product: str) -> View:
         heat = self._weights.get(name)
         if heat is None:
-            heat = self._weights[name] = weight_views.weight_heat(f"w.{name}", title, self.params[name])
+            heat = self._weights[name] = weight_views.weight_heat(f"w.{name}", title, self.model.checkpoint.dequantize(name))  # issue 11: not kept
         stored = f"stored as {self.model.checkpoint.scheme}, drawn dequantized to float32"
         return weight_views.popover(pop_id, label, title, heat, product, stored)
 
@@ -436,7 +436,7 @@ class Explainer:
                                      "wte.weight", f"ln_f of the last token [1×{D}] · wteᵀ [{D}×{V}] → logits [1×{V}]")}
         self.ui.show("output", output.render(
             self.dist, self.sampled, self.vocab, focus=focus, final=self.trace["ln_f"][-1],
-            unembed_row=self.params["wte.weight"][focus], last_token=self.tokens[-1], popovers=pops, config=self.config))
+            unembed_row=self.model.checkpoint.row("wte.weight", focus), last_token=self.tokens[-1], popovers=pops, config=self.config))  # issue 11: one wte row
 
     # ----- the derivation player -------------------------------------------------------------
     def toggle_derivation(self, open_: bool | None = None) -> None:

@@ -257,7 +257,7 @@ def card(mode: Mode, model: str, loaded=None, notes=()) -> str:
     lines = [
         (f'<div class="mode-line" data-testid="device-mode" data-mode="{mode.name}">'
          f'<span class="mode-badge">{mode.name.capitalize()} mode</span>'
-         f'<span>weights/{escape(model)}: {what}.</span>'
+         f'<span>{escape(model if model.startswith("hf:") else "weights/" + model)}: {what}.</span>'
          f'<button type="button" class="pwa-button" data-pwa="mode" data-mode="{other}" '
          f'data-testid="mode-toggle">Switch to {other} mode</button></div>'),
         f'<p class="mode-why" data-testid="mode-why">{escape(mode.why)}</p>',

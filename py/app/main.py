@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import js  # noqa: F401  (Pyodide's browser globals: document, window, navigator)
 from pyodide.ffi import create_proxy
-
-from glassbox import weights
 
 from .binding import Binding
 from .console import Console, run_code
 from .controller import App
 from .dom import Page
 from .webgpu import probe_adapter
-
-
-async def model_url() -> str:
-    """weights/<name>/ of ?model=<name>, else the default that weights/index.json names
-    (real GPT-2 when a user converted it there, else the committed small model)."""
-    from .loader import fetch_bytes  # imported once boot has shown its progress
-
-    name = js.URLSearchParams.new(js.location.search).get("model")
-    if not name:
-        index = json.loads(await fetch_bytes("./weights/" + weights.INDEX))
-        name = index["default"]
-    if not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
-        raise ValueError(f"?model={name!r} is not a model folder name")
-    return f"./weights/{name}/"
 
 
 async def main() -> App:
@@ -41,9 +23,22 @@ async def main() -> App:
         from .explainer import Explainer
         from .loader import load_model
 
+        # Issue 11: the model picker; ?model=hf:<repo> loads a Hub checkpoint (py/app/hub_loader.py).
+        from . import picker
+        from .hub_loader import ModelChooser
+
+        chooser = await ModelChooser.open(page)
         # Light or full mode (py/app/device.py): which weights, and the light runner if any.
-        mode = await DeviceMode.choose(page, app.adapter, await model_url())
-        model = await load_model(mode.model_url, mode.progress)
+        mode = await DeviceMode.choose(page, app.adapter, chooser.url)
+        chooser.light, chooser.why = mode.mode.light, picker.device_why(mode.mode)
+        chooser.show()
+        if chooser.choice.is_hub:
+            mode.model = chooser.choice.spec
+            mode.show()
+        if chooser.choice.is_hub:
+            model = await chooser.load(mode)
+        else:
+            model = await load_model(mode.model_url, mode.progress)
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
         explainer = Explainer(binding, model, runner=mode.runner(model), namespace=console.namespace,

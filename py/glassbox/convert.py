@@ -70,6 +70,28 @@ def check_group(group, config: GPTConfig) -> None:
                            f"the row lengths {rows} (e.g. 32)")
 
 
+def hf_tensor(key: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """One Hugging Face tensor -> (Glassbox name, float32 value in the [out, in] layout), or
+    None for what is not a parameter (buffers) and for ``lm_head.weight`` (tied to wte; the
+    caller checks it). The only place Conv1D weights are transposed."""
+    name = key.removeprefix("transformer.")
+    if name == "lm_head.weight" or name.endswith(BUFFERS):
+        return None
+    value = np.asarray(value, dtype=np.float32)
+    if name.endswith(CONV1D):
+        assert value.ndim == 2, (name, value.shape)
+        value = np.ascontiguousarray(value.T)  # Conv1D [in, out] -> [out, in]
+    return name, value
+
+
+def is_conv1d(key: str) -> bool:
+    """Whether a checkpoint tensor is stored [in, out] (transposed by hf_tensor)."""
+    return key.removeprefix("transformer.").endswith(CONV1D)
+
+
+UNTIED = "lm_head.weight differs from wte.weight: untied output embeddings are not GPT-2's layout"
+
+
 def _to_glassbox(state: dict[str, np.ndarray], config: GPTConfig,
                  origin: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Hugging Face state dict -> float32 params in the Glassbox [out, in] layout.
@@ -98,17 +120,16 @@ def _to_glassbox(state: dict[str, np.ndarray], config: GPTConfig,
         if name not in shapes:
             raise ConvertError(f"tensor {key}{where(key)} is not a GPT-2 parameter (expected names like "
                                "wte.weight, h.0.attn.c_attn.weight; a config with more layers?)")
-        if name.endswith(CONV1D):
-            if value.ndim != 2:
-                raise ConvertError(f"tensor {key}{where(key)} has shape {value.shape}; a Conv1D weight is 2-D")
-            value = np.ascontiguousarray(value.T)  # Conv1D [in, out] -> [out, in]
+        if name.endswith(CONV1D) and value.ndim != 2:
+            raise ConvertError(f"tensor {key}{where(key)} has shape {value.shape}; a Conv1D weight is 2-D")
+        name, value = hf_tensor(key, value)
         if tuple(value.shape) != shapes[name]:
             want = shapes[name][::-1] if name.endswith(CONV1D) else shapes[name]
             got = value.shape[::-1] if name.endswith(CONV1D) else value.shape
             raise ConvertError(f"tensor {key}{where(key)} has shape {tuple(got)}, the config implies {want}")
         params[name] = value
     if lm_head is not None and "wte.weight" in params and not np.array_equal(lm_head, params["wte.weight"]):
-        raise ConvertError("lm_head.weight differs from wte.weight: untied output embeddings are not GPT-2's layout")
+        raise ConvertError(UNTIED)
     missing = sorted(set(shapes) - set(params))
     if missing:
         raise ConvertError(f"the checkpoint lacks {len(missing)} tensor(s) the config needs, e.g. {missing[:3]}")
@@ -177,6 +198,21 @@ def _same_tokenizer_file(name: str, a: bytes, b: bytes) -> bool:
         return False
 
 
+def tokenizer_entry(gb_name: str, own: bytes | None, shared: bytes | None) -> tuple[dict, bytes | None]:
+    """The manifest entry for one tokenizer file, and the bytes to bundle in the folder (None
+    when the checkpoint's file says the same as GPT-2's shared copy, which is then referenced
+    by hash instead). ``own``: the checkpoint's file, ``shared``: GPT-2's (either may be None,
+    not both)."""
+    if own is None or (shared is not None and _same_tokenizer_file(gb_name, own, shared)):
+        return {"sha256": weights.sha256_hex(shared), "bytes": len(shared), "bundled": False}, None
+    return {"sha256": weights.sha256_hex(own), "bytes": len(own), "bundled": True}, own
+
+
+def source_entry(src: str, hf: dict) -> dict:
+    """The manifest's ``source``: where the checkpoint came from."""
+    return {"checkpoint": src, "model_type": hf.get("model_type"), "name": hf.get("_name_or_path", "")}
+
+
 def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
             group: int = 32) -> dict:
     """Convert checkpoint ``src`` (folder or hub id) to a Glassbox folder ``out``; return its manifest.
@@ -215,16 +251,13 @@ def convert(src: str, out: str, scheme: str, vocab_dir: str | None = None,
         if own is None and shared is None:
             raise ConvertError(f"no tokenizer file {gb_name} (or {hf_name}) in {folder}"
                                + (f" or {vocab_dir}" if vocab_dir else "; pass --vocab-dir"))
-        data = _read(own) if own else None
-        if data is None or (shared and _same_tokenizer_file(gb_name, data, _read(shared))):
-            # GPT-2's own vocabulary: reference the shared copy instead of bundling another.
-            data, own = _read(shared), None
-        else:
+        entry, bundled = tokenizer_entry(gb_name, _read(own) if own else None, _read(shared) if shared else None)
+        if bundled is not None:
             with open(os.path.join(out, gb_name), "wb") as f:
-                f.write(data)
-        tokenizer[gb_name] = {"sha256": weights.sha256_hex(data), "bytes": len(data), "bundled": bool(own)}
+                f.write(bundled)
+        tokenizer[gb_name] = entry
 
-    source = {"checkpoint": src, "model_type": hf.get("model_type"), "name": hf.get("_name_or_path", "")}
+    source = source_entry(src, hf)
     manifest = weights.write_folder(out, config, params, scheme, tokenizer, group=group, source=source)
     parent = os.path.dirname(os.path.abspath(out))
     if os.path.basename(parent) == "weights" or os.path.exists(os.path.join(parent, weights.INDEX)):

@@ -57,12 +57,16 @@ class Model:
         self.config = checkpoint.config
         self.tokenizer = tokenizer
         self.name = name
+        self._params: weights.LazyParams | None = None
         if tokenizer.vocab_size > self.config.vocab_size:
             raise weights.WeightsError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {self.config.vocab_size}")
 
     @property
-    def params(self) -> dict[str, np.ndarray]:
-        return self.checkpoint.dequantized()
+    def params(self) -> weights.LazyParams:
+        """float32 parameters, each made when first read (weights.LazyParams)."""
+        if self._params is None:
+            self._params = weights.LazyParams(self.checkpoint)
+        return self._params
 
     def prompt(self, text: str) -> Prompt:
         """Tokenize ``text`` under the text policy in this module's docstring."""

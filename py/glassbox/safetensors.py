@@ -67,23 +67,51 @@ def load_with_metadata(data) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         view = view.cast("B")
     entries, metadata, start = _parse_header(view)
     tensors = {}
-    for name, dtype, shape, begin, _end in entries:
-        count = math.prod(shape)
-        stored = np.dtype(_STORED[dtype])
-        if count == 0:
-            raw = np.empty(0, dtype=stored)
-        else:
-            raw = np.frombuffer(view, dtype=stored, count=count, offset=start + begin)
-        if dtype == "BF16":
-            array = (raw.astype(np.uint32) << np.uint32(16)).view(np.float32)
-        elif dtype == "BOOL":
-            if count and raw.max() > 1:
-                raise ValueError(f"tensor {name!r}: BOOL data holds bytes other than 0 and 1")
-            array = raw.view(np.bool_)
-        else:
-            array = raw
-        tensors[name] = array.reshape(shape)
+    for name, dtype, shape, begin, end in entries:
+        tensors[name] = decode(view[start + begin:start + end], dtype, shape, name)
     return tensors, metadata
+
+
+def decode(raw, dtype: str, shape, name: str = "") -> np.ndarray:
+    """One tensor's bytes (as stored, little-endian) -> array of ``shape``: a zero-copy view of
+    ``raw``, except BF16, widened to a new float32 array. ValueError on a bad BOOL byte."""
+    count = math.prod(shape)
+    stored = np.dtype(_STORED[dtype])
+    raw = np.empty(0, dtype=stored) if count == 0 else np.frombuffer(raw, dtype=stored, count=count)
+    if dtype == "BF16":
+        array = (raw.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    elif dtype == "BOOL":
+        if count and raw.max() > 1:
+            raise ValueError(f"tensor {name!r}: BOOL data holds bytes other than 0 and 1")
+        array = raw.view(np.bool_)
+    else:
+        array = raw
+    return array.reshape(shape)
+
+
+def header_length(first8: bytes) -> int:
+    """The header's length N from a file's first 8 bytes; ValueError when it cannot be one."""
+    if len(first8) < 8:
+        raise ValueError(f"only {len(first8)} bytes: too short for a safetensors file (8-byte header length missing)")
+    n = int.from_bytes(first8[:8], "little")
+    if n > MAX_HEADER_BYTES:
+        raise ValueError(
+            f"header length {n} is over the {MAX_HEADER_BYTES}-byte limit: not a safetensors file or corrupted"
+        )
+    return n
+
+
+def read_header(prefix, file_size: int | None = None) -> tuple[list, dict[str, str], int]:
+    """The first 8 + N bytes of a file (length and header) -> ([(name, dtype, shape, begin, end)]
+    in data order, metadata, data buffer's start), for reading tensors by byte range without
+    the whole file. ``file_size``, when known, is checked against the tensors' extent."""
+    view = memoryview(prefix).cast("B") if not isinstance(prefix, memoryview) else prefix
+    n = header_length(bytes(view[:8]))
+    if 8 + n > len(view):
+        raise ValueError(f"header length {n} runs past the {len(view)} bytes given: truncated?")
+    entries, metadata = _header_entries(view[8:8 + n])
+    _check_packing(entries, None if file_size is None else file_size - 8 - n)
+    return entries, metadata, 8 + n
 
 
 def _no_duplicates(pairs: list) -> dict:
@@ -102,17 +130,18 @@ def _is_count(x) -> bool:
 def _parse_header(view: memoryview) -> tuple[list, dict[str, str], int]:
     """-> ([(name, dtype, shape, begin, end)] in data order, metadata, data buffer's start)."""
     total = len(view)
-    if total < 8:
-        raise ValueError(f"only {total} bytes: too short for a safetensors file (8-byte header length missing)")
-    n = int.from_bytes(view[:8], "little")
-    if n > MAX_HEADER_BYTES:
-        raise ValueError(
-            f"header length {n} is over the {MAX_HEADER_BYTES}-byte limit: not a safetensors file or corrupted"
-        )
+    n = header_length(bytes(view[:8]))
     if 8 + n > total:
         raise ValueError(f"header length {n} runs past the end of the data ({total} bytes): truncated?")
+    entries, metadata = _header_entries(view[8:8 + n])
+    _check_packing(entries, total - 8 - n)
+    return entries, metadata, 8 + n
+
+
+def _header_entries(text: memoryview) -> tuple[list, dict[str, str]]:
+    """The header's JSON bytes -> (entries sorted by data offset, metadata), each entry checked."""
     try:
-        header = json.loads(bytes(view[8:8 + n]).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(bytes(text).decode("utf-8"), object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError as e:
         raise ValueError(f"header is not UTF-8 ({e}): not a safetensors file or corrupted") from None
     except json.JSONDecodeError as e:
@@ -149,8 +178,12 @@ def _parse_header(view: memoryview) -> tuple[list, dict[str, str], int]:
         entries.append((name, dtype, shape, begin, end))
 
     entries.sort(key=lambda e: (e[3], e[4]))
-    start = 8 + n
-    size = total - start
+    return entries, metadata
+
+
+def _check_packing(entries: list, size: int | None) -> None:
+    """ValueError unless the tensors are packed with no gaps or overlaps and fill ``size``
+    bytes of data exactly (``size`` None: not known, only the packing is checked)."""
     position = 0
     for name, _dtype, _shape, begin, end in entries:
         if begin != position:
@@ -159,13 +192,14 @@ def _parse_header(view: memoryview) -> tuple[list, dict[str, str], int]:
                 " (tensors must be packed with no gaps or overlaps)"
             )
         position = end
+    if size is None:
+        return
     if position > size:
         raise ValueError(f"the tensors need {position} bytes of data but only {size} follow the header: truncated?")
     if position < size:
         raise ValueError(
             f"{size - position} bytes follow the last tensor (data buffer is {size} bytes, tensors end at {position})"
         )
-    return entries, metadata, start
 
 
 def save(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,18 +85,60 @@ class Checkpoint:
     def dequantized(self) -> dict[str, np.ndarray]:
         """float32 parameters in the Glassbox layout, as reference.forward takes them."""
         if self._dequantized is None:
-            matrices = set(matrix_names(self.config))
-            out = {}
-            for name in expected_shapes(self.config):
-                if name in matrices:
-                    out[name] = quant.dequantize(*self.matrix(name), self.scheme)
-                else:
-                    out[name] = np.asarray(self.tensors[name], dtype=np.float32)
-            self._dequantized = out
+            self._dequantized = {name: self.dequantize(name) for name in expected_shapes(self.config)}
         return self._dequantized
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
+
+    def dequantize(self, name: str) -> np.ndarray:
+        """One float32 parameter in the Glassbox layout, computed now and not kept."""
+        if self._dequantized is not None:
+            return self._dequantized[name]
+        if name in set(matrix_names(self.config)):
+            return quant.dequantize(*self.matrix(name), self.scheme)
+        return np.asarray(self.tensors[name], dtype=np.float32)
+
+    def row(self, name: str, i: int) -> np.ndarray:
+        """Row ``i`` of a float32 matrix (e.g. one token's wte row), without the whole matrix."""
+        q, scale = self.matrix(name)
+        if self.scheme == "none":
+            return np.asarray(q[i], dtype=np.float32)
+        return quant.dequantize(q[i:i + 1], None if scale is None else scale[i:i + 1], self.scheme)[0]
+
+
+class LazyParams(Mapping):
+    """The float32 parameters of a Checkpoint, made when first asked for (issue 11).
+
+    ``Checkpoint.dequantized()`` turns every matrix into float32 at once (about 500 MB for
+    GPT-2 small, four times its int8 form); the page builds this instead, so a page whose model
+    runs on WebGPU (which uploads the quantized tensors) never holds float32 copies, and a
+    numpy page makes each matrix when a forward first reads it. Biases and layer norms are
+    float32 already and are handed out as stored.
+    """
+
+    def __init__(self, checkpoint: Checkpoint):
+        self.checkpoint = checkpoint
+        self._made: dict[str, np.ndarray] = {}
+        self._names = tuple(expected_shapes(checkpoint.config))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = self._made.get(name)
+        if value is None:
+            if name not in self._names:
+                raise KeyError(name)
+            value = self._made[name] = self.checkpoint.dequantize(name)
+        return value
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def made_bytes(self) -> int:
+        """Bytes of float32 copies made so far (views of stored float32 tensors count too)."""
+        return sum(v.nbytes for v in self._made.values())
 
 
 def quantize_params(params: dict[str, np.ndarray], config: GPTConfig, scheme: str,
@@ -105,23 +148,36 @@ def quantize_params(params: dict[str, np.ndarray], config: GPTConfig, scheme: st
     matrices = set(matrix_names(config))
     stored = {}
     for name, value in params.items():
-        if name in matrices and scheme != "none":
-            stored[name], stored[name + ".scale"] = quant.quantize(value, scheme, group)
-        else:
-            stored[name] = np.ascontiguousarray(value, dtype=np.float32)
+        stored.update(store_tensor(name, value, name in matrices, scheme, group))
     return stored
+
+
+def store_tensor(name: str, value: np.ndarray, matrix: bool, scheme: str,
+                 group: int = quant.DEFAULT_GROUP) -> dict[str, np.ndarray]:
+    """One float32 parameter -> the tensors stored for it: ``name`` (quantized when it is a
+    ``matrix`` and the scheme quantizes) and ``name.scale``; or ``name`` as float32."""
+    if matrix and scheme != "none":
+        q, scale = quant.quantize(value, scheme, group)
+        return {name: q, name + ".scale": scale}
+    return {name: np.ascontiguousarray(value, dtype=np.float32)}
 
 
 def check_params(params: dict[str, np.ndarray], config: GPTConfig) -> None:
     """Raise WeightsError unless params has exactly the float32 shapes the config implies."""
-    shapes = expected_shapes(config)
-    missing = sorted(set(shapes) - set(params))
-    extra = sorted(set(params) - set(shapes))
+    check_shapes({name: tuple(value.shape) for name, value in params.items()}, config)
+
+
+def check_shapes(shapes: dict[str, tuple[int, ...]], config: GPTConfig) -> None:
+    """Raise WeightsError unless ``shapes`` (name -> shape, Glassbox layout) names exactly the
+    parameters the config implies, each with its shape."""
+    want = expected_shapes(config)
+    missing = sorted(set(want) - set(shapes))
+    extra = sorted(set(shapes) - set(want))
     if missing or extra:
         raise WeightsError(f"parameters do not match the config: missing {missing[:5]}, unexpected {extra[:5]}")
-    for name, shape in shapes.items():
-        if tuple(params[name].shape) != shape:
-            raise WeightsError(f"{name} has shape {tuple(params[name].shape)}, expected {shape}")
+    for name, shape in want.items():
+        if tuple(shapes[name]) != shape:
+            raise WeightsError(f"{name} has shape {tuple(shapes[name])}, expected {shape}")
 
 
 def _split_for_shards(tensors: dict[str, np.ndarray], limit: int) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
@@ -159,19 +215,40 @@ def write_folder(path: str, config: GPTConfig, params: dict[str, np.ndarray], sc
                  max_shard_bytes: int = MAX_SHARD_BYTES) -> dict:
     """Quantize float32 ``params`` and write a model folder; return the manifest."""
     stored = quantize_params(params, config, scheme, group)
-    # Room for each shard's JSON header (a few KiB) under the limit.
-    pieces, split = _split_for_shards(stored, max_shard_bytes - 64 * 1024)
     os.makedirs(path, exist_ok=True)
-    shards = []
-    groups = _pack_shards(pieces, max_shard_bytes - 64 * 1024)
-    for i, tensors in enumerate(groups, 1):
-        data = safetensors.save(tensors, {"format": "pt"})
-        assert len(data) <= max_shard_bytes, (len(data), max_shard_bytes)
-        file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+    shards, split = [], {}
+    for file, data, split in shard_files(stored, max_shard_bytes):
         with open(os.path.join(path, file), "wb") as f:
             f.write(data)
         shards.append({"file": file, "bytes": len(data), "sha256": sha256_hex(data)})
-    manifest = {
+    manifest = make_manifest(config, scheme, group, tokenizer, shards, split, source)
+    with open(os.path.join(path, MANIFEST), "w") as f:
+        f.write(manifest_text(manifest))
+    return manifest
+
+
+def shard_files(stored: dict[str, np.ndarray], max_shard_bytes: int = MAX_SHARD_BYTES):
+    """Stored tensors (in the order they were produced) -> one (file name, bytes, split) per
+    shard, made one at a time; ``split`` is the manifest's list of tensors cut in pieces (the
+    same object each time). It empties ``stored`` and lets go of each shard's tensors once
+    that shard's bytes are made, so a caller that drops each shard's bytes (the page stores
+    them) holds the model about once, not twice."""
+    # Room for each shard's JSON header (a few KiB) under the limit.
+    pieces, split = _split_for_shards(stored, max_shard_bytes - 64 * 1024)
+    groups = _pack_shards(pieces, max_shard_bytes - 64 * 1024)
+    del pieces
+    stored.clear()  # each shard's tensors are released once its bytes exist (see the docstring)
+    for i in range(len(groups)):
+        tensors, groups[i] = groups[i], None
+        data = safetensors.save(tensors, {"format": "pt"})
+        del tensors
+        assert len(data) <= max_shard_bytes, (len(data), max_shard_bytes)
+        yield f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors", data, split
+
+
+def make_manifest(config: GPTConfig, scheme: str, group: int, tokenizer: dict, shards: list[dict],
+                  split: dict, source: dict | None = None) -> dict:
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
@@ -181,10 +258,11 @@ def write_folder(path: str, config: GPTConfig, params: dict[str, np.ndarray], sc
         "split": split,
         "source": source or {},
     }
-    with open(os.path.join(path, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-    return manifest
+
+
+def manifest_text(manifest: dict) -> str:
+    """manifest.json's text, exactly as the converter writes it."""
+    return json.dumps(manifest, indent=1) + "\n"
 
 
 def write_index(root: str) -> dict:
