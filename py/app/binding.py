@@ -19,6 +19,7 @@ import js
 from pyodide.ffi import create_proxy, to_js
 
 from .views.common import Heat, token_label
+from .views.controls import selector
 
 _TEX = re.compile(r'<span class="(tex(?: tex-display)?)" data-tex="([^"]*)" data-display="([01])">[^<]*</span>')
 ARROWS = {"ArrowUp": (-1, 0), "ArrowDown": (1, 0), "ArrowLeft": (0, -1), "ArrowRight": (0, 1),
@@ -136,39 +137,59 @@ class Binding:
     def set_state(self, state: str) -> None:
         self.page.set_state(state)
 
-    def _each(self, selector: str):
-        return self.document.querySelectorAll(selector)
+    def _each(self, name: str):
+        """The elements a controller names (views/controls.ELEMENTS; issue 10: controllers
+        write no selectors)."""
+        return self.document.querySelectorAll(selector(name))
 
-    def set_text(self, selector: str, text: str) -> None:
-        for element in self._each(selector):
+    def set_text(self, name: str, text: str) -> None:
+        for element in self._each(name):
             element.textContent = text
 
-    def set_value(self, selector: str, value: str) -> None:
-        for element in self._each(selector):
+    def set_value(self, name: str, value: str) -> None:
+        for element in self._each(name):
             element.value = value
 
-    def set_attr(self, selector: str, name: str, value: str) -> None:
-        for element in self._each(selector):
-            element.setAttribute(name, value)
+    def set_attr(self, name: str, attr: str, value: str) -> None:
+        for element in self._each(name):
+            element.setAttribute(attr, value)
 
-    def set_prop(self, selector: str, name: str, value) -> None:
-        for element in self._each(selector):
-            setattr(element, name, value)
+    def set_prop(self, name: str, prop: str, value) -> None:
+        for element in self._each(name):
+            setattr(element, prop, value)
 
-    def focus(self, selector: str) -> None:
-        element = self.document.querySelector(selector)
+    def focus(self, name: str) -> None:
+        element = self.document.querySelector(selector(name))
         if element is not None:
             element.focus(to_js({"preventScroll": True}, dict_converter=js.Object.fromEntries))
+
+    def reveal(self, name: str) -> None:
+        """Scroll the named element into view (smoothly unless reduced motion is asked for)."""
+        element = self.document.querySelector(selector(name))
+        if element is not None:
+            behavior = "auto" if self.reduced_motion() else "smooth"
+            element.scrollIntoView(to_js({"block": "start", "behavior": behavior}, dict_converter=js.Object.fromEntries))
+
+    def scroll_to_end(self, name: str) -> None:
+        for element in self._each(name):
+            element.scrollTop = element.scrollHeight
+
+    def store(self, key: str, value: str) -> None:
+        """Keep a value on this device (localStorage 'glassbox-KEY'); storage may be off."""
+        try:
+            self.window.localStorage.setItem(f"glassbox-{key}", value)
+        except Exception:  # noqa: BLE001  (private mode, quota: not kept, nothing breaks)
+            pass
 
     def reduced_motion(self) -> bool:
         return bool(self.window.matchMedia("(prefers-reduced-motion: reduce)").matches)
 
-    def open_details(self, selector: str) -> None:
-        for element in self._each(selector):
+    def open_details(self, name: str) -> None:
+        for element in self._each(name):
             element.open = True
 
-    def show_popover(self, selector: str) -> None:
-        element = self.document.querySelector(selector)
+    def show_popover(self, name: str) -> None:
+        element = self.document.querySelector(selector(name))
         if element is not None:
             try:
                 element.showPopover()
@@ -182,20 +203,21 @@ class Binding:
         except Exception:  # noqa: BLE001  (a browser without :popover-open)
             pass
 
-    def highlight(self, selector: str | None) -> None:
+    def highlight(self, name: str | None) -> None:
         if self._highlighted is not None:
             self._highlighted.removeAttribute("data-tour-active")
             self._highlighted = None
-        if not selector:
+        if not name:
             return
-        element = self.document.querySelector(selector)
+        element = self.document.querySelector(selector(name))
         if element is None:
             return
         element.setAttribute("data-tour-active", "true")
         self._highlighted = element
         behavior = "auto" if self.reduced_motion() else "smooth"
         tall = float(element.getBoundingClientRect().height) > 0.6 * float(self.window.innerHeight)
-        element.scrollIntoView(to_js({"block": "start" if tall else "center", "behavior": behavior},
+        narrow = float(self.window.innerWidth) <= 600  # the tour is a bottom sheet there: keep the target above it
+        element.scrollIntoView(to_js({"block": "start" if tall or narrow else "center", "behavior": behavior},
                                      dict_converter=js.Object.fromEntries))
 
     # ----- events -------------------------------------------------------------------------------
@@ -228,7 +250,7 @@ class Binding:
 
     def _on_input(self, event) -> None:
         element = event.target
-        if element.tagName == "INPUT" and element.hasAttribute("data-action"):
+        if element.tagName in ("INPUT", "TEXTAREA") and element.hasAttribute("data-action"):
             self._dispatch(element, str(element.value))
 
     def _on_keydown(self, event) -> None:

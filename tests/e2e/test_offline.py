@@ -271,6 +271,7 @@ def test_phone_viewport_light_mode_loads_predicts_and_switches(browser, site):
 
         # The switch (a tap) goes to full mode and remembers it.
         with page.expect_navigation(timeout=60_000):
+            page.tap("[data-testid=status-chip] summary")
             page.tap("[data-testid=mode-toggle]")
         assert settle(page) == "ready", error_text(page)
         assert page.evaluate("document.documentElement.dataset.mode") == "full"

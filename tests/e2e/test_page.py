@@ -108,12 +108,12 @@ def test_missing_runtime_file_shows_a_readable_error(open_page, site, artifacts)
 
 def test_python_exception_at_start_shows_a_readable_error(open_page):
     message, broken = boot_error(open_page, route=lambda c: c.route(
-        "**/py/app/controller.py",
-        lambda r: r.fulfill(status=200, body="raise RuntimeError('controller is broken')\n")))
+        "**/py/app/boot.py",
+        lambda r: r.fulfill(status=200, body="raise RuntimeError('boot is broken')\n")))
     try:
-        assert message == "Python error: RuntimeError: controller is broken"
+        assert message == "Python error: RuntimeError: boot is broken"
         details = broken.page.text_content("[data-testid=error-details]")
-        assert "/home/pyodide/py/app/controller.py" in details
+        assert "/home/pyodide/py/app/boot.py" in details
     finally:
         broken.page.context.close()
 

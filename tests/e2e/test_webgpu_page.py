@@ -37,7 +37,11 @@ def backend(page) -> tuple[str, str, str]:
 def test_the_page_runs_the_explainer_on_webgpu_and_says_so(app):
     assert backend(app.page)[:2] == ("webgpu", "ok"), backend(app.page)
     assert "WebGPU runs the model on" in backend(app.page)[2]
-    assert app.page.is_visible("[data-testid=backend-reason]")
+    app.page.click("[data-testid=status-chip] summary")  # the chip opens its details on demand
+    try:
+        assert app.page.is_visible("[data-testid=backend-reason]")
+    finally:
+        app.page.click("[data-testid=status-chip] summary")
     assert app.py("[type(explainer.runner).__name__, app.backend]") == ["WebGPURunner", "webgpu"]
 
 

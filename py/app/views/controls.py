@@ -22,14 +22,58 @@ EXAMPLES = (
     "In the beginning the Universe was created. This has made a lot of people very",
 )
 
-# Sections in page order: (slot, heading, tour anchor).
+# The detailed views the model map opens, in page order: (slot, heading).
 SECTIONS = (
-    ("overview", "Overview: from tokens to probabilities"),
     ("embedding", "Embedding: tokens to vectors"),
     ("attention", "Attention"),
     ("block", "Layer norm, MLP and residuals"),
     ("output", "Output: the next token"),
 )
+
+# The page elements controllers name (controllers never write selectors; binding.py looks
+# names up here). Besides these: "view:NAME" is a detailed view's section, "anchor:NAME"
+# the element with data-tour=NAME, "testid:NAME" the one with data-testid=NAME, "first-popover:NAME" the first weight popover whose id
+# ends in NAME inside the open views.
+ELEMENTS = {
+    "explainer": '[data-testid="explainer"]',
+    "prompt": "#prompt",
+    "run-status": '[data-testid="run-status"]',
+    "run-progress": '[data-testid="run-progress"]',
+    "run-buttons": '#run, #generate, #continuous, #resample, [data-testid="example"]',
+    "stop": "#stop",
+    "continuous": "#continuous",
+    "temperature-out": "#temperature-out",
+    "top-k-out": "#top-k-out",
+    "top-p-out": "#top-p-out",
+    "layer-select": "#layer-select",
+    "head-select": "#head-select",
+    "derivation": "#derivation",
+    "deriv-play": "#deriv-play",
+    "stage-count": '[data-testid="stage-count"]',
+    "console-output": '[data-testid="console-output"]',
+    "console-input": "#console-input",
+    "tour": '[data-testid="tour"]',
+    "tour-next": "#tour-next",
+    "map": '[data-slot="overview"]',
+    "mini-map": '[data-testid="mini-map"]',
+    "open-all": "#open-all",
+}
+
+
+def selector(name: str) -> str:
+    """The CSS selector of a page element named by a controller (see ELEMENTS)."""
+    kind, _, arg = name.partition(":")
+    if arg and kind == "view":
+        return f"#view-{arg}"
+    if arg and kind == "anchor":
+        return f'[data-tour="{arg}"]'
+    if arg and kind == "testid":
+        return f'[data-testid="{arg}"]'
+    if arg and kind == "first-popover":
+        return f'[data-open="true"] .weights-pop[id$="-{arg}"]'
+    if name in ELEMENTS:
+        return ELEMENTS[name]
+    raise ValueError(f"the page has no element named {name!r}")
 
 
 def _options(n: int, selected: int) -> str:
@@ -40,7 +84,9 @@ def _options(n: int, selected: int) -> str:
 
 def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: float = 0.8,
           top_k: int = 0, top_p: float = 0.95) -> str:
-    """The whole explainer's static HTML (written once per model)."""
+    """The whole explainer's static HTML (written once per model): the input card, the
+    sticky bar with the mini map, the model map's slot, the detailed views (closed until
+    the map opens one), the sampling controls and the console."""
     if not examples:
         raise ValueError("the input card needs at least one example prompt")
     L, H, V = config.n_layer, config.n_head, config.vocab_size
@@ -49,20 +95,21 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
         f'data-testid="example">{escape(e)}</button>'
         for i, e in enumerate(examples)
     )
-    slots = [
-        f'<section class="card view" id="view-{slot}" data-slot="{slot}" data-tour="{slot}" '
-        f'aria-label="{escape(title)}"><h2>{escape(title)}</h2><p class="muted">Run the model to fill this view.</p></section>'
+    slots = {
+        slot: f'<section class="card view" id="view-{slot}" data-tour="{slot}" data-open="false" '
+              f'aria-label="{escape(title)}"><div class="view-bar"><button type="button" class="back" '
+              f'data-action="close-view" data-view="{slot}" data-testid="close-view">← Back to the map</button></div>'
+              f'<div data-slot="{slot}"><h2>{escape(title)}</h2><p class="muted">Run the model to fill this view.</p></div></section>'
         for slot, title in SECTIONS
-    ]
-    sections_before, output_slot = "".join(slots[:-1]), slots[-1]
+    }
     return f"""
 <div class="explainer" data-testid="explainer">
   <section class="card input-card" id="view-input" data-tour="input" aria-labelledby="input-title">
-    <h2 id="input-title">Your text</h2>
+    <h2 id="input-title" class="visually-hidden">Your text</h2>
     <label class="field-label" for="prompt">Text for the model to continue
       <span class="muted">(Enter runs it; Shift+Enter starts a new line)</span></label>
     <div class="prompt-row">
-      <textarea id="prompt" data-testid="prompt" rows="2" spellcheck="false"
+      <textarea id="prompt" data-testid="prompt" data-action="prompt-edit" rows="2" spellcheck="false"
         autocomplete="off">{escape(text)}</textarea>
       <button type="button" class="primary" id="run" data-action="run" data-testid="run">Run</button>
     </div>
@@ -74,22 +121,29 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
       <button type="button" id="stop" data-action="stop" data-testid="stop" disabled>Stop</button>
       <button type="button" id="resample" data-action="resample" data-testid="resample">Sample again</button>
     </div>
+    <p class="run-progress" data-testid="run-progress" aria-live="polite"></p>
     <p class="run-status" data-testid="run-status" role="status" aria-live="polite"></p>
     <div data-slot="sequence" data-testid="sequence"></div>
   </section>
 
-  <nav class="navbar card" aria-label="Layer and head" data-tour="nav">
+  <nav class="navbar card" aria-label="Model map, layer and head" data-tour="nav">
+    <div class="mini-map-slot" data-slot="minimap"></div>
     <label>Layer <select id="layer-select" data-testid="layer-select" data-action="layer"
       aria-label="Layer (block) shown in every view">{_options(L, 0)}</select>
       <span class="muted of">of {L}</span></label>
     <label>Head <select id="head-select" data-testid="head-select" data-action="head"
       aria-label="Attention head shown in every view">{_options(H, 0)}</select>
       <span class="muted of">of {H}</span></label>
+    <button type="button" id="open-all" data-action="open-all" data-testid="open-all" aria-pressed="false"><span class="long">Every view</span><span class="short">All</span></button>
     <button type="button" id="tour-start" data-action="tour-start" data-testid="tour-start"><span class="long">Guided tour</span><span class="short">Tour</span></button>
-    <a class="skip" href="#view-console">Python console</a>
+    <a class="skip" href="#view-console" data-action="console-focus" data-testid="console-link">Python console</a>
   </nav>
 
-  {sections_before}
+  <section class="card map-card" id="view-overview" data-tour="overview" aria-label="The model map">
+    <div data-slot="overview"><p class="muted">The model map appears once the model has run.</p></div>
+  </section>
+
+  {slots["embedding"]}{slots["attention"]}{slots["block"]}
 
   <section class="card sampling" id="view-sampling" data-tour="sampling" aria-labelledby="sampling-title">
     <h2 id="sampling-title">Sampling</h2>
@@ -110,13 +164,14 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
     </div>
   </section>
 
-  {output_slot}
+  {slots["output"]}
 
   <section class="card console-card" id="view-console" data-tour="console" aria-labelledby="console-title">
     <h2 id="console-title">Python console</h2>
     <p class="muted">Python runs in this page: <code>trace</code>, <code>tokens</code>, <code>ids</code>,
       <code>model</code>, <code>dist</code> and <code>np</code> are ready to use, e.g.
-      <code>trace["h.0.att"][0].sum(axis=-1)</code>. Ctrl+Enter runs.</p>
+      <code>trace.keys()</code> or <code>trace["h.0.att"][0].sum(axis=-1)</code>; <code>help()</code> lists them.
+      Ctrl+Enter runs.</p>
     <label class="visually-hidden" for="console-input">Python code</label>
     <textarea id="console-input" data-testid="console-input" rows="3" spellcheck="false"
       autocomplete="off">trace["h.0.att"].shape, tokens[:3]</textarea>

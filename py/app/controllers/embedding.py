@@ -1,0 +1,17 @@
+"""The embedding view's controller: it follows the trace, no actions of its own."""
+
+from __future__ import annotations
+
+from ..views import embedding
+from .base import Controller
+
+
+class EmbeddingController(Controller):
+    name = "embedding"
+    slot = "embedding"
+
+    def view(self):
+        ex = self.ex
+        if ex.trace is None:
+            return None
+        return embedding.render(ex.trace, ex.tokens)

@@ -1,0 +1,45 @@
+"""Sampling: temperature, top-k, top-p and Sample again. Never runs the model: a change
+rebuilds the distribution from the last logits row and draws again."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..views.common import fmt
+from .base import Controller
+
+
+class SamplingController(Controller):
+    name = "sampling"
+    actions = {
+        "resample": lambda c, value, data: c.resample(),
+        "temperature": lambda c, value, data: c.set(temperature=value),
+        "top-k": lambda c, value, data: c.set(top_k=value or 0),
+        "top-p": lambda c, value, data: c.set(top_p=value),
+    }
+
+    def __init__(self, explainer):
+        super().__init__(explainer)
+        self.temperature, self.top_k, self.top_p = 0.8, 0, 0.95
+
+    def set(self, temperature=None, top_k=None, top_p=None) -> None:
+        t = self.temperature if temperature is None else float(temperature)
+        k = self.top_k if top_k is None else int(float(top_k or 0))
+        p = self.top_p if top_p is None else float(top_p)
+        t = min(max(t, 0.0), 3.0) if np.isfinite(t) else self.temperature
+        k = min(max(k, 0), self.ex.config.vocab_size)
+        p = min(max(p, 0.01), 1.0) if np.isfinite(p) else self.top_p
+        self.temperature, self.top_k, self.top_p = t, k, p
+        self.ui.set_text("temperature-out", "0 (greedy)" if t == 0 else fmt(t, 3))
+        self.ui.set_text("top-k-out", str(k) if k else "off")
+        self.ui.set_text("top-p-out", fmt(p, 3) if p < 1 else "1 (off)")
+        self.resample()
+
+    def resample(self) -> None:
+        ex = self.ex
+        if ex.trace is None or ex.run.busy:
+            return
+        ex.sample()
+        ex.update_namespace()
+        ex.run.render(), ex.output.render(), ex.map.render()
+        ex.run.status(f"Sampled ‘{ex.vocab[ex.sampled]}’ again from the same logits (the model did not run).")
