@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ..attention_lens import ACTIONS as LENS_ACTIONS, AttentionLens
 from ..views import attention
 from .base import Controller
 
@@ -21,6 +22,8 @@ class AttentionController(Controller):
         "deriv-step": lambda c, value, data: c.step(),
         "deriv-replay": lambda c, value, data: c.replay(),
         "deriv-all": lambda c, value, data: c.show_all_stages(),
+        # issue 10 item 2: colour scale, zoomed window, lines view (state in attention_lens.py)
+        **{name: (lambda c, value, data, name=name: c.lens_action(name, value, data)) for name in LENS_ACTIONS},
     }
 
     def __init__(self, explainer):
@@ -29,6 +32,7 @@ class AttentionController(Controller):
         self.deriv_open = False
         self.deriv_stage = 0
         self._player: asyncio.Task | None = None
+        self.lens = AttentionLens()  # issue 10 item 2
 
     def select_head(self, head: int) -> None:
         head = int(head)
@@ -52,7 +56,23 @@ class AttentionController(Controller):
                                  f"h.{l}.attn.c_proj.weight", f"attn_concat [{N}×{D}] · Wᵀ [{D}×{D}] + b → attn_proj [{N}×{D}]"),
         }
         return attention.render(ex.trace, ex.tokens, l, self.head, derivation_open=self.deriv_open,
-                                stage=self.deriv_stage, popovers=pops)
+                                stage=self.deriv_stage, popovers=pops, lens=self.lens)
+
+    def lens_action(self, action: str, value: str, data: dict) -> None:
+        """issue 10 item 2: a lens action, then the part of the view it changed."""
+        ex = self.ex
+        if ex.trace is None:
+            return
+        part = self.lens.handle(action, value, data, int(ex.ids.size), ex.config.n_head, self.head)
+        if part == "attention":
+            self.render()
+        elif part == "attention-matrix":
+            self.ui.show(part, attention.window_view(ex.trace[f"h.{ex.layer}.att"][self.head], ex.tokens, ex.layer,
+                                                      self.head, ex.trace.start, self.lens.origin, self.lens.scale))
+        elif part == "bertviz":
+            self.ui.show(part, attention.lines_view(ex.trace[f"h.{ex.layer}.att"], ex.tokens, ex.layer, self.head,
+                                                     heads=self.lens.heads, query=self.lens.query,
+                                                     scale=self.lens.scale, start=ex.trace.start))
 
     # ----- the derivation player -------------------------------------------------------------
     @property
@@ -73,6 +93,8 @@ class AttentionController(Controller):
     def _show_stage(self) -> None:
         self.ui.set_attr("derivation", "data-stage", str(self.deriv_stage))
         self.ui.set_text("stage-count", f"{self.deriv_stage} of {self.stages} stages shown")
+        if 0 < self.deriv_stage and (self.deriv_stage < self.stages or self._player is not None):  # issue 10 item 3: follow
+            self.ui.reveal(f"testid:stage-{attention.STAGES[self.deriv_stage - 1][0]}")
 
     def _set_playing(self, playing: bool) -> None:
         self.ui.set_attr("deriv-play", "aria-pressed", "true" if playing else "false")

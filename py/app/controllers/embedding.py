@@ -14,4 +14,5 @@ class EmbeddingController(Controller):
         ex = self.ex
         if ex.trace is None:
             return None
-        return embedding.render(ex.trace, ex.tokens)
+        token_bytes = [ex.model.tokenizer.token_bytes(i) for i in ex.ids]  # issue 10 item 7: group split characters
+        return embedding.render(ex.trace, ex.tokens, token_bytes)
