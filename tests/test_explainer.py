@@ -341,6 +341,9 @@ def test_explainer_flow(model):
         assert out == str((CONFIG.n_head, ex.ids.size, ex.ids.size))
         await run.submit("")
         assert "empty" in ex.error and ui.states[-1] == "ready"
+        await run.submit("日本")  # each character's bytes split over two tokens: grouped under it
+        html = ui.slots["sequence"].html
+        assert html.count('data-testid="char-group"') == 2 and "日" in html and "本" in html
         await run.submit("x " * 40)  # longer than the context (24): cut, and said so
         assert ex.ids.size == CONFIG.n_positions and ex.dropped > 0
         assert await run.generate() is False and "context is full" in ex.error
@@ -478,3 +481,27 @@ def test_boot_awaits_the_start_hook_before_ready():
     page = Page()
     assert not asyncio.run(Boot(page, no_gpu, start=broken).boot())
     assert ("fail", "Start-up failed: RuntimeError: no weights") in page.calls and "ready" not in page.calls
+
+
+def test_light_mode_computes_a_layer_only_when_it_is_selected(model):
+    from app import lightmode
+
+    ui = FakeUI()
+    ex = Explainer(ui, model, lightmode.LightRunner(model.params, model.config), seed=0, namespace={},
+                   run_code=run_code)
+    ex.mount()
+
+    async def go():
+        await ex.start()
+        with pytest.raises(KeyError, match="not computed"):
+            ex.trace["h.1.att"]  # reading never runs a block
+        ex.handle("layer", "2")
+        full = model.forward(ex.ids)
+        np.testing.assert_allclose(ex.trace["h.1.att"], full["h.1.att"], atol=ATOL)
+        await ex.run.generate_one()
+        assert ex.trace.viewed == 1  # the new trace holds the layer shown
+        ex.handle("layer", "1")
+        ex.run.discard()  # back to the trace from before, which viewed layer 2: it follows the view
+        assert ex.trace.viewed == 0 and "h.0.att" in ex.trace.tensors and "attention" in ui.slots
+
+    asyncio.run(go())

@@ -125,6 +125,9 @@ class Explainer:
         return self.run.runs
 
     def set_trace(self, trace) -> None:
+        prepare = getattr(self.runner, "view_layer", None)  # light mode: the trace must hold the layer shown
+        if prepare is not None:
+            prepare(trace, self.layer)
         self.trace = trace
         self.ids = np.asarray(trace.ids, dtype=np.int64)
         self.tokens = self.model.tokenizer.display(self.ids)

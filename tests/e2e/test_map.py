@@ -160,3 +160,35 @@ def test_first_screen_screenshots(app, viewport, artifacts):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         if os.environ.get("GLASSBOX_UPDATE_SCREENSHOT"):
             shutil.copy(path, docs / name)
+
+
+def test_the_tour_is_a_bottom_sheet_on_a_phone(app, viewport):
+    """At 360 px the tour card spans the bottom of the screen and its target starts above it."""
+    page = viewport(PHONE)
+    close_every_view(page)
+    page.get_by_test_id("tour-start").click()
+    try:
+        for _ in range(6):
+            tour = page.get_by_test_id("tour")
+            step = int(tour.get_attribute("data-step"))
+            page.wait_for_timeout(700)  # the smooth scroll to the target
+            sheet = box(page, "[data-testid=tour]")
+            target = box(page, "[data-tour-active]")
+            assert sheet["left"] <= 1 and sheet["right"] >= PHONE["width"] - 1 and sheet["bottom"] >= PHONE["height"] - 1
+            assert target["top"] < sheet["top"] - 20, (step, target, sheet)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+            page.get_by_test_id("tour-next").click()
+            page.wait_for_function(f"document.querySelector('[data-testid=tour]')?.dataset.step === '{step + 1}'")
+    finally:
+        page.get_by_test_id("tour-end").click()
+        close_every_view(page)
+
+
+def test_the_prompt_is_kept_for_the_next_visit(app):
+    page = app.page
+    page.get_by_test_id("prompt").fill("The module defines")
+    assert page.evaluate("localStorage.getItem('glassbox-prompt')") == "The module defines"
+    assert app.py("from app.main import stored_prompt; stored_prompt()") == "The module defines"
+    examples = page.eval_on_selector_all("[data-testid=example]", "els => els.map(e => e.textContent)")
+    assert examples == app.py("list(model.checkpoint.manifest['examples'])")  # the model folder's own
+    run_text(page, "The function returns")

@@ -52,7 +52,7 @@ def test_python_errors_come_back_with_the_traceback(app):
 
 def test_webgpu_adapter_is_found_and_named(app):
     assert app.page.get_attribute("html", "data-backend") == "webgpu"
-    shown = app.page.inner_text("[data-testid=adapter]")
+    shown = app.page.text_content("[data-testid=adapter]")  # inside the status chip, closed by default
     reported = app.page.evaluate("""async () => {
         const info = (await navigator.gpu.requestAdapter()).info;
         return {vendor: info.vendor, architecture: info.architecture};

@@ -118,7 +118,8 @@ class RunController(Controller):
             candidate = (int(ex.sampled), ex.vocab[ex.sampled], float(ex.dist.probs[ex.sampled]))
         return View(controls.sequence(
             ex.tokens, ex.ids, ex.config.n_positions, dropped=ex.dropped, pending=self.pending,
-            pending_prob=self.pending_prob, candidate=candidate, error=ex.error, generating=self.generating))
+            pending_prob=self.pending_prob, candidate=candidate, error=ex.error, generating=self.generating,
+            token_bytes=[ex.model.tokenizer.token_bytes(i) for i in ex.ids]))
 
     # ----- actions ---------------------------------------------------------------------------
     def remember(self, text: str) -> None:

@@ -11,7 +11,7 @@ from html import escape
 
 from glassbox.config import GPTConfig
 
-from .common import exact, fmt, token_label
+from .common import char_groups, exact, fmt, group_chips, token_label
 
 EXAMPLES = (
     "The quick brown fox jumps over the lazy",
@@ -115,11 +115,11 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
     </div>
     <div class="examples" role="group" aria-label="Example prompts"><span class="muted">Try:</span> {example_buttons}</div>
     <div class="actions" role="group" aria-label="Generation" data-tour="generate">
-      <button type="button" id="generate" data-action="generate" data-testid="generate">Generate one token</button>
+      <button type="button" id="generate" data-action="generate" data-testid="generate"><span class="long">Generate one token</span><span class="short">Generate 1</span></button>
       <button type="button" id="continuous" data-action="continuous" data-testid="continuous"
-        aria-pressed="false">Generate continuously</button>
+        aria-pressed="false"><span class="long">Generate continuously</span><span class="short">Continuous</span></button>
       <button type="button" id="stop" data-action="stop" data-testid="stop" disabled>Stop</button>
-      <button type="button" id="resample" data-action="resample" data-testid="resample">Sample again</button>
+      <button type="button" id="resample" data-action="resample" data-testid="resample"><span class="long">Sample again</span><span class="short">Resample</span></button>
     </div>
     <p class="run-progress" data-testid="run-progress" aria-live="polite"></p>
     <p class="run-status" data-testid="run-status" role="status" aria-live="polite"></p>
@@ -136,7 +136,7 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
       <span class="muted of">of {H}</span></label>
     <button type="button" id="open-all" data-action="open-all" data-testid="open-all" aria-pressed="false"><span class="long">Every view</span><span class="short">All</span></button>
     <button type="button" id="tour-start" data-action="tour-start" data-testid="tour-start"><span class="long">Guided tour</span><span class="short">Tour</span></button>
-    <a class="skip" href="#view-console" data-action="console-focus" data-testid="console-link">Python console</a>
+    <a class="skip" href="#console-input" data-action="console-focus" data-testid="console-link">Python console</a>
   </nav>
 
   <section class="card map-card" id="view-overview" data-tour="overview" aria-label="The model map">
@@ -192,8 +192,10 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
 
 def sequence(tokens: list[str], ids, context: int, *, dropped: int = 0, pending: bool = False,
              pending_prob: float | None = None, candidate: tuple[int, str, float] | None = None,
-             error: str = "", generating: bool = False) -> str:
-    """The tokens being explained, the count against the context, the pending token's buttons."""
+             error: str = "", generating: bool = False, token_bytes=None) -> str:
+    """The tokens being explained, the count against the context, the pending token's buttons.
+    With ``token_bytes`` (one ``bytes`` per token), tokens that split one character between
+    them are grouped under that character (views/common.char_groups)."""
     ids = [int(i) for i in ids]
     if len(tokens) != len(ids):
         raise ValueError(f"{len(tokens)} token labels for {len(ids)} ids")
@@ -214,6 +216,8 @@ def sequence(tokens: list[str], ids, context: int, *, dropped: int = 0, pending:
             f'data-token-id="{tid}"><span class="tok-text">{escape(token_label(label))}</span>'
             f'<span class="tok-id">{tid}</span></li>'
         )
+    if token_bytes is not None:
+        chips = group_chips(chips, char_groups(token_bytes))
     if candidate is not None and not generating:
         cid, clabel, cprob = candidate
         chips.append(

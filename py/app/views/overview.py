@@ -185,8 +185,8 @@ def render(trace: Trace, tokens, dist: Distribution, vocab, layer: int, opened: 
     note = f" Showing the last {MAX_TOKENS} of {n} tokens." if first else ""
     html = f"""
 <div class="map-head"><h2>The model</h2>
-<p class="muted small">Your {n} tokens flow left to right through the embedding and {L} blocks (attention, then MLP) to the
-next-token probabilities.<span class="long"> A ribbon's width is that token's share of the vector length, from this run.</span>
+<p class="muted small"><span class="lead">Your {n} tokens flow left to right through the embedding and {L} blocks (attention,
+then MLP) to the next-token probabilities.</span><span class="long"> A ribbon's width is that token's share of the vector length, from this run.</span>
 <strong>Click a part to open it.</strong>{note}</p></div>
 <div class="sankey-wrap" data-tour="sankey" data-testid="model-map">{"".join(parts)}</div>
 {math_panel("overview", cfg, n)}
