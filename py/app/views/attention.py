@@ -367,7 +367,7 @@ def stage_pictures(key: str, head: int, q, k, v, scores, scaled, masked, att, ou
     h_s = signed_heat(f"{key}.anim.s", "scores", scores, labels, s_scale)
     h_s2 = signed_heat(f"{key}.anim.s2", "scaled", scaled, labels, s_scale)
     h_m = signed_heat(f"{key}.anim.m", "masked", np.where(future, 0, scaled), labels, s_scale)
-    h_m.rgba[future] = MASKED_RGBA
+    h_m.rgba[future] = (0x8A, 0x93, 0xA5, 255)  # darker than MASKED_RGBA: the wipe must read on pale scores
     h_a = prob_heat(f"{key}.anim.a", "att", att, labels, labels, mask=future)
     v_scale = max(robust_scale(v), robust_scale(out))
     h_v = signed_heat(f"{key}.anim.v", "V", v, labels, v_scale)
@@ -403,7 +403,7 @@ def stage_pictures(key: str, head: int, q, k, v, scores, scaled, masked, att, ou
         '<figure class="anim-pic anim-times-v" aria-hidden="true">'
         f'<div class="anim-row">{_anim_canvas(h_row, "row")}<span class="anim-label">a[{i}]</span></div>'
         '<span class="anim-op">×</span>'
-        f'<div class="anim-stack anim-v">{_anim_canvas(h_v, "v")}<span class="sweep-row"></span>'
+        f'<div><div class="anim-stack anim-v">{_anim_canvas(h_v, "v")}<span class="sweep-row"></span></div>'
         f'<span class="anim-label">V [{n}×{K}]</span></div>'
         '<span class="anim-op">→</span>'
         f'<div class="anim-out">{_anim_canvas(h_o, "o")}<span class="anim-label">output row {i}</span></div></figure>',
