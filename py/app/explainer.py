@@ -15,8 +15,8 @@ rows are joined onto the trace (``runner.append_rows``), which equals a full re-
 the model is causal. Sampling-option changes rebuild the Distribution from
 ``trace.logits[-1]`` and draw again: they never run the model (``runs`` counts model runs).
 
-Adding a view: a view module (``views/<name>.py``), a controller (``controllers/<name>.py``)
-and one line in CONTROLLERS below.
+Adding a view: a view module (``views/<name>.py``), a controller (``controllers/<name>.py``),
+one line in CONTROLLERS below and one in ``views/controls.SECTIONS`` (see controllers/__init__).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ PAGE_ATOL, PAGE_RTOL = 1e-4, 1e-3
 def backend(page) -> tuple[str, str, str]:
     """(data-backend, the reason's data-cause, the reason's text)."""
     reason = page.locator("[data-testid=backend-reason]")
-    return (page.get_attribute("html", "data-backend"), reason.get_attribute("data-cause"), reason.inner_text())
+    return (page.get_attribute("html", "data-backend"), reason.get_attribute("data-cause"), reason.text_content())  # in the status chip
 
 
 def test_the_page_runs_the_explainer_on_webgpu_and_says_so(app):

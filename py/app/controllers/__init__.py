@@ -7,7 +7,10 @@ page elements by the names in ``views/controls.py``'s ELEMENTS table, never by s
 (``data-action`` values) to functions ``(controller, value, data)``; the explainer builds
 one dispatch table from every controller's.
 
-Adding a view: write ``views/<name>.py`` (trace in, View out), a controller here with
-``slot = "<name>"`` and a ``view()`` that calls it, and add the controller class to
-``explainer.CONTROLLERS``. The map part that opens it goes in ``views/overview.PARTS``.
+Adding a view: write ``views/<name>.py`` (trace in, View out); a controller here with
+``name = slot = "<name>"``, a ``view()`` that calls it and its ``actions``; add the class to
+``explainer.CONTROLLERS`` and ``("<name>", "Heading")`` to ``views/controls.SECTIONS`` (its
+closed section on the page, which ``explainer.map.open_view("<name>")`` and *Every view*
+open). A map part that should open it maps its ``data-part`` to the view in
+``controllers/map.part_target``.
 """

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from ..views import overview
 from ..views.common import View
+from ..views.controls import SECTIONS
 from .base import Controller
 
-VIEWS = ("embedding", "attention", "block", "output")  # the detailed views the map opens
+VIEWS = tuple(slot for slot, _ in SECTIONS)  # the detailed views the map opens (views/controls.SECTIONS)
 
 
 def part_target(part: str, n_layer: int) -> tuple[str, int | None]:

@@ -22,7 +22,8 @@ EXAMPLES = (
     "In the beginning the Universe was created. This has made a lot of people very",
 )
 
-# The detailed views the model map opens, in page order: (slot, heading).
+# The detailed views, in page order: (slot, heading). Each gets a section, closed until the
+# map (or "Every view") opens it; the output's comes after the sampling controls.
 SECTIONS = (
     ("embedding", "Embedding: tokens to vectors"),
     ("attention", "Attention"),
@@ -143,7 +144,7 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
     <div data-slot="overview"><p class="muted">The model map appears once the model has run.</p></div>
   </section>
 
-  {slots["embedding"]}{slots["attention"]}{slots["block"]}
+  {"".join(html for slot, html in slots.items() if slot != "output")}
 
   <section class="card sampling" id="view-sampling" data-tour="sampling" aria-labelledby="sampling-title">
     <h2 id="sampling-title">Sampling</h2>
