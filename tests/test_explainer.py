@@ -505,3 +505,42 @@ def test_light_mode_computes_a_layer_only_when_it_is_selected(model):
         assert ex.trace.viewed == 0 and "h.0.att" in ex.trace.tensors and "attention" in ui.slots
 
     asyncio.run(go())
+
+
+def test_a_new_view_is_a_controller_and_two_lines(model, monkeypatch):
+    """The extension step other views follow: a view function, a controller, one line in
+    explainer.CONTROLLERS and one in controls.SECTIONS."""
+    from app import explainer as explainer_module
+    from app.controllers import map as map_module
+    from app.controllers.base import Controller
+    from app.views import controls
+    from app.views.common import View
+
+    class NormsController(Controller):
+        name = slot = "norms"
+        actions = {"norms-scale": lambda c, value, data: c.set_scale(float(value))}
+        scale = 1.0
+
+        def set_scale(self, scale):
+            self.scale = scale
+            self.render()
+
+        def view(self):
+            if self.ex.trace is None:
+                return None
+            norms = np.linalg.norm(self.ex.trace["emb"], axis=-1) * self.scale
+            return View(f'<p data-testid="norms">{" ".join(f"{v:.3f}" for v in norms)}</p>')
+
+    monkeypatch.setattr(explainer_module, "CONTROLLERS", explainer_module.CONTROLLERS + (NormsController,))
+    monkeypatch.setattr(controls, "SECTIONS", controls.SECTIONS + (("norms", "Vector lengths"),))
+    monkeypatch.setattr(map_module, "VIEWS", tuple(slot for slot, _ in controls.SECTIONS))
+    ui = FakeUI()
+    ex = Explainer(ui, model, seed=0, namespace={}, run_code=run_code)
+    ex.mount()
+    assert 'id="view-norms"' in ui.frame and 'data-slot="norms"' in ui.frame
+    asyncio.run(ex.start())
+    assert 'data-testid="norms"' in ui.slots["norms"].html
+    ex.handle("norms-scale", "2")
+    assert ex.norms.scale == 2.0
+    ex.map.open_view("norms")
+    assert ui.attrs[("view:norms", "data-open")] == "true" and ui.revealed[-1] == "view:norms"
