@@ -162,7 +162,9 @@ def test_attention_lens_actions():
         lens.handle("attn-select", "100,2", {}, 100, 4, 0)
     assert lens.handle("bv-head", "", {"head": "2"}, 100, 4, 1) == "bertviz" and lens.heads == {1, 2}
     lens.handle("bv-head", "", {"head": "1"}, 100, 4, 1)
-    assert lens.heads == {2}
+    assert lens.heads == {2} and lens.visible_heads(1) == {2}
+    assert lens.visible_heads(3) == {2, 3}  # another head picked: the lines start from it too
+    assert AttentionLens().visible_heads(0) is None
     assert lens.handle("bv-token", "", {"index": "7"}, 100, 4, 1) == "bertviz" and lens.query == 7
     lens.handle("bv-token", "", {"index": "-1"}, 100, 4, 1)
     assert lens.query is None

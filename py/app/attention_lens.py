@@ -7,8 +7,9 @@ its zoomed window, "bertviz": the lines view), or None when nothing changed.
 * colour scale of the matrices and lines: ``attention.SCALES`` (linear, per row, log);
 * the zoomed window's origin (first query, first key), None = the last positions; a tap or
   click on the whole matrix moves it onto that cell;
-* the lines view's visible heads (None = the selected head only) and its query (None = the
-  default: every query for short inputs, else the last token).
+* the lines view's visible heads (None = the selected head only; picking another head adds it
+  to the toggled set, so the lines always start from the head being explained) and its query
+  (None = the default: every query for short inputs, else the last token).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ class AttentionLens:
     selected: tuple[int, int] | None = None  # (query, key) indices last picked on the matrix
     heads: frozenset[int] | None = None
     query: int | None = None
+    toggled_at: int | None = None  # the selected head when heads were last toggled
+
+    def visible_heads(self, head: int) -> frozenset[int] | None:
+        """The lines view's heads when ``head`` is the selected one (None: just that head)."""
+        if self.heads is None:
+            return None
+        return self.heads if head == self.toggled_at else self.heads | {head}
 
     def handle(self, action: str, value: str, data: dict, n: int, n_head: int, head: int) -> str | None:
         """One action; ``n`` tokens in the trace, ``n_head`` heads, ``head`` the selected one."""
@@ -49,9 +57,9 @@ class AttentionLens:
             h = int(data["head"])
             if not 0 <= h < n_head:
                 raise ValueError(f"head {h + 1} does not exist (the model has {n_head})")
-            shown = set(self.heads) if self.heads is not None else {head}
+            shown = set(self.visible_heads(head) or {head})
             shown ^= {h}
-            self.heads = frozenset(shown)
+            self.heads, self.toggled_at = frozenset(shown), head
             return "bertviz"
         if action == "bv-token":
             i = int(data.get("index", -1))

@@ -254,6 +254,13 @@ class Binding:
                 and (element is None or element == target):
             self._read_cell(event, tapped=True)  # a tap reads the cell under the finger
             return
+        if element is None and target.closest("svg") is not None:
+            # SVG pictures (the map's ribbons, histogram bars) say what they are in a <title>,
+            # which a mouse shows on hover but a finger never sees: a tap shows it as a tooltip.
+            title = target.querySelector(":scope > title")
+            if title is not None:
+                self.show_tooltip(str(title.textContent), float(event.clientX), float(event.clientY))
+                return
         if element is None or element.tagName in ("SELECT", "INPUT", "TEXTAREA"):
             return
         action = str(element.getAttribute("data-action"))
@@ -408,6 +415,9 @@ class Binding:
             mark.style.top = f"{row * height:.1f}px"
             mark.style.height = f"{max(height, 2):.1f}px"
             mark.hidden = not 0 <= row < rows
+            box = mark.closest(".map-body")  # a long map scrolls in its box: bring the row into it
+            if box is not None and not mark.hidden:
+                box.scrollTop = max(0.0, row * height - float(box.clientHeight) / 2)
         if qk is not None:
             for cls, pos in (("qlabel", qk[0]), ("klabel", qk[1])):
                 for label in self._each_css(f'svg[data-grid] .{cls}[data-{cls[0]}="{pos}"]'):

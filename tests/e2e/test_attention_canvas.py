@@ -163,6 +163,18 @@ def test_a_tap_on_an_attention_cell_reads_that_cell_and_moves_the_window(app, re
     text = page.get_by_test_id("tooltip").inner_text()
     assert "token 5" in text and f"dim {D // 2}" in text, text
     assert page.get_by_test_id("tooltip").get_attribute("data-q") is None
+    # The model map's ribbons say what they are in an SVG <title>: a tap shows it.
+    page.get_by_test_id("model-map").scroll_into_view_if_needed()
+    found = page.evaluate("""() => {
+        for (const r of document.querySelectorAll('[data-testid=model-map] path.ribbon')) {
+          const b = r.getBoundingClientRect(), x = b.left + b.width / 2, y = b.top + b.height / 2;
+          const title = r.querySelector(':scope > title');
+          if (title && document.elementFromPoint(x, y) === r) return [x, y, title.textContent];
+        }
+        return null; }""")
+    assert found, "no ribbon of the map is on top at its middle"
+    tap(page, found[0], found[1])
+    assert page.get_by_test_id("tooltip").inner_text() == found[2]
 
 
 def test_lines_view_toggles_heads_and_follows_a_query(app, ref):

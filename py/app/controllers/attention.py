@@ -71,7 +71,7 @@ class AttentionController(Controller):
                                                       self.head, ex.trace.start, self.lens.origin, self.lens.scale))
         elif part == "bertviz":
             self.ui.show(part, attention.lines_view(ex.trace[f"h.{ex.layer}.att"], ex.tokens, ex.layer, self.head,
-                                                     heads=self.lens.heads, query=self.lens.query,
+                                                     heads=self.lens.visible_heads(self.head), query=self.lens.query,
                                                      scale=self.lens.scale, start=ex.trace.start))
 
     # ----- the derivation player -------------------------------------------------------------

@@ -473,7 +473,8 @@ def render(trace: Trace, tokens, layer: int, head: int, *, derivation_open: bool
     pops = popovers or {}
     matrix = window_view(att[head], tokens, layer, head, trace.start, getattr(lens, "origin", None), scale)
     heats.extend(matrix.heats)
-    lines = lines_view(att, tokens, layer, head, heads=getattr(lens, "heads", None), query=getattr(lens, "query", None),
+    lines = lines_view(att, tokens, layer, head, heads=lens.visible_heads(head) if lens is not None else None,
+                       query=getattr(lens, "query", None),
                        scale=scale, start=trace.start)
 
     # The derivation, stage by stage, with one worked cell per stage.
