@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from app.console import Console, run_code, to_json
-from app.controller import App
+from app.boot import Boot
 from app.views import adapter as adapter_view
 from app.webgpu import AdapterInfo, probe_adapter
 
@@ -52,7 +52,7 @@ class FakePage:
 
 def boot(probe):
     page = FakePage()
-    app = App(page, probe)
+    app = Boot(page, probe)
     ok = asyncio.run(app.boot())
     return ok, page, app
 

@@ -66,7 +66,7 @@ def test_panel_runs_every_experiment(model):
         return ui.slots["experiments"]
 
     async def go():
-        await explainer.submit(CLEAN)
+        await explainer.run.submit(CLEAN)
         html = ui.slots["experiments"]
         assert 'data-testid="exp-lens-run"' in html and "exp-lens-cell" not in html
         exp = explainer.experiments
@@ -130,7 +130,7 @@ def test_panel_runs_every_experiment(model):
         assert set(tensors) == set(all_names(C)) | {"logits", "ids"} and meta["text"] == CLEAN
         np.testing.assert_array_equal(tensors["h.2.att"], trace["h.2.att"])
 
-        await explainer.submit("Once upon a time")  # new tokens: results dropped, settings kept
+        await explainer.run.submit("Once upon a time")  # new tokens: results dropped, settings kept
         html = ui.slots["experiments"]
         assert exp.lens is None and exp.patching is None and exp.heads == [(0, 1), (3, 2)]
         assert "exp-lens-cell" not in html and exp.corrupt_text == CORRUPT

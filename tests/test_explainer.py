@@ -25,6 +25,7 @@ from app.console import run_code
 from app.explainer import Explainer
 from app.views import attention, block, embedding, mathtex, output, overview, tour, weights
 from app.views.common import diverging, robust_scale, viridis
+from app.views.controls import selector
 
 VOCAB = Path(__file__).resolve().parents[1] / "vendor" / "gpt2"
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, n_positions=24, vocab_size=50257)
@@ -190,16 +191,17 @@ def test_output_rows_are_the_distribution(model, trace):
 def test_overview_and_math_and_tour(model, trace):
     tokens = tokens_of(model, trace)
     vocab = model.tokenizer.display(range(CONFIG.vocab_size))
-    view = overview.render(trace, tokens, distribution(trace.logits[-1]), vocab, 1)
+    view = overview.render(trace, tokens, distribution(trace.logits[-1], top_k=3), vocab, 1)
     assert view.html.count('data-testid="sankey-block"') == CONFIG.n_layer
-    assert view.html.count('class="ribbon"') >= trace.ids.size * (CONFIG.n_layer + 2)
+    assert view.html.count('class="ribbon"') >= trace.ids.size * (2 * CONFIG.n_layer + 2)
+    assert view.html.count('class="node pred"') == 3  # top-k 3: the filtered tokens (0%) are not drawn
+    assert 'class="node pred other"' not in view.html
     for section in ("overview", "embedding", "attention", "block", "output"):
         assert 'class="tex' in mathtex.panel(section, CONFIG, 5)
     assert "pre-norm" in mathtex.NOTATION
-    assert len(tour.STEPS) >= 12
-    assert 'data-testid="tour-next"' in tour.render(0)
+    assert 'data-testid="tour-next"' in tour.render(0, config=CONFIG, n=3)
     with pytest.raises(ValueError):
-        tour.render(len(tour.STEPS))
+        tour.render(len(tour.STEPS), config=CONFIG, n=3)
 
 
 def test_weight_downsampling_keeps_the_largest_magnitude():
@@ -221,8 +223,11 @@ def test_weight_downsampling_keeps_the_largest_magnitude():
 
 # ----- the controller with a fake page ------------------------------------------------------------
 class FakeUI:
+    """The page as the controllers see it; every element name must be one the page knows."""
+
     def __init__(self):
         self.slots, self.states, self.values, self.texts, self.attrs = {}, [], {}, {}, {}
+        self.stored, self.revealed, self.focused = {}, [], []
         self.reduced = False
 
     def show_frame(self, html):
@@ -234,17 +239,17 @@ class FakeUI:
     def set_state(self, state):
         self.states.append(state)
 
-    def set_text(self, selector, text):
-        self.texts[selector] = text
+    def set_text(self, name, text):
+        self.texts[selector(name) and name] = text
 
-    def set_value(self, selector, value):
-        self.values[selector] = value
+    def set_value(self, name, value):
+        self.values[selector(name) and name] = value
 
-    def set_attr(self, selector, name, value):
-        self.attrs[(selector, name)] = value
+    def set_attr(self, name, attr, value):
+        self.attrs[(selector(name) and name, attr)] = value
 
-    def set_prop(self, selector, name, value):
-        self.attrs[(selector, name)] = value
+    def set_prop(self, name, prop, value):
+        self.attrs[(selector(name) and name, prop)] = value
 
     def reduced_motion(self):
         return self.reduced
@@ -252,82 +257,195 @@ class FakeUI:
     def hide_popovers(self):
         pass
 
-    def open_details(self, selector):
-        pass
+    def open_details(self, name):
+        selector(name)
 
-    def show_popover(self, selector):
-        pass
+    def show_popover(self, name):
+        selector(name)
 
-    def highlight(self, selector):
-        self.highlighted = selector
+    def highlight(self, name):
+        self.highlighted = name and selector(name) and name
 
-    def focus(self, selector):
-        pass
+    def focus(self, name):
+        self.focused.append(selector(name) and name)
+
+    def reveal(self, name):
+        self.revealed.append(selector(name) and name)
+
+    def scroll_to_end(self, name):
+        selector(name)
+
+    def store(self, key, value):
+        self.stored[key] = value
 
 
 def test_explainer_flow(model):
     ui = FakeUI()
     ex = Explainer(ui, model, seed=0, namespace={}, run_code=run_code)
     ex.mount()
-    for testid in ("prompt", "generate", "temperature", "top-k", "top-p", "layer-select", "head-select"):
+    for testid in ("prompt", "generate", "temperature", "top-k", "top-p", "layer-select", "head-select",
+                   "run-progress", "console-link", "open-all"):
         assert f'data-testid="{testid}"' in ui.frame
     assert ui.frame.count('data-testid="example"') >= 5
+    run, att = ex.run, ex.attention
 
     async def go():
         await ex.start()
         assert ui.states == []  # the boot owns the page state during the first run
-        assert {"sequence", "overview", "embedding", "attention", "block", "output"} <= set(ui.slots)
+        assert {"sequence", "overview", "minimap", "embedding", "attention", "block", "output"} <= set(ui.slots)
+        assert ui.stored["prompt"] == ex.text  # the prompt survives a reload
         n = ex.ids.size
         np.testing.assert_allclose(ex.trace.logits, model.forward(ex.ids).logits, atol=1e-5)
         runs = ex.runs
-        ex.set_sampling(temperature=0)
+        ex.sampling.set(temperature=0)
         assert ex.runs == runs and ex.sampled == int(np.argmax(ex.trace.logits[-1]))
-        await ex.generate_one()
+        assert "did not run" in ui.texts["run-status"]
+        await run.generate_one()
         assert ui.states[-2:] == ["busy", "ready"]
-        assert ex.ids.size == n + 1 and ex.pending and ex.runs == runs + 1
+        assert ex.ids.size == n + 1 and run.pending and ex.runs == runs + 1
         full = model.forward(ex.ids)
         np.testing.assert_allclose(ex.trace["h.1.att"], full["h.1.att"], atol=ATOL)
-        ex.discard()
-        assert ex.ids.size == n and not ex.pending and ex.runs == runs + 1
-        await ex.generate_one()
-        ex.accept()
-        assert ui.values["#prompt"] == model.tokenizer.decode(ex.ids)
-        await ex.generate_continuously(limit=3)
-        assert ex.ids.size == n + 4 and not ex.generating
-        ex.select_layer(1), ex.select_head(1)
-        assert ui.values["#layer-select"] == "2" and ui.values["#head-select"] == "2"
+        run.discard()
+        assert ex.ids.size == n and not run.pending and ex.runs == runs + 1
+        assert "Discarded" in ui.texts["run-status"] and f"{n} tokens" in ui.texts["run-status"]
+        await run.generate_one()
+        run.accept()
+        assert ui.values["prompt"] == model.tokenizer.decode(ex.ids)
+        await run.generate_continuously(limit=3)
+        assert ex.ids.size == n + 4 and not run.generating
+        assert ui.attrs[("run-buttons", "disabled")] is False and ui.attrs[("stop", "disabled")] is True
+        ex.handle("layer", "2"), ex.handle("head", "", {"head": "1"})
+        assert ui.values["layer-select"] == "2" and ui.values["head-select"] == "2" and ex.layer == 1
         with pytest.raises(ValueError):
             ex.select_layer(CONFIG.n_layer)
+        with pytest.raises(ValueError):
+            ex.handle("no-such-action")
         ui.reduced = True
-        ex.toggle_derivation(True)
-        assert ex.deriv_stage == len(attention.STAGES)
-        ex.replay()
-        assert ex.deriv_stage == len(attention.STAGES)
+        att.toggle_derivation(True)
+        assert att.deriv_stage == len(attention.STAGES)
+        att.replay()
+        assert att.deriv_stage == len(attention.STAGES)
         ui.reduced = False
-        ex.toggle_derivation(False)
-        ex.toggle_derivation(True)
+        att.toggle_derivation(False)
+        att.toggle_derivation(True)
         await asyncio.sleep(0)
-        assert ex.deriv_stage == 1
-        ex.step()
-        assert ex.deriv_stage == 2
-        ex.toggle_derivation(False)
+        assert att.deriv_stage == 1
+        att.step()
+        assert att.deriv_stage == 2
+        att.toggle_derivation(False)
         for i in range(len(tour.STEPS)):
-            ex.tour_go(i)
+            ex.tour.go(i)
             assert ui.highlighted == tour.STEPS[i].target
-        ex.tour_go(None)
-        out = await ex.console_run('trace["h.0.att"].shape')
+        ex.tour.go(None)
+        out = await ex.console.run('trace["h.0.att"].shape')
         assert out == str((CONFIG.n_head, ex.ids.size, ex.ids.size))
-        await ex.submit("")
+        await run.submit("")
         assert "empty" in ex.error and ui.states[-1] == "ready"
-        await ex.submit("x " * 40)  # longer than the context (24): cut, and said so
+        await run.submit("日本")  # each character's bytes split over two tokens: grouped under it
+        html = ui.slots["sequence"].html
+        assert html.count('data-testid="char-group"') == 2 and "日" in html and "本" in html
+        await run.submit("x " * 40)  # longer than the context (24): cut, and said so
         assert ex.ids.size == CONFIG.n_positions and ex.dropped > 0
-        assert await ex.generate() is False and "context is full" in ex.error
+        assert await run.generate() is False and "context is full" in ex.error
 
     asyncio.run(go())
 
 
+def test_busy_state_disables_the_run_actions(model):
+    """While a run is in flight: run buttons disabled, Stop enabled, progress says what runs,
+    and a second run is refused."""
+    ui = FakeUI()
+    seen = []
+
+    class SlowRunner(runners.ReferenceRunner):
+        async def run(self, ids):
+            seen.append((ui.attrs.get(("run-buttons", "disabled")), ui.attrs.get(("stop", "disabled")),
+                         ui.states[-1] if ui.states else None))
+            before = ex.runs
+            assert ex.handle("run", "another") is not None
+            trace = await super().run(ids)
+            assert ex.runs == before  # the second run was refused while this one ran
+            return trace
+
+    ex = Explainer(ui, model, seed=0, namespace={}, run_code=run_code)
+    ex.runner = SlowRunner(ex.params, ex.config, step=ex.run.progress)
+    ex.mount()
+
+    async def go():
+        await ex.run.submit("The function returns")
+        await asyncio.sleep(0)
+        assert seen == [(True, False, "busy")] and ex.runs == 1
+        assert ui.attrs[("run-buttons", "disabled")] is False and ui.states[-1] == "ready"
+        assert ui.texts["run-progress"] == "" and ui.texts["run-status"].startswith("Ran ")
+
+    asyncio.run(go())
+    progress = []
+    ui.set_text = lambda name, text: progress.append(text) if name == "run-progress" else None
+    asyncio.run(ex.run.submit("def f"))
+    assert f"Block {CONFIG.n_layer} of {CONFIG.n_layer}…" in progress and progress[-1] == ""
+
+
+def test_map_opens_parts_and_every_action_has_a_controller(model):
+    ui = FakeUI()
+    ex = Explainer(ui, model, seed=0, namespace={}, run_code=run_code)
+    ex.mount()
+    asyncio.run(ex.start())
+    html = ui.slots["overview"].html
+    assert 'data-testid="model-map"' in html
+    parts = set(re.findall(r'data-part="([^"]+)"', html))
+    assert parts == {"tokens", "embedding", "output"} | {f"block-{b}-{p}" for b in range(CONFIG.n_layer)
+                                                         for p in ("attention", "mlp")}
+    for view in ("embedding", "attention", "block", "output"):
+        assert f'data-action="close-view" data-view="{view}"' in ui.frame
+    ex.handle("open-part", "", {"part": "block-1-mlp"})
+    assert ex.layer == 1 and ex.map.open == ["block"] and ui.attrs[("view:block", "data-open")] == "true"
+    assert ui.revealed[-1] == "view:block"
+    assert 'data-part="block-1-mlp" aria-pressed="true"' in ui.slots["minimap"].html
+    ex.handle("close-view", "", {"view": "block"})
+    assert ex.map.open == [] and ui.revealed[-1] == "map"
+    with pytest.raises(ValueError):
+        ex.handle("open-part", "", {"part": f"block-{CONFIG.n_layer}-mlp"})
+    ex.handle("open-all")
+    assert set(ex.map.open) == {"embedding", "attention", "block", "factors", "output", "experiments"}
+    # every data-action the page writes has a handler
+    written = set(re.findall(r'data-action="([^"]+)"', ui.frame + "".join(v.html for v in ui.slots.values())))
+    handled = {a for a in written if a in ex.actions or any(a.startswith(p) for p in ex.panels)}
+    assert written == handled, written - handled
+
+
+def test_console_prints_tracebacks_and_help(model):
+    ui = FakeUI()
+    ex = Explainer(ui, model, seed=0, namespace={}, run_code=run_code)
+    ex.mount()
+    asyncio.run(ex.start())
+    out = asyncio.run(ex.console.run('print("x"); 1 + 1'))
+    assert out == "x\n2"
+    out = asyncio.run(ex.console.run("def f():\n    return 1 / 0\nf()"))
+    assert out.startswith("Traceback") and "ZeroDivisionError" in out and "return 1 / 0" in out
+    assert "console.py" not in out and "run_code" not in out  # the console's own frames left out
+    assert asyncio.run(ex.console.run("len(trace.keys()) == len(trace)")) == "True"
+    listing = asyncio.run(ex.console.run("help()"))
+    for name in ("trace", "tokens", "ids", "model", "dist", "np", "explainer"):
+        assert f"\n  {name} " in listing
+    assert ex.console.entries[-1].startswith(">>> help()")
+    ex.console.clear()
+    assert ui.texts["console-output"] == ""
+
+
+def test_tour_is_a_textbook_with_the_models_sizes(model):
+    assert len(tour.STEPS) >= 20
+    html = tour.render(8, config=CONFIG, n=7)
+    assert f"{CONFIG.n_head} heads of {CONFIG.head_size}" in html
+    for step in tour.STEPS:
+        selector(step.target)
+        step.text.format(**tour.sizes(CONFIG, 5))  # every size it names exists
+        for what in step.opens:
+            kind, _, arg = what.partition(":")
+            assert kind in ("view", "derivation", "details", "popover"), what
+
+
 def test_boot_awaits_the_start_hook_before_ready():
-    from app.controller import App
+    from app.boot import Boot
 
     class Page:
         def __init__(self):
@@ -355,12 +473,75 @@ def test_boot_awaits_the_start_hook_before_ready():
         page.calls.append("start")
 
     page = Page()
-    assert asyncio.run(App(page, no_gpu, start=start).boot())
+    assert asyncio.run(Boot(page, no_gpu, start=start).boot())
     assert page.calls.index("start") < page.calls.index("ready")
 
     async def broken(app):
         raise RuntimeError("no weights")
 
     page = Page()
-    assert not asyncio.run(App(page, no_gpu, start=broken).boot())
+    assert not asyncio.run(Boot(page, no_gpu, start=broken).boot())
     assert ("fail", "Start-up failed: RuntimeError: no weights") in page.calls and "ready" not in page.calls
+
+
+def test_light_mode_computes_a_layer_only_when_it_is_selected(model):
+    from app import lightmode
+
+    ui = FakeUI()
+    ex = Explainer(ui, model, lightmode.LightRunner(model.params, model.config), seed=0, namespace={},
+                   run_code=run_code)
+    ex.mount()
+
+    async def go():
+        await ex.start()
+        with pytest.raises(KeyError, match="not computed"):
+            ex.trace["h.1.att"]  # reading never runs a block
+        ex.handle("layer", "2")
+        full = model.forward(ex.ids)
+        np.testing.assert_allclose(ex.trace["h.1.att"], full["h.1.att"], atol=ATOL)
+        await ex.run.generate_one()
+        assert ex.trace.viewed == 1  # the new trace holds the layer shown
+        ex.handle("layer", "1")
+        ex.run.discard()  # back to the trace from before, which viewed layer 2: it follows the view
+        assert ex.trace.viewed == 0 and "h.0.att" in ex.trace.tensors and "attention" in ui.slots
+
+    asyncio.run(go())
+
+
+def test_a_new_view_is_a_controller_and_two_lines(model, monkeypatch):
+    """The extension step other views follow: a view function, a controller, one line in
+    explainer.CONTROLLERS and one in controls.SECTIONS."""
+    from app import explainer as explainer_module
+    from app.controllers import map as map_module
+    from app.controllers.base import Controller
+    from app.views import controls
+    from app.views.common import View
+
+    class NormsController(Controller):
+        name = slot = "norms"
+        actions = {"norms-scale": lambda c, value, data: c.set_scale(float(value))}
+        scale = 1.0
+
+        def set_scale(self, scale):
+            self.scale = scale
+            self.render()
+
+        def view(self):
+            if self.ex.trace is None:
+                return None
+            norms = np.linalg.norm(self.ex.trace["emb"], axis=-1) * self.scale
+            return View(f'<p data-testid="norms">{" ".join(f"{v:.3f}" for v in norms)}</p>')
+
+    monkeypatch.setattr(explainer_module, "CONTROLLERS", explainer_module.CONTROLLERS + (NormsController,))
+    monkeypatch.setattr(controls, "SECTIONS", controls.SECTIONS + (("norms", "Vector lengths"),))
+    monkeypatch.setattr(map_module, "VIEWS", tuple(slot for slot, _ in controls.SECTIONS))
+    ui = FakeUI()
+    ex = Explainer(ui, model, seed=0, namespace={}, run_code=run_code)
+    ex.mount()
+    assert 'id="view-norms"' in ui.frame and 'data-slot="norms"' in ui.frame
+    asyncio.run(ex.start())
+    assert 'data-testid="norms"' in ui.slots["norms"].html
+    ex.handle("norms-scale", "2")
+    assert ex.norms.scale == 2.0
+    ex.map.open_view("norms")
+    assert ui.attrs[("view:norms", "data-open")] == "true" and ui.revealed[-1] == "view:norms"

@@ -201,7 +201,7 @@ def test_panel_flow_with_a_fake_page(mini):
         ex = Explainer(ui, model)
         ex.factors._load = load
         ex.mount()
-        await ex.submit(TEXT)
+        await ex.run.submit(TEXT)
         assert 'data-testid="factors-intro"' in ui.slots["factors"].html
         for slot, stream in (("embedding", 0), ("attention", 1), ("block", 1)):
             assert f'data-action="factors-open" data-stream="{stream}"' in ui.slots[slot].html

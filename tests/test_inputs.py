@@ -473,17 +473,17 @@ def test_explainer_never_samples_with_a_refused_value():
     ex.mount()
     asyncio.run(ex.start())
     ex.handle("top-k", "40")
-    assert ex.top_k == 40 and ex.dist.top_k == 40 and ui["set_prop", "#sampling-message", "hidden"] is True
+    assert ex.sampling.top_k == 40 and ex.dist.top_k == 40 and ui["set_prop", "sampling-message", "hidden"] is True
     runs = ex.runs
     for raw in ("2.5", "", "abc", "nan"):
         ex.handle("top-k", raw)
-        assert ex.top_k == 40 and ex.dist.top_k == 40  # refused: the label's value still rules
-        assert ui["set_prop", "#sampling-message", "hidden"] is False and "whole number" in ui["set_text", "#sampling-message"]
-        assert ui["set_attr", "#top-k", "aria-invalid"] == "true" and ui["set_text", "#top-k-out"] == "40"
+        assert ex.sampling.top_k == 40 and ex.dist.top_k == 40  # refused: the label's value still rules
+        assert ui["set_prop", "sampling-message", "hidden"] is False and "whole number" in ui["set_text", "sampling-message"]
+        assert ui["set_attr", "top-k", "aria-invalid"] == "true" and ui["set_text", "top-k-out"] == "40"
     ex.handle("top-k", "-3")
-    assert ex.top_k == 0 and ui["set_value", "#top-k"] == "0" and ui["set_text", "#top-k-out"] == "off"
+    assert ex.sampling.top_k == 0 and ui["set_value", "top-k"] == "0" and ui["set_text", "top-k-out"] == "off"
     ex.handle("temperature", "9")
-    assert ex.temperature == 3.0 and ui["set_value", "#temperature"] == "3.0" and "set to 3" in ui["set_text", "#sampling-message"]
+    assert ex.sampling.temperature == 3.0 and ui["set_value", "temperature"] == "3.0" and "set to 3" in ui["set_text", "sampling-message"]
     ex.handle("top-p", "0.5")
-    assert ex.top_p == 0.5 and ui["set_prop", "#sampling-message", "hidden"] is True
+    assert ex.sampling.top_p == 0.5 and ui["set_prop", "sampling-message", "hidden"] is True
     assert ex.runs == runs  # re-sampling never runs the model

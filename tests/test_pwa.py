@@ -215,7 +215,11 @@ def test_light_runner_keeps_one_layer_and_recomputes_others_exactly():
         for short in lightmode.SUMMARY_NAMES:
             assert layer_name(layer, short) in trace.tensors
     np.testing.assert_allclose(trace.logits, full.logits, rtol=1e-5, atol=1e-6)  # logits in row chunks
+    with pytest.raises(KeyError, match="not computed"):
+        trace["h.2.att"]  # reading never computes: selecting a layer does (runner.view_layer)
+    assert trace.viewed == 0
     for layer in (2, 1, 0):
+        runner.view_layer(trace, layer)
         for short in LAYER_NAMES:
             name = layer_name(layer, short)
             assert name in trace
@@ -223,7 +227,7 @@ def test_light_runner_keeps_one_layer_and_recomputes_others_exactly():
         assert trace.viewed == layer
         assert {n.split(".")[1] for n in trace.tensors if n.endswith(".att")} == {str(layer)}
     assert runner.layer == 0
-    trace["h.2.q"]
+    runner.view_layer(trace, 2)
     assert runner.layer == 2 and "h.2.att" in asyncio.run(runner.run(ids)).tensors  # next run: the viewed layer
     assert not hasattr(runner, "extend"), "no KV cache: generation re-runs the sequence"
     with pytest.raises(KeyError):

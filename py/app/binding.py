@@ -5,9 +5,13 @@
   numpy RGBA buffer, and keeps the map's values for hover.
 * One delegated listener per event type on the explainer's root turns clicks, changes and
   key presses on ``[data-action]`` elements into ``Explainer.handle(action, value, data)``.
-* Hover and keyboard reading of maps: pointer moves over a ``canvas[data-heat]`` or an
-  attention cell show a tooltip with the exact value; a focused map or matrix moves a
-  cursor with the arrow keys and announces each cell in a live region.
+* Hover, tap and keyboard reading of maps: a pointer over (or a tap on) a ``canvas[data-heat]``
+  or an attention cell shows a tooltip with the exact value (the cell under the pointer is
+  found from the canvas's on-screen box, so CSS scaling and device pixel ratio do not matter);
+  a tooltip about an attention cell carries ``data-q``/``data-k``, and the cell's query and
+  key rows light up in the Q and K maps; a focused map or matrix moves a cursor with the
+  arrow keys and announces each cell in a live region. A tap on a canvas with a
+  ``data-action`` also sends that action with the cell as "row,col".
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import js
 from pyodide.ffi import create_once_callable, create_proxy, to_js
 
 from .views.common import Heat, token_label
+from .views.controls import selector
 
 _TEX = re.compile(r'<span class="(tex(?: tex-display)?)" data-tex="([^"]*)" data-display="([01])">[^<]*</span>')
 ARROWS = {"ArrowUp": (-1, 0), "ArrowDown": (1, 0), "ArrowLeft": (0, -1), "ArrowRight": (0, 1),
@@ -112,17 +117,29 @@ class Binding:
             self.heats.pop(key, None)
         keys = []
         for heat in view.heats:
-            canvas = element.querySelector(f'canvas[data-heat="{heat.key}"]')
-            if canvas is None:
+            canvases = element.querySelectorAll(f'canvas[data-heat="{heat.key}"]')
+            if not canvases.length:
                 continue
-            self.paint(canvas, heat)
+            for canvas in canvases:  # one map may be drawn in more than one place
+                self.paint(canvas, heat)
             self.heats[heat.key] = heat
             keys.append(heat.key)
         self.slot_heats[slot] = keys
+        for box in element.querySelectorAll("[data-keep-in-view]"):
+            self._scroll_to_selected(box)
         if active_id:
             again = self.document.getElementById(active_id)
             if again is not None:
                 again.focus()
+
+    def _scroll_to_selected(self, box) -> None:
+        """Scroll a box (not the page) so that its selected item (``.on``) is in the middle."""
+        chosen = box.querySelector('[aria-pressed="true"]')
+        if chosen is None:
+            return
+        inner, outer = chosen.getBoundingClientRect(), box.getBoundingClientRect()
+        middle = float(inner.top) - float(outer.top) + float(box.scrollTop) + float(inner.height) / 2
+        box.scrollTop = max(0.0, middle - float(box.clientHeight) / 2)
 
     def paint(self, canvas, heat: Heat) -> None:
         """All of a map's pixels in one call: numpy RGBA -> ImageData -> canvas."""
@@ -136,27 +153,29 @@ class Binding:
     def set_state(self, state: str) -> None:
         self.page.set_state(state)
 
-    def _each(self, selector: str):
-        return self.document.querySelectorAll(selector)
+    def _each(self, name: str):
+        """The elements a controller names (views/controls.ELEMENTS; issue 10: controllers
+        write no selectors)."""
+        return self.document.querySelectorAll(selector(name))
 
-    def set_text(self, selector: str, text: str) -> None:
-        for element in self._each(selector):
+    def set_text(self, name: str, text: str) -> None:
+        for element in self._each(name):
             element.textContent = text
 
-    def set_value(self, selector: str, value: str) -> None:
-        for element in self._each(selector):
+    def set_value(self, name: str, value: str) -> None:
+        for element in self._each(name):
             element.value = value
 
-    def set_attr(self, selector: str, name: str, value: str) -> None:
-        for element in self._each(selector):
-            element.setAttribute(name, value)
+    def set_attr(self, name: str, attr: str, value: str) -> None:
+        for element in self._each(name):
+            element.setAttribute(attr, value)
 
-    def set_prop(self, selector: str, name: str, value) -> None:
-        for element in self._each(selector):
-            setattr(element, name, value)
+    def set_prop(self, name: str, prop: str, value) -> None:
+        for element in self._each(name):
+            setattr(element, prop, value)
 
-    def focus(self, selector: str) -> None:
-        element = self.document.querySelector(selector)
+    def focus(self, name: str) -> None:
+        element = self.document.querySelector(selector(name))
         if element is not None:
             element.focus(to_js({"preventScroll": True}, dict_converter=js.Object.fromEntries))
 
@@ -173,15 +192,33 @@ class Binding:
         link.remove()
         self.window.setTimeout(create_once_callable(lambda: js.URL.revokeObjectURL(url)), 10_000)
 
+    def reveal(self, name: str) -> None:
+        """Scroll the named element into view (smoothly unless reduced motion is asked for)."""
+        element = self.document.querySelector(selector(name))
+        if element is not None:
+            behavior = "auto" if self.reduced_motion() else "smooth"
+            element.scrollIntoView(to_js({"block": "start", "behavior": behavior}, dict_converter=js.Object.fromEntries))
+
+    def scroll_to_end(self, name: str) -> None:
+        for element in self._each(name):
+            element.scrollTop = element.scrollHeight
+
+    def store(self, key: str, value: str) -> None:
+        """Keep a value on this device (localStorage 'glassbox-KEY'); storage may be off."""
+        try:
+            self.window.localStorage.setItem(f"glassbox-{key}", value)
+        except Exception:  # noqa: BLE001  (private mode, quota: not kept, nothing breaks)
+            pass
+
     def reduced_motion(self) -> bool:
         return bool(self.window.matchMedia("(prefers-reduced-motion: reduce)").matches)
 
-    def open_details(self, selector: str) -> None:
-        for element in self._each(selector):
+    def open_details(self, name: str) -> None:
+        for element in self._each(name):
             element.open = True
 
-    def show_popover(self, selector: str) -> None:
-        element = self.document.querySelector(selector)
+    def show_popover(self, name: str) -> None:
+        element = self.document.querySelector(selector(name))
         if element is not None:
             try:
                 element.showPopover()
@@ -190,25 +227,26 @@ class Binding:
 
     def hide_popovers(self) -> None:
         try:
-            for element in self._each(".weights-pop:popover-open"):
+            for element in self._each_css(".weights-pop:popover-open"):
                 element.hidePopover()
         except Exception:  # noqa: BLE001  (a browser without :popover-open)
             pass
 
-    def highlight(self, selector: str | None) -> None:
+    def highlight(self, name: str | None) -> None:
         if self._highlighted is not None:
             self._highlighted.removeAttribute("data-tour-active")
             self._highlighted = None
-        if not selector:
+        if not name:
             return
-        element = self.document.querySelector(selector)
+        element = self.document.querySelector(selector(name))
         if element is None:
             return
         element.setAttribute("data-tour-active", "true")
         self._highlighted = element
         behavior = "auto" if self.reduced_motion() else "smooth"
         tall = float(element.getBoundingClientRect().height) > 0.6 * float(self.window.innerHeight)
-        element.scrollIntoView(to_js({"block": "start" if tall else "center", "behavior": behavior},
+        narrow = float(self.window.innerWidth) <= 600  # the tour is a bottom sheet there: keep the target above it
+        element.scrollIntoView(to_js({"block": "start" if tall or narrow else "center", "behavior": behavior},
                                      dict_converter=js.Object.fromEntries))
 
     # ----- events -------------------------------------------------------------------------------
@@ -223,7 +261,19 @@ class Binding:
             self.explainer._fail(exc)
 
     def _on_click(self, event) -> None:
-        element = event.target.closest("[data-action]")
+        target = event.target
+        element = target.closest("[data-action]")
+        if (target.matches("canvas[data-heat]") or target.matches('[data-testid="attention-cell"]')) \
+                and (element is None or element == target):
+            self._read_cell(event, tapped=True)  # a tap reads the cell under the finger
+            return
+        if element is None and target.closest("svg") is not None:
+            # SVG pictures (the map's ribbons, histogram bars) say what they are in a <title>,
+            # which a mouse shows on hover but a finger never sees: a tap shows it as a tooltip.
+            title = target.querySelector(":scope > title")
+            if title is not None:
+                self.show_tooltip(str(title.textContent), float(event.clientX), float(event.clientY))
+                return
         if element is None or element.tagName in ("SELECT", "INPUT", "TEXTAREA"):
             return
         action = str(element.getAttribute("data-action"))
@@ -241,7 +291,7 @@ class Binding:
 
     def _on_input(self, event) -> None:
         element = event.target
-        if element.tagName == "INPUT" and element.hasAttribute("data-action"):
+        if element.tagName in ("INPUT", "TEXTAREA") and element.hasAttribute("data-action"):
             self._dispatch(element, str(element.value))
 
     def _on_keydown(self, event) -> None:
@@ -264,6 +314,13 @@ class Binding:
             event.preventDefault()
             self._move_cursor(target, *ARROWS[key])
             return
+        if key == "Enter" and target.matches("canvas[data-heat][data-action]"):
+            key_name = str(target.getAttribute("data-heat"))
+            if key_name in self.heats:
+                event.preventDefault()
+                r, c = self.cursors.get(key_name, (0, 0))
+                self._dispatch(target, f"{r},{c}")
+            return
         if key in ("Enter", " ") and target.hasAttribute("data-action") and target.getAttribute("role") == "button" \
                 and target.tagName not in ("BUTTON", "A"):
             event.preventDefault()
@@ -273,11 +330,17 @@ class Binding:
     def _tooltip(self):
         return self.document.getElementById("tooltip")
 
-    def show_tooltip(self, text: str, x: float, y: float) -> None:
+    def show_tooltip(self, text: str, x: float, y: float, qk: tuple[int, int] | None = None) -> None:
         tip = self._tooltip()
         if tip is None:
             return
         tip.textContent = text
+        if qk is None:
+            tip.removeAttribute("data-q")
+            tip.removeAttribute("data-k")
+        else:
+            tip.setAttribute("data-q", str(qk[0]))
+            tip.setAttribute("data-k", str(qk[1]))
         tip.hidden = False
         width = float(self.window.innerWidth)
         tip_w = float(tip.offsetWidth)
@@ -313,23 +376,85 @@ class Binding:
             return f"query {q} ‘{qt}’ → key {k} ‘{kt}’: masked (a future token), weight 0"
         return f"query {q} ‘{qt}’ → key {k} ‘{kt}’: attention {value:.5g}"
 
-    def _on_pointer(self, event) -> None:
+    def _heat_cell(self, canvas, heat: Heat, x: float, y: float) -> tuple[int, int]:
+        """The (row, col) of a heat map under viewport point (x, y): from the canvas's box on
+        screen (its CSS size, borders excluded), whatever its pixel size or the device's ratio."""
+        rows, cols = heat.shape
+        rect = canvas.getBoundingClientRect()
+        left = float(rect.left) + float(canvas.clientLeft)
+        top = float(rect.top) + float(canvas.clientTop)
+        w, h = float(canvas.clientWidth) or 1.0, float(canvas.clientHeight) or 1.0
+        c = min(cols - 1, max(0, int((x - left) / w * cols)))
+        r = min(rows - 1, max(0, int((y - top) / h * rows)))
+        return r, c
+
+    def _read_cell(self, event, tapped: bool = False) -> None:
+        """Tooltip (and Q/K row marks) for the map cell or attention cell under the pointer."""
         target = event.target
+        x, y = float(event.clientX), float(event.clientY)
         if target.matches("canvas[data-heat]"):
             heat = self.heats.get(str(target.getAttribute("data-heat")))
             if heat is None:
                 return
-            rows, cols = heat.shape
-            w, h = float(target.clientWidth) or 1.0, float(target.clientHeight) or 1.0
-            c = min(cols - 1, max(0, int(float(event.offsetX) / w * cols)))
-            r = min(rows - 1, max(0, int(float(event.offsetY) / h * rows)))
-            self.show_tooltip(heat.describe(r, c), float(event.clientX), float(event.clientY))
+            r, c = self._heat_cell(target, heat, x, y)
+            if tapped and target.hasAttribute("data-action"):
+                self._dispatch(target, f"{r},{c}")  # may redraw the window; the marks follow
+            qk = heat.cell_qk(r, c)
+            self.show_tooltip(heat.describe(r, c), x, y, qk)
+            self._mark(qk if heat.marks else None)
         elif target.matches('[data-testid="attention-cell"]'):
-            self.show_tooltip(self._cell_text(target), float(event.clientX), float(event.clientY))
+            qk = (int(target.getAttribute("data-q")), int(target.getAttribute("data-k")))
+            self.show_tooltip(self._cell_text(target), x, y, qk)
+            self._mark(qk)
+
+    def _mark(self, qk: tuple[int, int] | None) -> None:
+        """Light up the query's row in the Q map and the key's row in the K map (and their
+        labels in the zoomed window); None clears the marks."""
+        for old in self._each_css(".qlabel.hl, .klabel.hl"):
+            old.classList.remove("hl")
+        for kind in ("q", "k"):
+            mark = self.document.querySelector(f'[data-mark="{kind}"]')
+            if mark is None:
+                continue
+            canvas = mark.parentElement.querySelector("canvas[data-heat]")
+            heat = self.heats.get(str(canvas.getAttribute("data-heat"))) if canvas is not None else None
+            if qk is None or heat is None:
+                mark.hidden = True
+                continue
+            start = self.explainer.trace.start if self.explainer.trace is not None else 0
+            row = (qk[0] if kind == "q" else qk[1]) - start
+            rows = heat.shape[0]
+            height = float(canvas.clientHeight) / max(rows, 1)
+            mark.style.top = f"{row * height:.1f}px"
+            mark.style.height = f"{max(height, 2):.1f}px"
+            mark.hidden = not 0 <= row < rows
+            box = mark.closest(".map-body")  # a long map scrolls in its box: bring the row into it
+            if box is not None and not mark.hidden:
+                box.scrollTop = max(0.0, row * height - float(box.clientHeight) / 2)
+        if qk is not None:
+            for cls, pos in (("qlabel", qk[0]), ("klabel", qk[1])):
+                for label in self._each_css(f'svg[data-grid] .{cls}[data-{cls[0]}="{pos}"]'):
+                    label.classList.add("hl")
+            tokens = self.explainer.tokens
+            start = self.explainer.trace.start if self.explainer.trace is not None else 0
+            qt, kt = (token_label(tokens[p - start]) if 0 <= p - start < len(tokens) else "" for p in qk)
+            for line in self._each_css('[data-testid="attention-selection"]'):
+                line.textContent = (f"Query {qk[0]} ‘{qt}’ reads key {qk[1]} ‘{kt}’: their rows are marked in the "
+                                    f"Q and K maps above.")
+
+    def _each_css(self, css: str):
+        return self.document.querySelectorAll(css)
+
+    def _on_pointer(self, event) -> None:
+        target = event.target
+        if target.matches("canvas[data-heat]") or target.matches('[data-testid="attention-cell"]'):
+            self._read_cell(event)
         elif not target.matches("#tooltip"):
             self.hide_tooltip()
 
     def _on_leave(self, event) -> None:
+        if str(getattr(event, "pointerType", "")) == "touch":
+            return  # a finger lifting is not a pointer leaving: keep the tapped cell's tooltip
         self.hide_tooltip()
 
     def _on_focus(self, event) -> None:
@@ -369,14 +494,18 @@ class Binding:
                 cursor.style.width = f"{max(cw, 3) + 4:.1f}px"
                 cursor.style.height = f"{max(ch, 3) + 4:.1f}px"
             text = heat.describe(r, c)
-            self.show_tooltip(text, x + cw, y + ch)
+            qk = heat.cell_qk(r, c)
+            self.show_tooltip(text, x + cw, y + ch, qk)
+            self._mark(qk if heat.marks else None)
             self._announce(text)
             return
-        # the attention matrix: cells are elements
-        n, q0 = int(target.getAttribute("data-n")), int(target.getAttribute("data-q0"))
+        # the zoomed window of the attention matrix: cells are elements (absolute positions)
+        start = int(target.getAttribute("data-start"))
+        r0, c0 = start + int(target.getAttribute("data-r0")), start + int(target.getAttribute("data-c0"))
+        r1, c1 = r0 + int(target.getAttribute("data-rows")) - 1, c0 + int(target.getAttribute("data-cols")) - 1
         key = f"grid.{target.getAttribute('data-layer')}.{target.getAttribute('data-head')}"
-        q, k = self.cursors.get(key, (n - 1, q0))
-        q, k = min(max(q + dr, q0), n - 1), min(max(k + dc, q0), n - 1)
+        q, k = self.cursors.get(key, (r1, c0))
+        q, k = min(max(q + dr, r0), r1), min(max(k + dc, c0), c1)
         self.cursors[key] = (q, k)
         cell = target.querySelector(f'[data-q="{q}"][data-k="{k}"]')
         if cell is None:
@@ -388,5 +517,6 @@ class Binding:
             mark.setAttribute("visibility", "visible")
         rect = cell.getBoundingClientRect()
         text = self._cell_text(cell)
-        self.show_tooltip(text, float(rect.right), float(rect.bottom))
+        self.show_tooltip(text, float(rect.right), float(rect.bottom), (q, k))
+        self._mark((q, k))
         self._announce(text)

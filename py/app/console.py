@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import linecache
 import traceback
 
 FILENAME = "<glassbox_py>"
@@ -18,6 +19,8 @@ FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
 async def run_code(code: str, namespace: dict):
     """Execute code in namespace; return the value of its last expression (else None)."""
+    # Tracebacks quote the code's own lines (the latest snippet's, as an interactive console does).
+    linecache.cache[FILENAME] = (len(code), None, code.splitlines(True), FILENAME)
     tree = ast.parse(code, FILENAME, "exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .controller import BACKENDS, STATES
+from .boot import BACKENDS, STATES
 
 
 class Page:

@@ -109,7 +109,7 @@ class ExperimentsController:
         if not self.ids:
             return
         self.x.ui.show(view.SLOT, View(view.render(self.panel())))
-        self.x.ui.set_attr(f'[data-slot="{view.SLOT}"]', "data-exp-runs", str(self.runs))
+        self.x.ui.set_attr("experiments", "data-exp-runs", str(self.runs))
 
     # ----- experiments ------------------------------------------------------------------------------
     def run_lens(self) -> None:
@@ -183,7 +183,7 @@ class ExperimentsController:
                 last = time.perf_counter()
                 for done, total in steps:
                     if time.perf_counter() - last > YIELD_SECONDS:
-                        self.x.ui.set_text('[data-testid="exp-status"]', f"{label}… {done} of {total} re-runs")
+                        self.x.ui.set_text("exp-status", f"{label}… {done} of {total} re-runs")
                         await asyncio.sleep(0)
                         last = time.perf_counter()
             self.status = ""
@@ -214,7 +214,7 @@ class ExperimentsController:
             self.x.ui.download(name, text.encode("utf-8"), "text/csv")
             return None
         if action == "exp-download-trace":
-            return self.x._spawn(self._compute("Preparing the trace", self._download_trace))
+            return self.x.spawn(self._compute("Preparing the trace", self._download_trace))
         work = {
             "exp-lens": ("Running the logit lens", self.run_lens),
             "exp-head": ("Ablating", lambda: (self._toggle(int(data["layer"]), int(data["head"])), self.run_ablation())),
@@ -227,7 +227,7 @@ class ExperimentsController:
         }.get(action)
         if work is None:
             raise ValueError(f"unknown experiments action {action!r}")
-        return self.x._spawn(self._compute(*work))
+        return self.x.spawn(self._compute(*work))
 
     def _toggle(self, layer: int, head: int) -> None:
         if not (0 <= layer < self.config.n_layer and 0 <= head < self.config.n_head):

@@ -52,14 +52,14 @@ class FactorsController:
     def handle(self, action: str, value: str = "", data: dict | None = None):
         data = data or {}
         if action == "factors-open":
-            return self.owner._spawn(self.open_at(int(data["stream"]), int(data["position"])))
+            return self.owner.spawn(self.open_at(int(data["stream"]), int(data["position"])))
         if action == "factors-stream":
-            return self.owner._spawn(self.open_at(int(data["stream"]), self.position))
+            return self.owner.spawn(self.open_at(int(data["stream"]), self.position))
         if action == "factors-select":
             self.selected = int(data["factor"])
             self.render()
         elif action == "factors-attribute":
-            return self.owner._spawn(self.attribute(int(data["factor"])))
+            return self.owner.spawn(self.attribute(int(data["factor"])))
         elif action == "factors-search":
             self.query = value
             if self.dictionary is not None:
@@ -84,6 +84,7 @@ class FactorsController:
         if trace is None:
             return
         self.open, self.stream, self.position = True, int(stream), int(position)
+        self.owner.map.open_view("factors")  # the panel is a detailed view: open it in place
         self.occlusion = None
         try:
             d = await self.ensure_dictionary()
@@ -93,7 +94,7 @@ class FactorsController:
             self.coding = None
             self.status = f"The factors cannot be shown: {type(exc).__name__}: {exc}"
         self.render()
-        self.owner.ui.focus("#factors-title")
+        self.owner.ui.focus("factors-title")
 
     def refresh(self) -> None:
         """After a new run: recode the same layer and token, or close when the token is gone."""
@@ -122,7 +123,7 @@ class FactorsController:
                            f"{OCCLUSION_MAX - 1} (this is token {self.position}).")
             self.render()
             return
-        self.owner.ui.set_text('[data-testid="run-status"]', f"Occlusion: re-running without each of "
+        self.owner.ui.set_text("run-status", f"Occlusion: re-running without each of "
                                f"{self.position + 1} tokens…")
         await asyncio.sleep(0)
         d, stream, position = self.dictionary, self.stream, self.position
@@ -137,7 +138,7 @@ class FactorsController:
             self.status = ""
         except Exception as exc:  # noqa: BLE001  (shown in the panel)
             self.status = f"Occlusion failed: {type(exc).__name__}: {exc}"
-        self.owner.ui.set_text('[data-testid="run-status"]', "")
+        self.owner.ui.set_text("run-status", "")
         self.render()
 
     # ----- drawing ------------------------------------------------------------------------------

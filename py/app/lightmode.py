@@ -14,10 +14,11 @@ and draws the choice on the page.
 Light mode loads the q4 weights (weights/mini -> weights/mini-q4, 40% fewer bytes; generally
 ``<default>-q4`` where weights/index.json lists it) unless the URL names a model, and runs the model through ``LightRunner``: each run
 captures only the viewed layer (``glassbox.trace.capture_layer``) plus every layer's [N, D]
-outputs that the overview draws (SUMMARY_NAMES). The trace it returns (``LayerTrace``)
-computes another layer's tensors when a view first asks for them (one pass through the
-blocks up to that layer) and then drops the previous layer's, so at most one layer's
-attention grids [H, N, T] and MLP activations [N, F] are held at a time.
+outputs that the map draws (SUMMARY_NAMES). Selecting another layer calls
+``LightRunner.view_layer(trace, layer)``, which computes that layer's tensors (one pass
+through the blocks up to it) and drops the previous layer's, so at most one layer's
+attention grids [H, N, T] and MLP activations [N, F] are held at a time. Reading the trace
+never computes anything: a tensor of a layer not computed raises a KeyError that says so.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ LIGHT_BUFFER_BYTES = 256 * 1024 * 1024
 LIGHT_SCREEN_PX = 600
 LIGHT_SUFFIX = "-q4"  # light mode's weights: weights/<default>-q4 where weights/index.json lists it
 # Per-layer tensors kept for every layer in light mode: [N, D] each, drawn by the overview.
-SUMMARY_NAMES = ("attn_proj", "mlp_proj", "res_2")
+SUMMARY_NAMES = ("attn_proj", "mlp_proj", "res_1", "res_2")
 
 MIB = 1024 * 1024
 
@@ -187,17 +188,12 @@ class LayerTrace(Trace):
         self._params = params
         self.viewed = layer
 
-    def _layer_of(self, name: str) -> int | None:
-        parts = name.split(".", 2)
-        if len(parts) == 3 and parts[0] == "h" and parts[1].isdigit() and parts[2] in LAYER_NAMES:
-            layer = int(parts[1])
-            return layer if layer < self.config.n_layer else None
-        return None
-
     def view_layer(self, layer: int) -> None:
         """Compute ``layer``'s tensors and drop the previously viewed layer's (not the summaries)."""
         if layer == self.viewed:
             return
+        if self.start != 0:
+            raise ValueError("only a trace of the whole sequence can compute another layer")
         fresh = layer_tensors(self._params, self.config, self.ids, layer)
         old = layer_name(self.viewed, "")
         for name in [n for n in self.tensors if n.startswith(old) and n[len(old):] not in SUMMARY_NAMES]:
@@ -206,14 +202,11 @@ class LayerTrace(Trace):
         self.viewed = layer
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.tensors:
-            layer = self._layer_of(name)
-            if layer is not None and self.start == 0:
-                self.view_layer(layer)
+        if name not in self.tensors and name.startswith("h.") and name.split(".", 2)[2:] and \
+                name.split(".", 2)[2] in LAYER_NAMES:
+            raise KeyError(f"light mode keeps layer {self.viewed + 1}'s tensors only: {name!r} is not computed "
+                           f"(select its layer, or call explainer.runner.view_layer(trace, layer))")
         return super().__getitem__(name)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors or self._layer_of(name) is not None
 
 
 class LightRunner:
@@ -235,6 +228,12 @@ class LightRunner:
     def layer(self) -> int:
         """The layer the views looked at last (the next run captures it directly)."""
         return self.last.viewed if self.last is not None else 0
+
+    def view_layer(self, trace: LayerTrace, layer: int) -> None:
+        """Make ``trace`` hold ``layer``'s tensors (one pass through the blocks up to it),
+        dropping the previously viewed layer's. Reading a trace never computes: the map
+        controller calls this when a layer is selected."""
+        trace.view_layer(layer)
 
     async def run(self, ids) -> LayerTrace:
         layer = self.layer

@@ -7,17 +7,34 @@ from pyodide.ffi import create_proxy
 
 from .binding import Binding
 from .console import Console, run_code
-from .controller import App
+from .boot import Boot
 from .dom import Page
+from .views.controls import EXAMPLES
 from .webgpu import probe_adapter
 
 
-async def main() -> App:
+def model_examples(model) -> tuple[str, ...]:
+    """The example prompts the model folder lists (manifest "examples"), else the general ones."""
+    listed = model.checkpoint.manifest.get("examples") if model.checkpoint.manifest else None
+    if isinstance(listed, list) and listed and all(isinstance(e, str) and e.strip() for e in listed):
+        return tuple(listed)
+    return EXAMPLES
+
+
+def stored_prompt() -> str | None:
+    """The prompt of the last visit (binding.store keeps it as the reader types)."""
+    try:
+        return js.localStorage.getItem("glassbox-prompt") or None
+    except Exception:  # noqa: BLE001  (storage disabled)
+        return None
+
+
+async def main() -> Boot:
     """Boot the app on this page and return it (kept alive by the page's proxies)."""
     page = Page(js.document, js.window.glassboxShell)
     console = Console()
 
-    async def start(app: App) -> None:
+    async def start(app: Boot) -> None:
         """Load the model, draw the explainer and run it on the first example."""
         from .device import DeviceMode
         from .explainer import Explainer
@@ -42,7 +59,7 @@ async def main() -> App:
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
         explainer = Explainer(binding, model, runner=mode.runner(model), namespace=console.namespace,
-                              run_code=run_code)
+                              run_code=run_code, examples=model_examples(model), text=stored_prompt())
         explainer.mount()
         binding.attach(explainer)
         app.explainer = explainer
@@ -55,7 +72,7 @@ async def main() -> App:
         await attach_webgpu(app, explainer, js.navigator, to_js, js.Object.fromEntries, js.location.search)
         await explainer.start()
 
-    app = App(page, probe=lambda: probe_adapter(js.navigator), start=start)
+    app = Boot(page, probe=lambda: probe_adapter(js.navigator), start=start)
     console.namespace["app"] = app
     # window.glassbox_py(code) in web/shell.js calls this; the proxy lives as long as the page.
     js.window.glassbox_py_json = create_proxy(console.run_json)

@@ -112,6 +112,10 @@ class Trace:
     def names(self) -> list[str]:
         return list(self.tensors)
 
+    def keys(self) -> list[str]:
+        """The tensor names, like a dict's keys (``trace.keys()`` in the page's console)."""
+        return list(self.tensors)
+
     def layer(self, layer: int) -> dict[str, np.ndarray]:
         """One layer's tensors keyed by their short names ('att', 'q', ...)."""
         prefix = layer_name(layer, "")

@@ -5,7 +5,9 @@ A model is a folder ``weights/<name>/`` holding
 * ``manifest.json`` — ``format`` ("glassbox-model"), ``format_version`` (FORMAT_VERSION),
   ``config`` (GPTConfig fields), ``quantization`` (scheme, group size), ``tokenizer``
   (file names and sha256 of GPT-2's encoder.json and vocab.bpe), ``shards`` (file, bytes,
-  sha256) and ``split`` (tensors stored in pieces, see below);
+  sha256) and ``split`` (tensors stored in pieces, see below); optionally ``examples``, the
+  example prompts that suit this model (the page offers them; a model trained on Python
+  docs prose lists prose like that, GPT-2's folder may list general English);
 * shards ``model-00001.safetensors`` ... each at most MAX_SHARD_BYTES.
 
 Tensor names follow the Hugging Face GPT-2 keys without the ``transformer.`` prefix, every

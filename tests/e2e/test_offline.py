@@ -134,7 +134,7 @@ def test_offline_reload_then_update_replaces_the_old_cache(browser, snapshot):
         offline_s = time.perf_counter() - started
         assert page.evaluate("navigator.onLine") is False
         assert predictions(page) > 0
-        assert "without the network" in page.inner_text("[data-testid=storage-status]")
+        assert "without the network" in page.text_content("[data-testid=storage-status]")
         print(f"\noffline reload to ready: {offline_s:.1f} s")
         context.set_offline(False)
 
@@ -240,7 +240,7 @@ def test_interrupted_download_resumes_without_refetching_finished_shards(open_pa
         assert shards[0] not in asked, f"the finished shard was fetched again: {asked}"
         assert [n for n in asked if n in shards] == shards[1:]
         assert predictions(app.page) > 0
-        status = app.page.inner_text("[data-testid=storage-status]")
+        status = app.page.text_content("[data-testid=storage-status]")
         assert f"1 of {len(shards)} shards read from this device" in status
     finally:
         app.page.context.close()
@@ -256,7 +256,7 @@ def test_phone_viewport_light_mode_loads_predicts_and_switches(browser, site):
         page.goto(f"{site}/?sw=off")
         assert settle(page) == "ready", error_text(page)
         assert page.evaluate("document.documentElement.dataset.mode") == "light"
-        assert "phone-sized (360×740 px)" in page.inner_text("[data-testid=mode-why]")
+        assert "phone-sized (360×740 px)" in page.text_content("[data-testid=mode-why]")
         assert any("/weights/mini-q4/" in u for u in requests)
         assert not any(u.endswith(".safetensors") and "/weights/mini/" in u for u in requests)
         assert predictions(page) > 0
@@ -271,10 +271,11 @@ def test_phone_viewport_light_mode_loads_predicts_and_switches(browser, site):
 
         # The switch (a tap) goes to full mode and remembers it.
         with page.expect_navigation(timeout=60_000):
+            page.tap("[data-testid=status-chip] summary")
             page.tap("[data-testid=mode-toggle]")
         assert settle(page) == "ready", error_text(page)
         assert page.evaluate("document.documentElement.dataset.mode") == "full"
-        assert "you chose it with the switch" in page.inner_text("[data-testid=mode-why]")
+        assert "you chose it with the switch" in page.text_content("[data-testid=mode-why]")
         assert page.evaluate("localStorage.getItem('glassbox-mode')") == "full"
         assert any(u.endswith(SHARD["file"]) and "/weights/mini/" in u for u in requests)
         assert predictions(page) > 0

@@ -52,7 +52,7 @@ def test_python_errors_come_back_with_the_traceback(app):
 
 def test_webgpu_adapter_is_found_and_named(app):
     assert app.page.get_attribute("html", "data-backend") == "webgpu"
-    shown = app.page.inner_text("[data-testid=adapter]")
+    shown = app.page.text_content("[data-testid=adapter]")  # inside the status chip, closed by default
     reported = app.page.evaluate("""async () => {
         const info = (await navigator.gpu.requestAdapter()).info;
         return {vendor: info.vendor, architecture: info.architecture};
@@ -108,12 +108,12 @@ def test_missing_runtime_file_shows_a_readable_error(open_page, site, artifacts)
 
 def test_python_exception_at_start_shows_a_readable_error(open_page):
     message, broken = boot_error(open_page, route=lambda c: c.route(
-        "**/py/app/controller.py",
-        lambda r: r.fulfill(status=200, body="raise RuntimeError('controller is broken')\n")))
+        "**/py/app/boot.py",
+        lambda r: r.fulfill(status=200, body="raise RuntimeError('boot is broken')\n")))
     try:
-        assert message == "Python error: RuntimeError: controller is broken"
+        assert message == "Python error: RuntimeError: boot is broken"
         details = broken.page.text_content("[data-testid=error-details]")
-        assert "/home/pyodide/py/app/controller.py" in details
+        assert "/home/pyodide/py/app/boot.py" in details
     finally:
         broken.page.context.close()
 

@@ -35,6 +35,16 @@ def ref():
     return glassbox_model.load(str(ROOT / "weights" / "mini"), str(ROOT / "vendor" / "gpt2"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def every_view_open(app):
+    """These tests read every detailed view: open them all (the map opens one at a time)."""
+    if app.page.get_attribute("#open-all", "aria-pressed") != "true":
+        app.page.click("#open-all")
+    yield
+    if app.page.get_attribute("#open-all", "aria-pressed") == "true":
+        app.page.click("#open-all")
+
+
 # ----- helpers --------------------------------------------------------------------------------
 def runs(page) -> int:
     return int(page.get_attribute("[data-testid=explainer]", "data-runs") or 0)

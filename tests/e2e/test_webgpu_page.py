@@ -31,13 +31,17 @@ PAGE_ATOL, PAGE_RTOL = 1e-4, 1e-3
 def backend(page) -> tuple[str, str, str]:
     """(data-backend, the reason's data-cause, the reason's text)."""
     reason = page.locator("[data-testid=backend-reason]")
-    return (page.get_attribute("html", "data-backend"), reason.get_attribute("data-cause"), reason.inner_text())
+    return (page.get_attribute("html", "data-backend"), reason.get_attribute("data-cause"), reason.text_content())  # in the status chip
 
 
 def test_the_page_runs_the_explainer_on_webgpu_and_says_so(app):
     assert backend(app.page)[:2] == ("webgpu", "ok"), backend(app.page)
     assert "WebGPU runs the model on" in backend(app.page)[2]
-    assert app.page.is_visible("[data-testid=backend-reason]")
+    app.page.click("[data-testid=status-chip] summary")  # the chip opens its details on demand
+    try:
+        assert app.page.is_visible("[data-testid=backend-reason]")
+    finally:
+        app.page.click("[data-testid=status-chip] summary")
     assert app.py("[type(explainer.runner).__name__, app.backend]") == ["WebGPURunner", "webgpu"]
 
 

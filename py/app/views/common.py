@@ -19,6 +19,7 @@ other value out. Values beyond the scale saturate; hover always reports the exac
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from html import escape
 
@@ -168,6 +169,19 @@ class Heat:
     col_labels: list[str] | None = None
     mask: np.ndarray | None = None  # True where a cell was removed by the causal mask
     mask_text: str = "masked"
+    # Attention maps (rows = queries, columns = keys): the absolute positions of row 0 and
+    # column 0. The page then puts data-q/data-k on the tooltip of a cell; ``marks`` says the
+    # cell's query and key rows may be highlighted in the Q and K maps of the same head.
+    qk: tuple[int, int] | None = None
+    marks: bool = False
+
+    def cell_qk(self, r: int, c: int) -> tuple[int, int] | None:
+        """The (query, key) positions of cell (r, c) of an attention map, else None."""
+        if self.qk is None:
+            return None
+        if self.row_spans is not None:
+            r, c = self.row_spans[r][0], self.col_spans[c][0]
+        return self.qk[0] + int(r), self.qk[1] + int(c)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -245,6 +259,65 @@ def tex(expr: str, display: bool = False) -> str:
     """A formula placeholder; the page swaps it for KaTeX's HTML (the TeX text stays as a fallback)."""
     cls = "tex tex-display" if display else "tex"
     return f'<span class="{cls}" data-tex="{escape(expr)}" data-display="{int(display)}">{escape(expr)}</span>'
+
+
+@dataclass(frozen=True)
+class CharGroup:
+    """Tokens ``first..last`` (inclusive) whose bytes only together form ``text``: a byte-level
+    BPE token may hold part of a UTF-8 character (an emoji's 4 bytes over 2 tokens)."""
+
+    first: int
+    last: int
+    text: str
+    parts: tuple[bytes, ...]
+
+    def bytes_text(self) -> str:
+        """The bytes of each token in hex, e.g. "F0 9F | 98 80"."""
+        return " | ".join(" ".join(f"{b:02X}" for b in part) for part in self.parts)
+
+
+def char_groups(token_bytes) -> list[CharGroup]:
+    """Runs of neighbouring tokens that split a UTF-8 character between them.
+
+    ``token_bytes`` is one ``bytes`` per token (``Tokenizer.token_bytes``). A token whose
+    bytes leave a character unfinished is joined to the next one; each maximal joined run of
+    two or more tokens is a group, with the text their bytes decode to (an unfinished
+    character at the very end, or bytes that are not UTF-8 at all, decode to U+FFFD).
+    """
+    parts = [bytes(b) for b in token_bytes]
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    groups, first = [], 0
+    for t, part in enumerate(parts):
+        decoder.decode(part)
+        open_char = bool(decoder.getstate()[0])
+        if open_char and t + 1 < len(parts):
+            continue  # this token's last character continues in the next token
+        if t > first:
+            run = tuple(parts[first:t + 1])
+            groups.append(CharGroup(first, t, b"".join(run).decode("utf-8", errors="replace"), run))
+        decoder.reset()
+        first = t + 1
+    return groups
+
+
+def group_chips(chips: list[str], groups: list[CharGroup]) -> list[str]:
+    """Token chips (one ``<li>`` each) with each char group's chips wrapped in one item that
+    shows the character; the bytes are in its title (hover) and its accessible label."""
+    out, t = [], 0
+    by_first = {g.first: g for g in groups}
+    while t < len(chips):
+        g = by_first.get(t)
+        if g is None:
+            out.append(chips[t])
+            t += 1
+            continue
+        label = f"{g.last - g.first + 1} tokens form {g.text!r}: bytes {g.bytes_text()}"
+        out.append(f'<li class="token-group" data-testid="char-group" data-first="{g.first}" data-last="{g.last}" '
+                   f'title="{escape(label)}" aria-label="{escape(label)}" tabindex="0">'
+                   f'<span class="group-char" aria-hidden="true">{escape(g.text)}</span>'
+                   f'<ol class="tokens">{"".join(chips[g.first:g.last + 1])}</ol></li>')
+        t = g.last + 1
+    return out
 
 
 @dataclass

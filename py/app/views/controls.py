@@ -12,8 +12,7 @@ from html import escape
 
 from glassbox.config import GPTConfig
 
-from . import experiments as experiments_view  # issue 14
-from .common import exact, fmt, token_label
+from .common import char_groups, exact, fmt, group_chips, token_label
 
 EXAMPLES = (
     "The quick brown fox jumps over the lazy",
@@ -24,15 +23,68 @@ EXAMPLES = (
     "In the beginning the Universe was created. This has made a lot of people very",
 )
 
-# Sections in page order: (slot, heading, tour anchor).
+# The detailed views, in page order: (slot, heading). Each gets a section, closed until the
+# map (or "Every view") opens it; the output's comes after the sampling controls.
 SECTIONS = (
-    ("overview", "Overview: from tokens to probabilities"),
     ("embedding", "Embedding: tokens to vectors"),
     ("attention", "Attention"),
     ("block", "Layer norm, MLP and residuals"),
     ("factors", "Factors: what a hidden vector is made of"),  # issue 13
     ("output", "Output: the next token"),
+    ("experiments", "Experiments on the live model"),  # issue 14
 )
+
+# The page elements controllers name (controllers never write selectors; binding.py looks
+# names up here). Besides these: "view:NAME" is a detailed view's section, "anchor:NAME"
+# the element with data-tour=NAME, "testid:NAME" the one with data-testid=NAME, "first-popover:NAME" the first weight popover whose id
+# ends in NAME inside the open views.
+ELEMENTS = {
+    "explainer": '[data-testid="explainer"]',
+    "prompt": "#prompt",
+    "run-status": '[data-testid="run-status"]',
+    "run-progress": '[data-testid="run-progress"]',
+    "run-buttons": '#run, #generate, #continuous, #resample, [data-testid="example"]',
+    "stop": "#stop",
+    "continuous": "#continuous",
+    "temperature-out": "#temperature-out",
+    "top-k-out": "#top-k-out",
+    "top-p-out": "#top-p-out",
+    "layer-select": "#layer-select",
+    "head-select": "#head-select",
+    "derivation": "#derivation",
+    "deriv-play": "#deriv-play",
+    "stage-count": '[data-testid="stage-count"]',
+    "console-output": '[data-testid="console-output"]',
+    "console-input": "#console-input",
+    "tour": '[data-testid="tour"]',
+    "tour-next": "#tour-next",
+    "map": '[data-slot="overview"]',
+    "mini-map": '[data-testid="mini-map"]',
+    "open-all": "#open-all",
+    "temperature": "#temperature",
+    "top-k": "#top-k",
+    "top-p": "#top-p",
+    "sampling-message": "#sampling-message",
+    "factors-title": "#factors-title",
+    "exp-status": '[data-testid="exp-status"]',
+    "experiments": '[data-slot="experiments"]',
+}
+
+
+def selector(name: str) -> str:
+    """The CSS selector of a page element named by a controller (see ELEMENTS)."""
+    kind, _, arg = name.partition(":")
+    if arg and kind == "view":
+        return f"#view-{arg}"
+    if arg and kind == "anchor":
+        return f'[data-tour="{arg}"]'
+    if arg and kind == "testid":
+        return f'[data-testid="{arg}"]'
+    if arg and kind == "first-popover":
+        return f'[data-open="true"] .weights-pop[id$="-{arg}"]'
+    if name in ELEMENTS:
+        return ELEMENTS[name]
+    raise ValueError(f"the page has no element named {name!r}")
 
 
 # issue 9: the sampling controls' ranges, as their <input> min/max say (top-k: 0..V).
@@ -78,7 +130,9 @@ def _options(n: int, selected: int) -> str:
 
 def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: float = 0.8,
           top_k: int = 0, top_p: float = 0.95) -> str:
-    """The whole explainer's static HTML (written once per model)."""
+    """The whole explainer's static HTML (written once per model): the input card, the
+    sticky bar with the mini map, the model map's slot, the detailed views (closed until
+    the map opens one), the sampling controls and the console."""
     if not examples:
         raise ValueError("the input card needs at least one example prompt")
     L, H, V = config.n_layer, config.n_head, config.vocab_size
@@ -87,47 +141,56 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
         f'data-testid="example">{escape(e)}</button>'
         for i, e in enumerate(examples)
     )
-    slots = [
-        f'<section class="card view" id="view-{slot}" data-slot="{slot}" data-tour="{slot}" '
-        f'aria-label="{escape(title)}"><h2>{escape(title)}</h2><p class="muted">Run the model to fill this view.</p></section>'
+    slots = {
+        slot: f'<section class="card view" id="view-{slot}" data-tour="{slot}" data-open="false" '
+              f'aria-label="{escape(title)}"><div class="view-bar"><button type="button" class="back" '
+              f'data-action="close-view" data-view="{slot}" data-testid="close-view">← Back to the map</button></div>'
+              f'<div data-slot="{slot}"><h2>{escape(title)}</h2><p class="muted">Run the model to fill this view.</p></div></section>'
         for slot, title in SECTIONS
-    ]
-    sections_before, output_slot = "".join(slots[:-1]), slots[-1]
+    }
     return f"""
 <div class="explainer" data-testid="explainer">
   <section class="card input-card" id="view-input" data-tour="input" aria-labelledby="input-title">
-    <h2 id="input-title">Your text</h2>
+    <h2 id="input-title" class="visually-hidden">Your text</h2>
     <label class="field-label" for="prompt">Text for the model to continue
       <span class="muted">(Enter runs it; Shift+Enter starts a new line)</span></label>
     <div class="prompt-row">
-      <textarea id="prompt" data-testid="prompt" rows="2" spellcheck="false"
+      <textarea id="prompt" data-testid="prompt" data-action="prompt-edit" rows="2" spellcheck="false"
         autocomplete="off">{escape(text)}</textarea>
       <button type="button" class="primary" id="run" data-action="run" data-testid="run">Run</button>
     </div>
     <div class="examples" role="group" aria-label="Example prompts"><span class="muted">Try:</span> {example_buttons}</div>
     <div class="actions" role="group" aria-label="Generation" data-tour="generate">
-      <button type="button" id="generate" data-action="generate" data-testid="generate">Generate one token</button>
+      <button type="button" id="generate" data-action="generate" data-testid="generate"><span class="long">Generate one token</span><span class="short">Generate 1</span></button>
       <button type="button" id="continuous" data-action="continuous" data-testid="continuous"
-        aria-pressed="false">Generate continuously</button>
+        aria-pressed="false"><span class="long">Generate continuously</span><span class="short">Continuous</span></button>
       <button type="button" id="stop" data-action="stop" data-testid="stop" disabled>Stop</button>
-      <button type="button" id="resample" data-action="resample" data-testid="resample">Sample again</button>
+      <button type="button" id="resample" data-action="resample" data-testid="resample"><span class="long">Sample again</span><span class="short">Resample</span></button>
     </div>
+    <p class="run-progress" data-testid="run-progress" aria-live="polite"></p>
     <p class="run-status" data-testid="run-status" role="status" aria-live="polite"></p>
     <div data-slot="sequence" data-testid="sequence"></div>
   </section>
 
-  <nav class="navbar card" aria-label="Layer and head" data-tour="nav">
+  <nav class="navbar card" aria-label="Model map, layer and head" data-tour="nav">
+    <div class="mini-map-slot" data-slot="minimap"></div>
     <label>Layer <select id="layer-select" data-testid="layer-select" data-action="layer"
       aria-label="Layer (block) shown in every view">{_options(L, 0)}</select>
       <span class="muted of">of {L}</span></label>
     <label>Head <select id="head-select" data-testid="head-select" data-action="head"
       aria-label="Attention head shown in every view">{_options(H, 0)}</select>
       <span class="muted of">of {H}</span></label>
+    <button type="button" data-action="open-part" data-part="experiments" data-testid="open-experiments"><span class="long">Experiments</span><span class="short">Exp.</span></button>
+    <button type="button" id="open-all" data-action="open-all" data-testid="open-all" aria-pressed="false"><span class="long">Every view</span><span class="short">All</span></button>
     <button type="button" id="tour-start" data-action="tour-start" data-testid="tour-start"><span class="long">Guided tour</span><span class="short">Tour</span></button>
-    <a class="skip" href="#view-console">Python console</a>
+    <a class="skip" href="#console-input" data-action="console-focus" data-testid="console-link">Python console</a>
   </nav>
 
-  {sections_before}
+  <section class="card map-card" id="view-overview" data-tour="overview" aria-label="The model map">
+    <div data-slot="overview"><p class="muted">The model map appears once the model has run.</p></div>
+  </section>
+
+  {"".join(html for slot, html in slots.items() if slot not in ("output", "experiments"))}
 
   <section class="card sampling" id="view-sampling" data-tour="sampling" aria-labelledby="sampling-title">
     <h2 id="sampling-title">Sampling</h2>
@@ -149,15 +212,16 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
     <p id="sampling-message" class="input-error" role="alert" data-testid="sampling-message" hidden></p>
   </section>
 
-  {output_slot}
+  {slots["output"]}
 
-  {experiments_view.slot_html()}
+  {slots["experiments"]}
 
   <section class="card console-card" id="view-console" data-tour="console" aria-labelledby="console-title">
     <h2 id="console-title">Python console</h2>
     <p class="muted">Python runs in this page: <code>trace</code>, <code>tokens</code>, <code>ids</code>,
       <code>model</code>, <code>dist</code> and <code>np</code> are ready to use, e.g.
-      <code>trace["h.0.att"][0].sum(axis=-1)</code>. Ctrl+Enter runs.</p>
+      <code>trace.keys()</code> or <code>trace["h.0.att"][0].sum(axis=-1)</code>; <code>help()</code> lists them.
+      Ctrl+Enter runs.</p>
     <label class="visually-hidden" for="console-input">Python code</label>
     <textarea id="console-input" data-testid="console-input" rows="3" spellcheck="false"
       autocomplete="off">trace["h.0.att"].shape, tokens[:3]</textarea>
@@ -178,8 +242,10 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
 
 def sequence(tokens: list[str], ids, context: int, *, dropped: int = 0, pending: bool = False,
              pending_prob: float | None = None, candidate: tuple[int, str, float] | None = None,
-             error: str = "", generating: bool = False) -> str:
-    """The tokens being explained, the count against the context, the pending token's buttons."""
+             error: str = "", generating: bool = False, token_bytes=None) -> str:
+    """The tokens being explained, the count against the context, the pending token's buttons.
+    With ``token_bytes`` (one ``bytes`` per token), tokens that split one character between
+    them are grouped under that character (views/common.char_groups)."""
     ids = [int(i) for i in ids]
     if len(tokens) != len(ids):
         raise ValueError(f"{len(tokens)} token labels for {len(ids)} ids")
@@ -200,6 +266,8 @@ def sequence(tokens: list[str], ids, context: int, *, dropped: int = 0, pending:
             f'data-token-id="{tid}"><span class="tok-text">{escape(token_label(label))}</span>'
             f'<span class="tok-id">{tid}</span></li>'
         )
+    if token_bytes is not None:
+        chips = group_chips(chips, char_groups(token_bytes))
     if candidate is not None and not generating:
         cid, clabel, cprob = candidate
         chips.append(

@@ -4,6 +4,10 @@ Every number comes from the trace: ``tok_emb`` (rows of wte picked by the ids), 
 (rows of wpe for positions start..start+N-1) and ``emb``, their sum. The three [N, D] heat
 maps share one colour scale so the sum can be compared by eye; hovering (or arrow keys on a
 focused map) reads any cell.
+
+Byte-level tokens that only together make a character (an emoji, a CJK character: GPT-2's BPE
+may cut its UTF-8 bytes over two or three tokens) are grouped (``common.char_groups``) and the
+character is shown above them, with each token's bytes on hover.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from html import escape
 
 from glassbox.trace import Trace
 
-from .common import View, canvas_html, check_shape, check_tokens, fmt, legend_html, robust_scale, signed_heat, tex, token_label
+from .common import (View, canvas_html, char_groups, check_shape, check_tokens, fmt, group_chips, legend_html, robust_scale,
+                     signed_heat, tex, token_label)
 from .mathtex import panel as math_panel
 
 ROW_PX = 16
@@ -33,10 +38,14 @@ def labels_column(tokens: list[str], start: int = 0, row_px: int = ROW_PX) -> st
     return f'<ol class="row-labels" aria-hidden="true">{items}</ol>'
 
 
-def render(trace: Trace, tokens) -> View:
+def render(trace: Trace, tokens, token_bytes=None) -> View:
+    """``token_bytes``: each token's bytes (``Tokenizer.token_bytes``), to group the tokens that
+    split a character; None draws every token on its own."""
     D = trace.config.n_embd
     n = int(trace.ids.size)
     tokens = check_tokens(tokens, n)
+    if token_bytes is not None and len(token_bytes) != n:
+        raise ValueError(f"got bytes for {len(token_bytes)} tokens, the trace has {n}")
     tok = check_shape("tok_emb", trace["tok_emb"], (n, D))
     pos = check_shape("pos_emb", trace["pos_emb"], (n, D))
     emb = check_shape("emb", trace["emb"], (n, D))
@@ -47,11 +56,12 @@ def render(trace: Trace, tokens) -> View:
         signed_heat("emb.pos_emb", "position embedding", pos, labels, scale),
         signed_heat("emb.emb", "embedding sum", emb, labels, scale),
     ]
-    chips = "".join(
+    chips = [
         f'<li class="token" data-position="{trace.start + i}"><span class="tok-text">{escape(token_label(t))}</span>'
         f'<span class="tok-id">{int(tid)}</span></li>'
         for i, (t, tid) in enumerate(zip(tokens, trace.ids))
-    )
+    ]
+    chips = "".join(group_chips(chips, char_groups(token_bytes)) if token_bytes is not None else chips)
     # Worked example: the last token's first few dimensions, sum checked from the trace.
     last = n - 1
     dims = range(min(4, D))

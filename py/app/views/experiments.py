@@ -25,13 +25,6 @@ SLOT = "experiments"
 TITLE = "Experiments: change the model, watch the consequence"
 
 
-def slot_html() -> str:
-    """The empty section the explainer's frame holds for this view."""
-    return (f'<section class="card view" id="view-{SLOT}" data-slot="{SLOT}" data-tour="{SLOT}" '
-            f'aria-label="{escape(TITLE)}"><h2>{escape(TITLE)}</h2>'
-            f'<p class="muted">Run the model to fill this view.</p></section>')
-
-
 @dataclass
 class Panel:
     """Everything the panel draws; None = not computed for these tokens yet."""

@@ -5,7 +5,9 @@ sampling step) plus the vectors of the walk-through: the final layer-normed vect
 last token (``ln_f[-1]``) and the unembedding row of the token being explained.
 
 Prediction rows carry ``data-testid="prediction"``, ``data-token-id`` and ``data-prob``: the
-probability the token is sampled with (``dist.probs``, after temperature and filtering).
+probability the token is sampled with (``dist.probs``, after temperature and filtering). A token
+the filters cut (p = 0) shows instead, faintly, the probability it had before the filter
+(``dist.full_probs``, softmax over all V at this temperature), in ``data-prob-before``.
 """
 
 from __future__ import annotations
@@ -76,22 +78,30 @@ def render(dist: Distribution, sampled: int | None, vocab, *, focus: int | None 
     if sampled is not None and int(sampled) not in top:
         top.append(int(sampled))
     n_kept = int(dist.kept.sum())
-    p_max = float(dist.probs[top].max()) or 1.0
+    p_max = float(max(dist.probs[top].max(), dist.full_probs[top].max())) or 1.0
     rows = []
     for rank, i in enumerate(top, 1):
         p = float(dist.probs[i])
         kept = bool(dist.kept[i])
+        before = float(dist.full_probs[i])
         is_sampled = sampled is not None and i == int(sampled)
         cls = "prediction" + (" sampled" if is_sampled else "") + ("" if kept else " filtered") + (" focus" if i == focus else "")
         badge = '<span class="badge">sampled</span>' if is_sampled else ("" if kept else '<span class="badge dim">filtered</span>')
+        if kept:
+            bar = f'<span class="bar" style="width:{100 * p / p_max:.2f}%"></span>'
+            shown, said = f"{fmt(p * 100, 3)}%", f"probability {fmt(p * 100, 4)} percent"
+        else:  # cut by top-k/top-p: its pre-filter probability, faintly, instead of an empty 0% row
+            bar = f'<span class="bar before" style="width:{100 * before / p_max:.2f}%"></span>'
+            shown = f"cut · was {fmt(before * 100, 3)}%"
+            said = f"cut by the filter, probability 0; {fmt(before * 100, 4)} percent before the filter"
         rows.append(
             f'<li class="{cls}" data-testid="prediction" data-token-id="{i}" data-prob="{exact(p)}" '
-            f'data-rank="{rank}"{" aria-current=true" if is_sampled else ""}>'
+            f'data-prob-before="{exact(before)}" data-rank="{rank}"{" aria-current=true" if is_sampled else ""}>'
             f'<button type="button" data-action="focus-token" data-token-id="{i}" aria-pressed="{str(i == focus).lower()}" '
-            f'aria-label="{escape(_label(vocab, i))}: probability {fmt(p * 100, 4)} percent{"; sampled" if is_sampled else ""}. Explain it">'
+            f'aria-label="{escape(_label(vocab, i))}: {said}{"; sampled" if is_sampled else ""}. Explain it">'
             f'<span class="pred-token">{escape(_label(vocab, i))}</span>'
-            f'<span class="bar-track"><span class="bar" style="width:{100 * p / p_max:.2f}%"></span></span>'
-            f'<span class="pred-prob">{fmt(p * 100, 3)}%</span>{badge}</button></li>')
+            f'<span class="bar-track">{bar}</span>'
+            f'<span class="pred-prob">{shown}</span>{badge}</button></li>')
 
     # The pipeline table: logits -> /T -> filter -> softmax for the shown tokens.
     T = dist.temperature

@@ -88,8 +88,11 @@ def weight_heat(key: str, title: str, w: np.ndarray, max_rows: int = MAX_ROWS, m
 
 def button(pop_id: str, label: str, title: str) -> str:
     """A button that opens the popover ``pop_id`` (more than one may point at the same one)."""
-    return (f'<button type="button" class="weights-button" popovertarget="{escape(pop_id)}" '
-            f'data-testid="weights-{escape(pop_id)}" aria-label="Show the weights {escape(title)}">{escape(label)}</button>')
+    # data-testid="weights-button" on every such button (issue 10); the label keeps the older
+    # per-popover test id "weights-<pop_id>" (a click on it is a click on the button).
+    return (f'<button type="button" class="weights-button" popovertarget="{escape(pop_id)}" data-testid="weights-button" '
+            f'data-pop="{escape(pop_id)}" aria-label="Show the weights {escape(title)}">'
+            f'<span data-testid="weights-{escape(pop_id)}">{escape(label)}</span></button>')
 
 
 def popover(pop_id: str, button_label: str, title: str, heat: WeightHeat, product: str, stored: str = "") -> "Popover":

@@ -1,4 +1,6 @@
-"""App: the boot sequence and page state. Talks to the page only through a Page-like object."""
+"""Boot: the start-up sequence (numpy, the WebGPU probe, the model) and the page state it
+leaves; it holds what the boot found (adapter, backend, versions, the explainer). It talks
+to the page only through a Page-like object."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ STATES = ("loading", "busy", "ready", "error")
 BACKENDS = ("webgpu", "numpy")
 
 
-class App:
+class Boot:
     """Boots Glassbox: imports numpy and the core package, picks the compute backend.
 
     ``page`` offers set_state, set_backend, progress, fail and show (see dom.Page);
@@ -22,7 +24,7 @@ class App:
     """
 
     def __init__(self, page, probe: Callable[[], Awaitable[AdapterInfo | None]],
-                 start: Callable[["App"], Awaitable[None]] | None = None):
+                 start: Callable[["Boot"], Awaitable[None]] | None = None):
         self.page = page
         self.probe = probe
         self.start = start
