@@ -49,12 +49,19 @@ class Model:
         self.config = checkpoint.config
         self.tokenizer = tokenizer
         self.name = name
+        self._params = None
         if tokenizer.vocab_size > self.config.vocab_size:
             raise weights.WeightsError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {self.config.vocab_size}")
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        return self.checkpoint.dequantized()
+        """float32 parameters, or after ``keep_quantized`` the stored matrices (QuantizedMatrix)."""
+        return self._params if self._params is not None else self.checkpoint.dequantized()
+
+    def keep_quantized(self, kernel=None) -> None:
+        """Run on the stored int8/q4 matrices from now on (``Checkpoint.linear_params``): no
+        float32 copy of the model; ``kernel`` (qlinear.LinearKernel) multiplies int8 in SIMD."""
+        self._params = self.checkpoint.linear_params(kernel)
 
     def prompt(self, text: str) -> Prompt:
         """Tokenize ``text`` under the text policy in this module's docstring."""
