@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,7 +99,8 @@ def url_for(port: int, name: str, run: str, n: int, decode: int, seconds: float)
 def run_page(url: str, result: Path, timeout: float, log: Path) -> dict:
     """Open url in a fresh headless Chromium and return the JSON the page posts."""
     result.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="glassbox-peer-") as profile, open(log, "w") as out:
+    with tempfile.TemporaryDirectory(prefix="glassbox-peer-", ignore_cleanup_errors=True) as profile, \
+            open(log, "w") as out:
         cmd = [CHROMIUM, "--headless", "--enable-logging=stderr", f"--user-data-dir={profile}", *CHROMIUM_FLAGS, url]
         browser = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -110,12 +113,17 @@ def run_page(url: str, result: Path, timeout: float, log: Path) -> dict:
                 time.sleep(1)
             time.sleep(0.5)
             return json.loads(result.read_text())
-        finally:
-            browser.terminate()
-            try:
-                browser.wait(10)
-            except subprocess.TimeoutExpired:
-                browser.kill()
+        finally:  # the browser and every process it started (its own session)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(browser.pid, sig)
+                    browser.wait(10)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            time.sleep(1)  # let its helpers leave the profile before it is removed
 
 
 def figures(name: str, report: dict) -> dict:

@@ -61,6 +61,7 @@ MIME_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".safetensors": "application/octet-stream",
     ".bin": "application/octet-stream",
+    ".so": "application/octet-stream",  # wasm/linear_i8.so (a WebAssembly side module)
     ".whl": "application/zip",
     ".zip": "application/zip",
     ".png": "image/png",

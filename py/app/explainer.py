@@ -32,6 +32,7 @@ from .views.common import View, fmt
 
 STAGE_SECONDS = 1.6  # derivation playback: time per stage
 MAX_CONTINUOUS = 64  # tokens per "Generate continuously" (Stop ends it sooner)
+PROGRESS_EVERY_S = 0.25  # issue 15: run-status repaints (each yields to the browser) at most this often
 
 
 class VocabLabels:
@@ -111,6 +112,12 @@ class Explainer:
 
     # ----- running the model ------------------------------------------------------------
     async def _progress(self, label: str, fraction: float) -> None:
+        # issue 15: one repaint when a run starts, then at most one per PROGRESS_EVERY_S (a repaint
+        # per layer cost ~0.4 s per short run); long runs still show their progress.
+        now = time.perf_counter()
+        if now - getattr(self, "_painted", -1e9) < PROGRESS_EVERY_S:
+            return
+        self._painted = now
         self.ui.set_text('[data-testid="run-status"]', f"Running the model ({self.runner_name}): {label}…")
         await asyncio.sleep(0)
 
@@ -121,6 +128,7 @@ class Explainer:
     async def _timed(self, coro):
         self.runs += 1
         started = time.perf_counter()
+        self._painted = -1e9  # issue 15: the run's first step repaints the status
         result = await coro
         self.last_run_s = time.perf_counter() - started
         return result
