@@ -20,7 +20,8 @@ load (peer: fetch + InferenceSession.create; Glassbox: load_model of the folder,
 backend's own preparation), a 64-token forward (median of the timed runs after a warm-up)
 and decode tokens/s (8-token prompt, then KV-cached greedy steps); the table gives the median
 over rounds and the ratio of each Glassbox figure to the peer's WASM (1 and 2 threads).
-Writes the "peer" section of bench/results.md and bench/raw/peer-report.json. Not a test.
+Writes the "peer" section of bench/results.md and bench/raw/peer-report.json (``--section``
+names another, e.g. for a separate run of the slow SwiftShader pages). Not a test.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -49,7 +51,6 @@ from serve import BENCH_DIR, serve_in_thread  # noqa: E402
 
 PEER_DIR = BENCH_DIR / "peer"
 FOLDER = PEER_DIR / "glassbox-gpt2"
-REPORT = BENCH_DIR / "peer-report.json"
 
 # name -> (page, query). Glassbox's backends: wasm = numpy with the int8 SIMD kernel
 # (the page's fallback), numpy = float32 numpy (the fallback before issue 15), webgpu.
@@ -167,7 +168,7 @@ def section(data: dict) -> str:
              "upload)",
              "- Glassbox wasm = the page's numpy fallback with int8 weights through wasm/linear_i8.so "
              "(1 thread); numpy = float32 weights and numpy's own matmul (the fallback before issue 15)", "",
-             "| configuration | load | 64-token forward | decode | forward vs ORT WASM 1t / 2t | decode vs 1t / 2t | rounds ok |",
+             f"| configuration | load | {data.get('n', 64)}-token forward | decode | forward vs ORT WASM 1t / 2t | decode vs 1t / 2t | rounds ok |",
              "|---|---:|---:|---:|---:|---:|---|"]
     meds = {}
     for name in names:
@@ -185,7 +186,23 @@ def section(data: dict) -> str:
             dr.append(f"{p['decode_tok_s'] / m['decode_tok_s']:.2f}x" if m["decode_tok_s"] and p.get("decode_tok_s") else "–")
         lines.append(f"| {name} | {' | '.join(cells)} | {' / '.join(fr)} | {' / '.join(dr)} | {m['ok']} |")
     lines += ["", "Ratios are time over the peer's time (forward) and the peer's tokens/s over this one's (decode): "
-              "below 1 is faster than the peer, 2.00x is twice as slow."]
+              "below 1 is faster than the peer, 2.00x is twice as slow.", "",
+              "Each round's figures (forward ms, decode tok/s), to show the spread:", "",
+              "| configuration | " + " | ".join(f"round {i + 1}" for i in range(len(rounds))) + " |",
+              "|---|" + "---:|" * len(rounds)]
+    for name in names:
+        cells = []
+        for r in rounds:
+            g = r.get(name, {})
+            cells.append("failed" if g.get("error") else
+                         f"{g['forward_ms']:.0f} ms, {g['decode_tok_s']:.1f} tok/s" if g.get("forward_ms") and g.get("decode_tok_s")
+                         else "–")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    load = data["machine_before"].split("load average ")[-1].split(")")[0]
+    cpus = re.search(r"(\d+) logical CPUs", data["machine_before"])
+    lines += ["", f"Load average at the start: {load}, on {cpus.group(1) if cpus else '?'} logical CPUs: "
+              "a shared machine gives each page a share of a core, so absolute figures swing between rounds and "
+              "threads help little; compare figures within a round."]
     errors = [f"- round {i + 1}, {name}: {r[name]['error']}" for i, r in enumerate(rounds) for name in r
               if r[name].get("error")]
     if errors:
@@ -197,9 +214,9 @@ def section(data: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
+def write_section(path: Path, text: str, key: str = "peer") -> None:
     old = path.read_text() if path.exists() else "# Glassbox benchmark results\n"
-    path.write_text(_put(old, "peer", text))
+    path.write_text(_put(old, key, text))
 
 
 def main(argv=None) -> int:
@@ -212,19 +229,21 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="per page")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the ONNX graphs and the model folder")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    parser.add_argument("--section", default="peer", help="the results.md section (and bench/raw/SECTION-report.json)")
     parser.add_argument("--from-json", metavar="FILE", help="only rewrite the section from a saved report")
     args = parser.parse_args(argv)
     if args.from_json:
-        write_section(Path(args.out), section(json.loads(Path(args.from_json).read_text())))
+        write_section(Path(args.out), section(json.loads(Path(args.from_json).read_text())), args.section)
         return 0
     prepare(args.regenerate)
     names = args.only or list(CONFIGS)
+    report = ROOT / BENCH_DIR / f"{args.section}-report.json"
     server, _ = serve_in_thread(ROOT, port=0, isolated=True)
     port = server.server_address[1]
     version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
     data = {"command": "python3 tools/bench_peer.py" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:])),
             "machine_before": machine(), "browser": f"{version or CHROMIUM} headless, {' '.join(CHROMIUM_FLAGS[-3:])}",
-            "configs": names, "rounds": []}
+            "configs": names, "n": args.n, "rounds": []}
     for i in range(args.rounds):
         got = {}
         data["rounds"].append(got)
@@ -234,16 +253,16 @@ def main(argv=None) -> int:
             url = url_for(port, name, run, args.n, decode, args.seconds)
             print(f"round {i + 1}: {name} ...", end=" ", flush=True)
             t0 = time.monotonic()
-            report = run_page(url, ROOT / BENCH_DIR / f"{run}.json", args.timeout, ROOT / BENCH_DIR / f"{run}.log")
-            got[name] = figures(name, report)
+            posted = run_page(url, ROOT / BENCH_DIR / f"{run}.json", args.timeout, ROOT / BENCH_DIR / f"{run}.log")
+            got[name] = figures(name, posted)
             print(f"{time.monotonic() - t0:.0f} s: {got[name]}", flush=True)
-            (ROOT / REPORT).write_text(json.dumps(data, indent=1))
+            report.write_text(json.dumps(data, indent=1))
     server.shutdown()
     data["machine_after"] = machine()
     data["measured"] = f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
-    (ROOT / REPORT).write_text(json.dumps(data, indent=1))
-    write_section(Path(args.out), section(data))
-    print(f"wrote {args.out} and {REPORT}")
+    report.write_text(json.dumps(data, indent=1))
+    write_section(Path(args.out), section(data), args.section)
+    print(f"wrote {args.out} and {report}")
     return 0
 
 

@@ -13,6 +13,7 @@ built), cannot be linked or disagrees, the page keeps numpy's own matmul and say
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -43,6 +44,7 @@ async def load_kernel(url: str = KERNEL_URL, path: str = KERNEL_PATH):
 
     from .loader import fetch_bytes
 
+    started = time.perf_counter()
     try:
         data = await fetch_bytes(url)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -52,4 +54,5 @@ async def load_kernel(url: str = KERNEL_URL, path: str = KERNEL_PATH):
         self_check(kernel)
     except Exception as e:  # noqa: BLE001  (any failure: numpy's own matmul, and why)
         return None, f"numpy's own matmul (the WebAssembly SIMD kernel did not load: {type(e).__name__}: {e})"
-    return kernel, f"int8 weights through the WebAssembly SIMD kernel ({len(data)} bytes)"
+    ms = (time.perf_counter() - started) * 1e3
+    return kernel, f"int8 weights through the WebAssembly SIMD kernel ({len(data)} bytes, loaded and checked in {ms:.0f} ms)"
