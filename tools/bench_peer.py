@@ -150,9 +150,13 @@ def med(values):
     return statistics.median(values) if values else None
 
 
-def section(data: dict) -> str:
+def rate(v: float) -> str:
+    return f"{v:.1f} tok/s" if v >= 1 else f"{v:.2f} tok/s"
+
+
+def section(data: dict, key: str = "peer") -> str:
     rounds, names = data["rounds"], data["configs"]
-    lines = ["## Glassbox against ONNX Runtime Web (the peer), same browser, same weights", "",
+    lines = [f"## Glassbox against ONNX Runtime Web ({key}), same browser, same weights", "",
              f"Measured {data['measured']} with:", "", "```", data["command"], "```", "",
              f"- machine at the start: {data['machine_before']}", f"- machine at the end: {data['machine_after']}",
              f"- browser: {data['browser']}, one fresh headless instance per page, served cross-origin isolated "
@@ -178,7 +182,7 @@ def section(data: dict) -> str:
     for name in names:
         m = meds[name]
         cells = [f"{m['load_s']:.1f} s" if m["load_s"] else "–", f"{m['forward_ms']:.0f} ms" if m["forward_ms"] else "–",
-                 f"{m['decode_tok_s']:.1f} tok/s" if m["decode_tok_s"] else "–"]
+                 rate(m["decode_tok_s"]) if m["decode_tok_s"] else "–"]
         fr, dr = [], []
         for peer in PEERS:
             p = meds.get(peer, {})
@@ -195,7 +199,7 @@ def section(data: dict) -> str:
         for r in rounds:
             g = r.get(name, {})
             cells.append("failed" if g.get("error") else
-                         f"{g['forward_ms']:.0f} ms, {g['decode_tok_s']:.1f} tok/s" if g.get("forward_ms") and g.get("decode_tok_s")
+                         f"{g['forward_ms']:.0f} ms, {rate(g['decode_tok_s'])}" if g.get("forward_ms") and g.get("decode_tok_s")
                          else "–")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     load = data["machine_before"].split("load average ")[-1].split(")")[0]
@@ -233,7 +237,7 @@ def main(argv=None) -> int:
     parser.add_argument("--from-json", metavar="FILE", help="only rewrite the section from a saved report")
     args = parser.parse_args(argv)
     if args.from_json:
-        write_section(Path(args.out), section(json.loads(Path(args.from_json).read_text())), args.section)
+        write_section(Path(args.out), section(json.loads(Path(args.from_json).read_text()), args.section), args.section)
         return 0
     prepare(args.regenerate)
     names = args.only or list(CONFIGS)
@@ -261,7 +265,7 @@ def main(argv=None) -> int:
     data["machine_after"] = machine()
     data["measured"] = f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
     report.write_text(json.dumps(data, indent=1))
-    write_section(Path(args.out), section(data), args.section)
+    write_section(Path(args.out), section(data, args.section), args.section)
     print(f"wrote {args.out} and {report}")
     return 0
 

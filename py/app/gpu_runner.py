@@ -234,7 +234,7 @@ class WebGPURunner:
         times["numpy"] = (time.perf_counter() - t0) * 1e3
         self.calibration = times
         name = adapter_name(self.engine)
-        measured = (f"a start-up check ran a {CALIBRATION_TOKENS}-token forward in {times['webgpu']:.0f} ms on "
+        measured = (f"a start-up check ran one forward of {CALIBRATION_TOKENS} tokens in {times['webgpu']:.0f} ms on "
                     f"WebGPU and {times['numpy']:.0f} ms on numpy")
         if times["webgpu"] <= times["numpy"]:
             self._say("webgpu", "ok", f"WebGPU runs the model on {name}, a software adapter: {measured}.")
