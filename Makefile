@@ -8,7 +8,7 @@ PORT ?= 8000
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: serve test vendor check-tools
+.PHONY: serve test vendor kernels check-tools
 
 serve: vendor
 	$(PY) tools/serve.py --port $(PORT)
@@ -16,9 +16,23 @@ serve: vendor
 test: vendor $(VENV)/.test-requirements
 	$(PY) -m pytest
 
-vendor: node_modules/.package-lock.json $(VENV)/.requirements
+vendor: node_modules/.package-lock.json $(VENV)/.requirements kernels
 	$(PY) tools/vendor.py
 	$(PY) tools/precache.py
+
+# The numpy fallback's WebAssembly SIMD128 int8 matmul (wasm/linear_i8.c), an Emscripten
+# side module that Pyodide links with ctypes.CDLL. Built by the pinned Zig (clang + wasm-ld):
+# no debug info, stripped, so the same source and toolchain give the same bytes.
+kernels: wasm/linear_i8.so
+
+wasm/linear_i8.so: wasm/linear_i8.c $(VENV)/.build-requirements
+	$(PY) -m ziglang cc -target wasm32-emscripten -O3 -msimd128 -fPIC -shared -nostdlib -g0 \
+	  -Wl,--export=glassbox_linear_i8 -Wl,--strip-all -o $@ $< 2>&1 | { grep -v 'not yet stable' || true; }
+	$(PY) tools/check_kernel.py $@
+
+$(VENV)/.build-requirements: requirements-build.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-build.txt
+	touch $@
 
 check-tools:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

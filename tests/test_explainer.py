@@ -382,6 +382,16 @@ def test_busy_state_disables_the_run_actions(model):
     progress = []
     ui.set_text = lambda name, text: progress.append(text) if name == "run-progress" else None
     asyncio.run(ex.run.submit("def f"))
+    # The line is repainted when a run starts and then at most every PROGRESS_EVERY_S (issue 15).
+    assert progress[1] == "Embedding…" and progress[-1] == "" and len(progress) <= 4
+    from app.controllers import run as run_module
+
+    run_module.PROGRESS_EVERY_S, saved = 0.0, run_module.PROGRESS_EVERY_S
+    try:  # unthrottled, every block says where the run is
+        progress.clear()
+        asyncio.run(ex.run.submit("def f"))
+    finally:
+        run_module.PROGRESS_EVERY_S = saved
     assert f"Block {CONFIG.n_layer} of {CONFIG.n_layer}…" in progress and progress[-1] == ""
 
 

@@ -44,6 +44,7 @@ SOURCES = (
     ("web", ("**/*",)),
     ("py", ("**/*.py",)),
     ("shaders", ("**/*.wgsl",)),
+    ("wasm", ("*.so",)),  # the numpy fallback's SIMD kernel, built by `make kernels`
     ("weights", ("index.json",)),
     ("vendor/pyscript", ("**/*.js", "**/*.css")),
     ("vendor/pyodide", ("*.mjs", "*.js", "*.wasm", "*.zip", "*.json", "*.whl")),

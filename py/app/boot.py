@@ -31,6 +31,7 @@ class Boot:
         self.adapter: AdapterInfo | None = None
         self.backend: str | None = None
         self.versions: dict[str, str] = {}
+        self.kernel_note = ""  # issue 15: how numpy multiplies (app/kernel.py), set by main.py
 
     async def boot(self) -> bool:
         """Run the start-up steps; True when the page reached 'ready', False on error."""

@@ -25,6 +25,8 @@ cause                     when
 ========================  =====================================================================
 ``ok``                    a WebGPU device runs the model
 ``asked``                 the address asks for numpy (``?backend=numpy``)
+``calibrated``            a software adapter (SwiftShader, llvmpipe, a fallback adapter): a
+                          start-up check timed both backends and numpy was faster (issue 15)
 ``no-webgpu``             the browser has no ``navigator.gpu``
 ``no-adapter``            ``requestAdapter()`` found none, failed, or did not answer in time
 ``device-refused``        ``requestDevice()`` failed or did not answer in time
@@ -55,6 +57,8 @@ from glassbox.gpu.backend import DeviceLostError, GPUError, GPUUnavailableError
 from glassbox.trace import layer_name
 
 GPU_TIMEOUT_S = 10.0  # for each of requestAdapter() and requestDevice()
+CALIBRATION_TOKENS = 8  # the start-up check on a software adapter: one forward of this many tokens
+SOFTWARE_ADAPTERS = ("swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp")
 BACKENDS = ("webgpu", "numpy")
 _KV = ("k", "v")
 
@@ -69,12 +73,15 @@ class Status:
 
 
 def asked_backend(search: str) -> str | None:
-    """"numpy" when the page's query string asks for it (?backend=numpy), else None (auto)."""
+    """"numpy" or "webgpu" when the page's query string asks for it (?backend=numpy|webgpu),
+    else None (auto: WebGPU, or on a software adapter whichever the start-up check finds faster)."""
     from urllib.parse import parse_qs
 
     value = parse_qs(search.lstrip("?")).get("backend", [""])[0].lower()
-    if value in ("", "auto", "webgpu", "gpu"):
+    if value in ("", "auto"):
         return None
+    if value in ("webgpu", "gpu"):
+        return "webgpu"
     if value == "numpy":
         return "numpy"
     raise ValueError(f"?backend={value!r}: expected numpy or webgpu")
@@ -112,12 +119,21 @@ async def attach_webgpu(app, explainer, navigator, to_js, object_from_entries, s
         app.set_backend(status.backend, status.reason, status.cause)
 
     runner = WebGPURunner(browser_engine(navigator, to_js, object_from_entries, explainer.model.checkpoint, timeout),
-                          explainer.runner, on_status=show)
+                          explainer.runner, on_status=show, calibrate=True)  # issue 15: calibrate on software
     await runner.start(asked_backend(search))
     explainer.runner = runner
     if runner.status.backend == "webgpu":
         app.page.progress("Running the model on WebGPU (the first run compiles its shaders)", 0.995)
     return runner
+
+
+def software_adapter(info) -> bool:
+    """True for a WebGPU adapter that runs on the CPU (an AdapterInfo, or an engine's info):
+    flagged as a fallback adapter, or named SwiftShader, llvmpipe/lavapipe, softpipe, WARP."""
+    if getattr(info, "fallback", False):
+        return True
+    text = " ".join(str(getattr(info, k, "") or "") for k in ("vendor", "architecture", "device", "description"))
+    return any(name in text.lower() for name in SOFTWARE_ADAPTERS)
 
 
 def adapter_name(engine) -> str:
@@ -139,7 +155,7 @@ class WebGPURunner:
     """The explainer's runner on a GPU Engine; numpy (``fallback``) where WebGPU cannot run."""
 
     def __init__(self, make_engine: Callable[[], Awaitable], fallback, *, capture=None,
-                 on_status: Callable[[Status], None] | None = None):
+                 on_status: Callable[[Status], None] | None = None, calibrate: bool = False):
         self.make_engine = make_engine  # async () -> Engine; raises GPUUnavailableError / GPUError
         self.numpy = fallback  # a ReferenceRunner: run / extend / truncate, its cache public
         self.config = fallback.config
@@ -155,6 +171,8 @@ class WebGPURunner:
         self._retry = False  # ask for a new device at the next call (after a loss)
         self._asked_numpy = False
         self._sequence_capture = None  # the capture the current sequence's run used
+        self.calibrate = calibrate  # on a software adapter, time both backends at start
+        self.calibration: dict[str, float] | None = None  # ms per backend, when it ran
 
     # ----- status ---------------------------------------------------------------------------
     @property
@@ -190,8 +208,41 @@ class WebGPURunner:
             self._say("numpy", "asked", "numpy runs the model because the address asks for it (?backend=numpy).")
             return self.status
         if await self._new_engine():
-            self._say("webgpu", "ok", f"WebGPU runs the model on {adapter_name(self.engine)}.")
+            if self.calibrate and asked != "webgpu" and software_adapter(self.engine.backend.info):
+                await self._calibrate()
+            else:
+                self._say("webgpu", "ok", f"WebGPU runs the model on {adapter_name(self.engine)}.")
         return self.status
+
+    async def _calibrate(self) -> None:
+        """Software adapter: one CALIBRATION_TOKENS forward on each backend (WebGPU after a
+        first run that compiles its pipelines); keep the faster, and say so with the times."""
+        import time
+
+        ids = (np.arange(CALIBRATION_TOKENS, dtype=np.int64) * 97) % self.config.vocab_size
+        times = {}
+        try:
+            await self.engine.forward(ids, capture=self.capture)  # compiles the pipelines
+            t0 = time.perf_counter()
+            await self.engine.forward(ids, capture=self.capture)
+            times["webgpu"] = (time.perf_counter() - t0) * 1e3
+        except Exception as e:  # noqa: BLE001  (a device that fails here is lost for the page)
+            self._lost(e)
+            return
+        t0 = time.perf_counter()
+        await self.numpy.run(ids)
+        times["numpy"] = (time.perf_counter() - t0) * 1e3
+        self.calibration = times
+        name = adapter_name(self.engine)
+        measured = (f"a start-up check ran one forward of {CALIBRATION_TOKENS} tokens in {times['webgpu']:.0f} ms on "
+                    f"WebGPU and {times['numpy']:.0f} ms on numpy")
+        if times["webgpu"] <= times["numpy"]:
+            self._say("webgpu", "ok", f"WebGPU runs the model on {name}, a software adapter: {measured}.")
+            return
+        self.engine.backend.destroy()
+        self.engine, self.cache, self._asked_numpy = None, None, True
+        self._say("numpy", "calibrated", f"numpy runs the model: {name} is a software WebGPU adapter and "
+                                         f"{measured}. Add ?backend=webgpu to the address to run WebGPU anyway.")
 
     async def _recover(self) -> bool:
         """After a loss: a new device; True when WebGPU runs again."""

@@ -56,6 +56,13 @@ async def main() -> Boot:
             model = await chooser.load(mode)
         else:
             model = await load_model(mode.model_url, mode.progress)
+        # issue 15: numpy multiplies the stored int8 weights with the WebAssembly SIMD kernel
+        # (no float32 copy of the model); without the kernel it keeps float32 weights.
+        from .kernel import load_kernel
+
+        kernel, app.kernel_note = await load_kernel()
+        if kernel is not None and model.checkpoint.scheme == "int8":
+            model.keep_quantized(kernel)
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
         explainer = Explainer(binding, model, runner=mode.runner(model), namespace=console.namespace,

@@ -335,7 +335,7 @@ def attribution(params: Params, config: GPTConfig, trace: Trace, token: int, pos
 
     names, values = ["tok_emb", "pos_emb"], [part(trace["tok_emb"][p]), part(trace["pos_emb"][p])]
     for layer in range(config.n_layer):
-        w = params[f"h.{layer}.attn.c_proj.weight"]  # [D, D]: column block h*K..(h+1)*K reads head h
+        w = np.asarray(params[f"h.{layer}.attn.c_proj.weight"])  # [D, D] float32 (also from a QuantizedMatrix): column block h*K..(h+1)*K reads head h
         out = trace[layer_name(layer, "head_out")][:, p]  # [H, K]
         for head in range(config.n_head):
             names.append(f"h.{layer}.head.{head}")

@@ -68,6 +68,11 @@ class Model:
             self._params = weights.LazyParams(self.checkpoint)
         return self._params
 
+    def keep_quantized(self, kernel=None) -> None:
+        """Run on the stored int8/q4 matrices from now on (``Checkpoint.linear_params``, issue
+        15): no float32 copy of the model; ``kernel`` (qlinear.LinearKernel) multiplies int8 in SIMD."""
+        self._params = self.checkpoint.linear_params(kernel)
+
     def prompt(self, text: str) -> Prompt:
         """Tokenize ``text`` under the text policy in this module's docstring."""
         if not text:

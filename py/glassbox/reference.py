@@ -66,8 +66,12 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
 
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """y = x W^T + b. [N, in], [out, in], [out] -> [N, out]"""
-    y = x @ weight.T
+    """y = x W^T + b. [N, in], [out, in], [out] -> [N, out]
+
+    ``weight`` is a float32 array, or a ``qlinear.QuantizedMatrix`` (stored int8/q4 weights,
+    ``Checkpoint.linear_params``) that computes x W^T itself without a float32 copy.
+    """
+    y = weight.linear(x) if hasattr(weight, "linear") else x @ weight.T
     if bias is not None:
         y = y + bias
     return y.astype(np.float32)

@@ -90,6 +90,19 @@ class Checkpoint:
             self._dequantized = {name: self.dequantize(name) for name in expected_shapes(self.config)}
         return self._dequantized
 
+    def linear_params(self, kernel=None) -> dict:
+        """Parameters for reference.forward that keep int8/q4 matrices as stored:
+        qlinear.QuantizedMatrix (optionally on the WebAssembly ``kernel``, qlinear.LinearKernel)
+        instead of float32 copies. With scheme "none", the float32 parameters."""
+        if self.scheme == "none":
+            return self.dequantized()
+        from .qlinear import QuantizedMatrix
+
+        matrices = set(matrix_names(self.config))
+        return {name: (QuantizedMatrix(*self.matrix(name), self.scheme, kernel) if name in matrices
+                       else np.asarray(self.tensors[name], dtype=np.float32))
+                for name in expected_shapes(self.config)}
+
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 

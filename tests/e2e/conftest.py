@@ -137,7 +137,9 @@ def browser():
 @pytest.fixture(scope="package")
 def app(browser, site) -> AppPage:
     """The page, booted once for all e2e tests."""
-    app = _open_page(browser, site)
+    # ?backend=webgpu: on SwiftShader the default page would time both backends and keep
+    # numpy (issue 15); the shared page is where the WebGPU path is tested, so it asks for it.
+    app = _open_page(browser, site, "?backend=webgpu")
     state = app.wait_settled()
     if state != "ready":
         error = app.page.text_content("[data-testid=error]") or ""

@@ -190,7 +190,7 @@ def test_asked_numpy_never_makes_a_device(run, checkpoint):
     runner = WebGPURunner(factory, runners.ReferenceRunner(checkpoint.dequantized(), SMALL), on_status=statuses.append)
     run(runner.start(asked_backend("?model=mini&backend=numpy")))
     assert statuses == [Status("numpy", "asked", statuses[0].reason)] and "?backend=numpy" in statuses[0].reason
-    assert asked_backend("") is None and asked_backend("?backend=webgpu") is None
+    assert asked_backend("") is None and asked_backend("?backend=webgpu") == "webgpu"
     with pytest.raises(ValueError):
         asked_backend("?backend=cuda")
 
@@ -215,3 +215,27 @@ def test_decode_steps_with_either_matmul_entry_equal_numpy(run, backend, checkpo
     reference.forward(checkpoint.dequantized(), SMALL, np.array(IDS[:3]), cache=ref_cache)
     want = reference.forward(checkpoint.dequantized(), SMALL, np.array(IDS[3:4]), cache=ref_cache)
     compare(f"decode rowwise<={rowwise}", step, want)
+
+
+def test_software_adapter_calibration_keeps_the_faster_backend(make, run, checkpoint):
+    # issue 15: lavapipe is a software adapter, so a calibrating runner times both backends
+    # at start and keeps the faster (no timing is asserted: only that the choice follows
+    # the times it measured and says so), and the model then runs on it as usual.
+    from app.gpu_runner import software_adapter
+    from app.webgpu import AdapterInfo
+
+    runner, statuses = make(calibrate=True)
+    times = runner.calibration
+    assert times is not None and set(times) == {"webgpu", "numpy"}, statuses
+    faster = min(times, key=times.get)
+    assert runner.status.backend == faster and "start-up check" in runner.status.reason
+    assert runner.status.cause == ("ok" if faster == "webgpu" else "calibrated")
+    assert (runner.engine is None) == (faster == "numpy")
+    ids = [5, 17, 3]
+    compare("calibrated", run(runner.run(ids)), full(checkpoint, ids))
+
+    uncalibrated, _ = make()
+    assert uncalibrated.calibration is None and uncalibrated.status.cause == "ok"
+    assert software_adapter(AdapterInfo("google", "swiftshader", "", "", False))
+    assert software_adapter(AdapterInfo("", "", "", "", True))
+    assert not software_adapter(AdapterInfo("nvidia", "ampere", "", "NVIDIA H100", False))

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""The page's own overhead: time from a click on Run to the drawn views, against the model's time.
+
+    python3 tools/bench_page.py [--runs 5] [--query backend=numpy --query ""]
+
+Serves the app, opens index.html in headless Chromium (Playwright, the e2e tests' flags), and
+for each query string: types a prompt, clicks Run, and measures in the page (performance.now())
+from the click to the moment the explainer marks the run drawn (``data-runs`` changes), and
+reads the model's own time (``explainer.last_run_s``, the runner's call) for the same run. The
+difference is the page's overhead (status repaints, sampling, drawing the views). Medians
+go to the "page" section of bench/results.md. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench import machine  # noqa: E402
+from bench_browser import CHROMIUM, CHROMIUM_FLAGS, MARK, _put  # noqa: E402
+from serve import serve_in_thread  # noqa: E402
+
+PROMPTS = ["The quick brown fox jumps over", "Glassbox shows every tensor of", "In the beginning the model",
+           "A short sentence with eight tokens"]
+CLICK = """async () => {
+  const box = document.querySelector('[data-testid=explainer]');
+  const before = Number(box.dataset.runs);
+  const t0 = performance.now();
+  document.querySelector('[data-testid=run]').click();
+  while (Number(box.dataset.runs) === before || document.documentElement.dataset.state !== 'ready')
+    await new Promise(r => requestAnimationFrame(r));
+  return performance.now() - t0;
+}"""
+
+
+def measure(page, runs: int) -> list[tuple[float, float, int]]:
+    """(click-to-drawn ms, model ms, tokens) per run."""
+    out = []
+    for i in range(runs + 1):  # the first is a warm-up
+        page.get_by_test_id("prompt").fill(PROMPTS[i % len(PROMPTS)])
+        drawn = page.evaluate(CLICK)
+        model, tokens = page.evaluate("code => window.glassbox_py(code)",
+                                      "[explainer.last_run_s, int(explainer.ids.size)]")
+        if i:
+            out.append((drawn, model * 1e3, tokens))
+    return out
+
+
+def main(argv=None) -> int:
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--query", action="append", help="query strings to compare (default: backend=numpy, auto)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    args = parser.parse_args(argv)
+    queries = args.query or ["backend=numpy", ""]
+    server, _ = serve_in_thread(ROOT)
+    site = f"http://127.0.0.1:{server.server_address[1]}"
+    before = machine()
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        for query in queries:
+            page = browser.new_context().new_page()
+            page.goto(f"{site}/index.html?sw=off&{query}")
+            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=600_000)
+            backend = page.get_attribute("html", "data-backend")
+            reason = page.text_content("[data-testid=backend-reason]") or ""
+            got = measure(page, args.runs)
+            drawn = statistics.median(g[0] for g in got)
+            model = statistics.median(g[1] for g in got)
+            rows.append((f"?{query}" if query else "(default)", backend, " ".join(reason.split()), drawn, model,
+                         statistics.median(g[2] for g in got)))
+            print(json.dumps(rows[-1]), flush=True)
+            page.context.close()
+        browser.close()
+    server.shutdown()
+    lines = ["## The page: click to drawn views", "",
+             f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with "
+             f"`python3 tools/bench_page.py{''.join(' --query ' + repr(q) for q in (args.query or []))}` "
+             f"on weights/mini, {args.runs} runs after a warm-up, medians:", "",
+             f"- machine at the start: {before}", f"- machine at the end: {machine()}", "",
+             "| page | backend | tokens | click to drawn | model (runner call) | page overhead |",
+             "|---|---|---:|---:|---:|---:|"]
+    for query, backend, _, drawn, model, tokens in rows:
+        lines.append(f"| `{query}` | {backend} | {tokens:.0f} | {drawn:.0f} ms | {model:.0f} ms | {drawn - model:.0f} ms |")
+    lines += ["", "The model's own time is the runner's call; the rest is the page: sampling, the views' HTML "
+              "and its drawing (the run status is repainted once per run, then at most every 0.25 s). Both pages "
+              "run numpy here (the default page's start-up check keeps numpy on SwiftShader), so their difference "
+              "is the spread of 5 runs on a shared machine.", "", "Backend reasons shown:", ""] + [f"- `{r[0]}`: {r[2]}" for r in rows]
+    path = Path(args.out)
+    path.write_text(_put(path.read_text(), "page", "\n".join(lines)))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
