@@ -210,12 +210,12 @@ def render(current: Choice, base: str, local: list[tuple[str, int | None]], stor
                 'Cancel download</button></p>')
     is_open = " open" if (confirm is not None or note or downloading) else ""
     return (
-        '<h2 class="pick-title">Model</h2>'
+        '<h2 class="pick-title visually-hidden">Model</h2>'
         + ask
         + (f'<p class="pick-note warn" data-testid="pick-note">{escape(note)}</p>' if note else "")
         + f'<details class="pick-details" data-testid="pick-details"{is_open}>'
-        + f'<summary class="pick-current" data-testid="pick-current">Now: <code>{escape(current.spec)}</code>'
-          ' — choose another model</summary>'
+        + f'<summary class="pick-current" data-testid="pick-current">Model: <code>{escape(current.spec)}</code>'
+          '<span class="long"> — choose another</span></summary>'
         + '<h3 class="pick-sub">On this site</h3><ul class="pick-list">' + "".join(rows) + "</ul>"
         + '<h3 class="pick-sub">GPT-2 family from the Hugging Face Hub</h3>'
         + f'<p class="pick-privacy" data-testid="hub-notice">Picking one of these contacts <b>{host}</b> '

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 def state(app) -> dict:
-    return app.py("{'k': explainer.top_k, 'dist_k': explainer.dist.top_k, 'runs': explainer.runs}")
+    return app.py("{'k': explainer.sampling.top_k, 'dist_k': explainer.dist.top_k, 'runs': explainer.runs}")
 
 
 def test_top_k_field_is_clamped_or_refused_visibly(app, artifacts):

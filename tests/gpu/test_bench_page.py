@@ -13,7 +13,7 @@ from gpu_helpers import SMALL, random_checkpoint
 def test_settings_from_the_query_string():
     opts = bench.settings("?name=x1&models=default&lengths=8,64&decode=4&seconds=0.5&budget=10&other=1")
     assert opts == {"name": "x1", "models": ["default"], "lengths": [8, 64], "decode": 4, "seconds": 0.5,
-                    "budget": 10.0}
+                    "budget": 10.0, "backends": ["webgpu", "numpy"], "folder": ""}
     assert bench.settings("")["models"] == ["default", "gpt2-small"]
 
 
