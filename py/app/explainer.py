@@ -93,6 +93,7 @@ class Explainer:
         self._weights: dict[str, weight_views.WeightHeat] = {}
         self._tasks: set[asyncio.Task] = set()
         self._booting = False
+        self.qk = None  # issue 12: the query/key map (app/qkmap.py), attached by main.py
 
     # ----- start-up ---------------------------------------------------------------------
     def mount(self) -> None:
@@ -176,6 +177,8 @@ class Explainer:
         self.trace = trace
         self.ids = np.asarray(trace.ids, dtype=np.int64)
         self.tokens = self.model.tokenizer.display(self.ids)
+        if self.qk is not None:  # issue 12
+            self._spawn(self.qk.on_trace(trace))
 
     async def _after_run(self, light: bool = False) -> None:
         """New distribution and sample, then the views, yielding to the page between them."""
@@ -320,6 +323,8 @@ class Explainer:
         self.layer = layer
         self.ui.set_value("#layer-select", str(layer + 1))
         self.render_overview(), self.render_attention(), self.render_block()
+        if self.qk is not None:  # issue 12
+            self.qk.link(self.layer, self.head)
 
     def select_head(self, head: int) -> None:
         head = int(head)
@@ -328,6 +333,8 @@ class Explainer:
         self.head = head
         self.ui.set_value("#head-select", str(head + 1))
         self.render_attention()
+        if self.qk is not None:  # issue 12
+            self.qk.link(self.layer, self.head)
 
     def select_position(self, position: int) -> None:
         self.position = int(position)
@@ -545,6 +552,8 @@ class Explainer:
     def handle(self, action: str, value: str = "", data: dict | None = None):
         """One user action from the page. Async work is scheduled; the task is returned."""
         data = data or {}
+        if action.startswith("qk-") and self.qk is not None:  # issue 12
+            return self.qk.handle(action, value, data)
         if action in ("run", "submit"):
             return self._spawn(self.submit(value))
         if action == "example":

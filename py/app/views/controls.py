@@ -27,6 +27,7 @@ SECTIONS = (
     ("overview", "Overview: from tokens to probabilities"),
     ("embedding", "Embedding: tokens to vectors"),
     ("attention", "Attention"),
+    ("qk", "Queries and keys of every head"),  # issue 12 (filled by app/qkmap.py)
     ("block", "Layer norm, MLP and residuals"),
     ("output", "Output: the next token"),
 )
