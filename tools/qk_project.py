@@ -93,10 +93,10 @@ def build_corpus(tokenizer, budget: int, cache_dir: str) -> dict:
     }
 
 
-def embed_all(data: qk.QKSet, config, method: str) -> dict[str, np.ndarray]:
+def embed_all(data: qk.QKSet, config, method: str, layers=None) -> dict[str, np.ndarray]:
     """Every head's t-SNE or UMAP map of the corpus (aligned: translate on, scale off)."""
     out = {}
-    for layer in range(config.n_layer):
+    for layer in (range(config.n_layer) if layers is None else layers):
         for head in range(config.n_head):
             q, k = data.head(layer, head)
             x = qk.head_points(data, layer, head, qk.fit_alignment(q, k, True, False)).astype(np.float32)
@@ -117,11 +117,43 @@ def entry(folder: Path, name: str, data: bytes) -> dict:
     return {"file": name, "bytes": len(data), "sha256": weights.sha256_hex(data)}
 
 
-def ship(folder: Path, corpus_doc: dict, methods: list[str], vocab_dir: str) -> None:
+def corpus_qk(folder: Path, corpus_doc: dict, vocab_dir: str):
     model = load(str(folder), vocab_dir=vocab_dir)
     started = time.perf_counter()
     data = qk.collect(model.params, model.config, [s["ids"] for s in corpus_doc["sentences"]])
     print(f"{folder}: q/k of {data.n_tokens} tokens in {time.perf_counter() - started:.1f} s", flush=True)
+    return model, data
+
+
+def save_only(folder: Path, corpus_doc: dict, methods: list[str], vocab_dir: str, out: Path, layers=None) -> None:
+    """Compute maps into ``out`` alone (to run methods or layers in parallel processes; see --merge)."""
+    model, data = corpus_qk(folder, corpus_doc, vocab_dir)
+    tensors = {}
+    for method in methods:
+        tensors.update(embed_all(data, model.config, method, layers))
+    out.write_bytes(safetensors.save(tensors, {"seed": str(SEED)}))
+    print(f"wrote {out}", flush=True)
+
+
+def merge(folder: Path, parts: list[Path]) -> None:
+    """Add the maps in ``parts`` (from --save-only) to the folder's shipped maps and sidecar."""
+    side = qk.parse_sidecar((folder / qk.SIDECAR).read_bytes())
+    qk.parse_corpus(side, (folder / side["corpus"]["file"]).read_bytes())
+    tensors = {}
+    if side.get("projections"):
+        tensors.update(qk.parse_projections(side, (folder / side["projections"]["file"]).read_bytes()).tensors)
+    for part in parts:
+        tensors.update(safetensors.load(part.read_bytes()))
+    methods = [m for m in ("tsne", "umap") if any(name.startswith(m + ".") for name in tensors)]
+    side["projections"] = {**entry(folder, PROJECTIONS_FILE, safetensors.save(dict(sorted(tensors.items())), {"seed": str(SEED)})),
+                           "methods": methods, "translate": True, "scale": False, "seed": SEED,
+                           "dtype": "float16", "tsne": TSNE_OPTIONS, "umap": UMAP_OPTIONS, "neighbours": qk.NEIGHBOURS}
+    (folder / qk.SIDECAR).write_text(json.dumps(side, indent=1) + "\n")
+    print(f"wrote {folder / qk.SIDECAR}: {', '.join(methods)}", flush=True)
+
+
+def ship(folder: Path, corpus_doc: dict, methods: list[str], vocab_dir: str) -> None:
+    model, data = corpus_qk(folder, corpus_doc, vocab_dir)
     corpus_bytes = (json.dumps(corpus_doc, ensure_ascii=False, indent=0) + "\n").encode()
     side = {
         "format": qk.FORMAT, "format_version": qk.FORMAT_VERSION,
@@ -148,7 +180,13 @@ def main(argv=None) -> None:
     ap.add_argument("--corpus-from", help="reuse the corpus of this qk-corpus.json instead of rebuilding it")
     ap.add_argument("--cache-dir", default=str(ROOT / "build" / "corpus"))
     ap.add_argument("--vocab-dir", default=str(ROOT / "vendor" / "gpt2"))
+    ap.add_argument("--save-only", help="write the maps of the (one) folder to this file, nothing else")
+    ap.add_argument("--layers", type=int, nargs="+", help="with --save-only: only these layers")
+    ap.add_argument("--merge", nargs="+", help="add these --save-only files to the (one) folder's maps")
     args = ap.parse_args(argv)
+    if args.merge:
+        merge(Path(args.folders[0]), [Path(p) for p in args.merge])
+        return
     methods = [m for m in args.methods.split(",") if m]
     if not set(methods) <= {"tsne", "umap"}:  # "" ships no maps
         raise SystemExit("--methods takes tsne and/or umap")
@@ -158,6 +196,9 @@ def main(argv=None) -> None:
     else:
         corpus_doc = build_corpus(tokenizer, args.tokens, args.cache_dir)
     print(f"corpus: {len(corpus_doc['sentences'])} sentences, {corpus_doc['tokens']} tokens", flush=True)
+    if args.save_only:
+        save_only(Path(args.folders[0]), corpus_doc, methods, args.vocab_dir, Path(args.save_only), args.layers)
+        return
     for folder in args.folders:
         ship(Path(folder), corpus_doc, methods, args.vocab_dir)
 
