@@ -145,9 +145,10 @@ def merge(folder: Path, parts: list[Path]) -> None:
     for part in parts:
         tensors.update(safetensors.load(part.read_bytes()))
     methods = [m for m in ("tsne", "umap") if any(name.startswith(m + ".") for name in tensors)]
+    options = {"tsne": TSNE_OPTIONS, "umap": UMAP_OPTIONS}
     side["projections"] = {**entry(folder, PROJECTIONS_FILE, safetensors.save(dict(sorted(tensors.items())), {"seed": str(SEED)})),
                            "methods": methods, "translate": True, "scale": False, "seed": SEED,
-                           "dtype": "float16", "tsne": TSNE_OPTIONS, "umap": UMAP_OPTIONS, "neighbours": qk.NEIGHBOURS}
+                           "dtype": "float16", **{m: options[m] for m in methods}, "neighbours": qk.NEIGHBOURS}
     (folder / qk.SIDECAR).write_text(json.dumps(side, indent=1) + "\n")
     print(f"wrote {folder / qk.SIDECAR}: {', '.join(methods)}", flush=True)
 

@@ -187,13 +187,18 @@ def pca(x: np.ndarray, n_components: int = 2) -> np.ndarray:
 
 def place(points: np.ndarray, corpus: np.ndarray, corpus_xy: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
     """Out-of-sample placement: each point at the mean map position of its k nearest corpus
-    points (Euclidean, in the aligned K-dim space). points [A, K], corpus [M, K], corpus_xy [M, 2] -> [A, 2]"""
+    points (Euclidean, in the aligned K-dim space; ties to the earlier point).
+    points [A, K], corpus [M, K], corpus_xy [M, 2] -> [A, 2]"""
     points, corpus = np.asarray(points, dtype=np.float64), np.asarray(corpus, dtype=np.float64)
     if points.shape[0] == 0:
         return np.zeros((0, 2))
     k = min(k, corpus.shape[0])
-    d2 = (points ** 2).sum(1)[:, None] - 2 * points @ corpus.T + (corpus ** 2).sum(1)[None, :]
-    nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    d2 = np.maximum((points ** 2).sum(1)[:, None] - 2 * points @ corpus.T + (corpus ** 2).sum(1)[None, :], 0.0)
+    # Ties go to the earlier corpus point, and distances count as tied within 1e-5 of the row's
+    # largest: identical vectors are common (the same first token of many sentences) and float
+    # noise between machines must not pick a different one of them.
+    coarse = np.round(d2 / (d2.max(axis=1, keepdims=True) + 1e-300) * 1e5)
+    nearest = np.argsort(coarse, axis=1, kind="stable")[:, :k]
     return np.asarray(corpus_xy, dtype=np.float64)[nearest].mean(axis=1)
 
 

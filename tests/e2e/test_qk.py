@@ -68,6 +68,28 @@ def test_page_coordinates_equal_the_command_line(built):
     np.testing.assert_allclose(page_xy, cli_xy, atol=1e-3 * extent)
 
 
+def test_tsne_in_the_page_equals_the_command_line(built, artifacts):
+    page = built.page
+    draws = int(page.get_attribute("[data-testid=qk-matrix]", "data-draws"))
+    page.select_option("#qk-method", "tsne")
+    page.wait_for_function(f"Number(document.querySelector('[data-testid=qk-matrix]').dataset.draws) > {draws}")
+    assert "approximately" in page.inner_text("[data-testid=qk-approx]")
+    assert page.is_disabled("#qk-scale")
+    page.locator("[data-testid=qk-matrix]").screenshot(path=str(artifacts / "qk-tsne.png"))
+    page_xy = np.array(built.py("explainer.qk.xy[(2, 1)].tolist()"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "py")}
+    out = subprocess.run([sys.executable, "-m", "glassbox", "qk", str(ROOT / "weights" / "mini"), TEXT, "--with-corpus",
+                          "--method", "tsne", "--layer", "2", "--head", "1", "--json"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    cli_xy = np.array([[p["x"], p["y"]] for p in json.loads(out.stdout)["points"]])
+    # corpus points are the shipped map itself; the user's are means of 5 neighbours, which
+    # float32 noise could only change at an exact distance tie
+    np.testing.assert_allclose(page_xy, cli_xy, atol=1e-6 * np.abs(cli_xy).max())
+    draws = int(page.get_attribute("[data-testid=qk-matrix]", "data-draws"))
+    page.select_option("#qk-method", "pca")
+    page.wait_for_function(f"Number(document.querySelector('[data-testid=qk-matrix]').dataset.draws) > {draws}")
+
+
 def test_click_on_a_point_draws_its_attention_lines(built, artifacts):
     page = built.page
     page.locator("[data-testid=qk-single]").scroll_into_view_if_needed()
