@@ -118,7 +118,7 @@ def section(rows: list[dict], page: dict | None, command: str) -> str:
                      f"{r['project_cpu'] * 1000:.0f} ms ({r['project_s'] * 1000:.0f} ms) | "
                      f"{r['draw_cpu'] * 1000:.0f} ms ({r['draw_s'] * 1000:.0f} ms) |")
     if page:
-        lines.append(f"| page (Pyodide numpy, headless chromium) | default (weights/mini) | 16 | {page['tokens']} | "
+        lines.append(f"| page (Pyodide numpy; explainer runner: {page['runner']}) | default (weights/mini) | 16 | {page['tokens']} | "
                      f"{page['corpus_s']:.2f} s (incl. fetch) | {page['project_s'] * 1000:.0f} ms | "
                      f"{page['paint_s'] * 1000:.0f} ms (redraw {page['redraw_s'] * 1000:.0f} ms, incl. the large head) |")
     lines += ["", "WebGPU: not measured — the map's corpus q/k run on the numpy reference in the page "

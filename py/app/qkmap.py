@@ -77,8 +77,9 @@ class QKMap:
         body = ""
         if self.built:
             body = (view.controls(self.method, self.methods(), self.colour, self.translate, self.scale, self.by_norm, self.search)
-                    + view.legend(self.colour) + view.matrix(L, H, MATRIX_PX[L * H <= 36], (self.layer, self.head))
-                    + view.single(self.layer, self.head, SINGLE_PX, self.method))
+                    + view.legend(self.colour) + '<div class="qk-body">'
+                    + view.matrix(L, H, MATRIX_PX[L * H <= 36], (self.layer, self.head))
+                    + view.single(self.layer, self.head, SINGLE_PX, self.method) + "</div>")
         self.ui.show(self.slot, View(head + body))
         if self.built:
             self.paint_all()

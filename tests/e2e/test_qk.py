@@ -68,22 +68,23 @@ def test_page_coordinates_equal_the_command_line(built):
     np.testing.assert_allclose(page_xy, cli_xy, atol=1e-3 * extent)
 
 
-def test_tsne_in_the_page_equals_the_command_line(built, artifacts):
+@pytest.mark.parametrize("method", ["tsne", "umap"])
+def test_precomputed_map_in_the_page_equals_the_command_line(built, artifacts, method):
     page = built.page
     draws = int(page.get_attribute("[data-testid=qk-matrix]", "data-draws"))
-    page.select_option("#qk-method", "tsne")
+    page.select_option("#qk-method", method)
     page.wait_for_function(f"Number(document.querySelector('[data-testid=qk-matrix]').dataset.draws) > {draws}")
     assert "approximately" in page.inner_text("[data-testid=qk-approx]")
     assert page.is_disabled("#qk-scale")
-    page.locator("[data-testid=qk-matrix]").screenshot(path=str(artifacts / "qk-tsne.png"))
+    page.locator("[data-testid=qk-matrix]").screenshot(path=str(artifacts / f"qk-{method}.png"))
     page_xy = np.array(built.py("explainer.qk.xy[(2, 1)].tolist()"))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "py")}
     out = subprocess.run([sys.executable, "-m", "glassbox", "qk", str(ROOT / "weights" / "mini"), TEXT, "--with-corpus",
-                          "--method", "tsne", "--layer", "2", "--head", "1", "--json"],
+                          "--method", method, "--layer", "2", "--head", "1", "--json"],
                          capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     cli_xy = np.array([[p["x"], p["y"]] for p in json.loads(out.stdout)["points"]])
-    # corpus points are the shipped map itself; the user's are means of 5 neighbours, which
-    # float32 noise could only change at an exact distance tie
+    # corpus points are the shipped map itself; the user's are means of 5 neighbours (ties
+    # broken the same way on both sides), so float32 noise cannot move them
     np.testing.assert_allclose(page_xy, cli_xy, atol=1e-6 * np.abs(cli_xy).max())
     draws = int(page.get_attribute("[data-testid=qk-matrix]", "data-draws"))
     page.select_option("#qk-method", "pca")
