@@ -122,8 +122,9 @@ def test_project_tsne_places_text_among_fixed_corpus(small):
         qk.project(data, 3, 0)
 
 
-def test_shipped_corpus_and_maps_are_verified():
-    side, corpus, fixed = qk.load_folder(MINI)
+@pytest.mark.parametrize("name", ["mini", "mini-q4"])
+def test_shipped_corpus_and_maps_are_verified(name):
+    side, corpus, fixed = qk.load_folder(os.path.join(ROOT, "weights", name))
     assert 150 <= len(corpus.sentences) <= 400 and 1500 <= corpus.meta["tokens"] <= 5000
     assert side["corpus"]["tokens"] == sum(len(s["ids"]) for s in corpus.sentences)
     assert set(fixed.methods) == {"tsne", "umap"}
