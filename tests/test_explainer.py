@@ -416,7 +416,7 @@ def test_map_opens_parts_and_every_action_has_a_controller(model):
     with pytest.raises(ValueError):
         ex.handle("open-part", "", {"part": f"block-{CONFIG.n_layer}-mlp"})
     ex.handle("open-all")
-    assert set(ex.map.open) == {"embedding", "attention", "block", "factors", "output", "experiments"}
+    assert set(ex.map.open) == {"embedding", "attention", "qk", "block", "factors", "output", "experiments"}
     # every data-action the page writes has a handler
     written = set(re.findall(r'data-action="([^"]+)"', ui.frame + "".join(v.html for v in ui.slots.values())))
     handled = {a for a in written if a in ex.actions or any(a.startswith(p) for p in ex.panels)}

@@ -97,6 +97,7 @@ class Explainer:
         self.experiments = ExperimentsController(self)
         self.factors = FactorsController(self)
         self.panels = {"exp-": self.experiments, "factors-": self.factors}
+        self.qk = None  # issue 12: the query/key map (app/qkmap.py), attached by main.py
 
     # The controllers by name (explainer.run, explainer.attention, ...).
     def __getattr__(self, name: str):
@@ -138,6 +139,8 @@ class Explainer:
         self.ids = np.asarray(trace.ids, dtype=np.int64)
         self.tokens = self.model.tokenizer.display(self.ids)
         self.experiments.tokens_changed()
+        if self.qk is not None:  # issue 12: the map places this text among the corpus
+            self.spawn(self.qk.on_trace(trace))
 
     def sample(self) -> None:
         """A new next-token distribution from the last logits row, and a token drawn from it."""
@@ -193,6 +196,8 @@ class Explainer:
 
     def handle(self, action: str, value: str = "", data: dict | None = None):
         """One user action from the page. Async work is scheduled; the task is returned."""
+        if action.startswith("qk-") and self.qk is not None:  # issue 12
+            return self.qk.handle(action, value, data or {})
         for prefix, panel in self.panels.items():
             if action.startswith(prefix):
                 return panel.handle(action, value, data or {})
@@ -216,3 +221,11 @@ class Explainer:
 
     def select_layer(self, layer: int) -> None:
         self.map.select_layer(layer)
+
+    def select_head(self, head: int) -> None:
+        self.attention.select_head(head)
+
+    def link_qk(self) -> None:
+        """issue 12: the query/key map shows the layer and head the explainer shows."""
+        if self.qk is not None:
+            self.qk.link(self.layer, self.attention.head)

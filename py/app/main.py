@@ -69,6 +69,9 @@ async def main() -> Boot:
                               run_code=run_code, examples=model_examples(model), text=stored_prompt())
         explainer.mount()
         binding.attach(explainer)
+        from .qk_dom import attach_qk  # issue 12: the query/key map
+
+        attach_qk(explainer, binding, mode.model_url)
         app.explainer = explainer
         # WebGPU when an adapter and a device answer in time, else numpy; the page says why.
         from pyodide.ffi import to_js

@@ -1,4 +1,4 @@
-"""Command-line interface: ``python -m glassbox {convert,predict,generate,trace,tokenize,lens,ablate,patch,attribute,factors}``."""
+"""Command-line interface: ``python -m glassbox {convert,predict,generate,trace,tokenize,lens,ablate,patch,attribute,factors,qk}``."""
 
 from __future__ import annotations
 
@@ -218,6 +218,8 @@ def check_args(args) -> None:
         folder = os.path.dirname(os.path.abspath(out))
         if os.path.isdir(out) or not os.path.isdir(folder):
             raise OptionsError(f"--out {out}: need a file path in an existing folder")
+
+
 # ----- factors (issue 13): the sparse code of one residual vector under the model's dictionary -----
 def cmd_factors(args) -> int:
     from . import factors
@@ -247,6 +249,45 @@ def _factors_parser(sub) -> None:
     s.add_argument("--position", type=int, required=True, help="token position, 0-based")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_factors)
+
+# ----- issue 12: the joint query/key map (glassbox/qk.py) ---------------------------------------
+def cmd_qk(args) -> int:
+    from . import qk
+
+    path = default_model_dir(ROOT) if args.model == "default" else args.model
+    model = load(path, vocab_dir=args.vocab_dir)
+    texts = [model.prompt(t).ids for t in args.text]
+    with_corpus = not texts or args.with_corpus
+    if texts and args.method != "pca" and not with_corpus:
+        raise ValueError("t-SNE/UMAP place texts among the precomputed corpus map: add --with-corpus")
+    corpus, fixed = (qk.load_folder(path)[1:]) if with_corpus else (None, None)
+    sentences = (corpus.ids if corpus else []) + texts
+    data = qk.collect(model.params, model.config, sentences)
+    n_corpus = len(corpus.sentences) if corpus else 0
+    xy = qk.project(data, args.layer, args.head, args.method, not args.no_translate, args.scale,
+                    fixed=fixed, n_corpus=int(np.sum(data.sentence < n_corpus)))
+    points = qk.points_json(data, xy, model.tokenizer.display(data.token_id.tolist()), first_text=n_corpus)
+    if args.json:
+        print(json.dumps({"model": model.name, "layer": args.layer, "head": args.head, "method": args.method,
+                          "translate": not args.no_translate, "scale": args.scale, "points": points}, ensure_ascii=False))
+    else:
+        for p in points:
+            print(f"{p['kind']} s{p['sentence']:<4} p{p['position']:<4} {p['x']:>10.4f} {p['y']:>10.4f}  {p['token']!r}")
+    return 0
+
+
+def _qk_parser(sub) -> None:
+    s = sub.add_parser("qk", help="every token's query and key of one head in a 2-D map (AttentionViz)")
+    s.add_argument("model", help="model folder, or 'default'")
+    s.add_argument("text", nargs="*", help="texts whose tokens to map (default: the model's corpus)")
+    s.add_argument("--layer", type=int, required=True, help="0-based, as in the trace names")
+    s.add_argument("--head", type=int, required=True, help="0-based")
+    s.add_argument("--method", choices=["pca", "tsne", "umap"], default="pca")
+    s.add_argument("--no-translate", action="store_true", help="keep keys where they are (no centroid alignment)")
+    s.add_argument("--scale", action="store_true", help="queries / c, keys * c, c = sqrt(mean|q| / mean|k|)")
+    s.add_argument("--with-corpus", action="store_true", help="map the texts among the corpus (as the page does)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_qk)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     _experiment_parsers(model_cmd)  # issue 14
     _factors_parser(sub)  # issue 13
+
+    _qk_parser(sub)  # issue 12
     return p
 
 

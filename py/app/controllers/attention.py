@@ -41,6 +41,7 @@ class AttentionController(Controller):
         self.head = head
         self.ui.set_value("head-select", str(head + 1))
         self.render()
+        self.ex.link_qk()
 
     def view(self):
         ex = self.ex

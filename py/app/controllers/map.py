@@ -20,7 +20,7 @@ VIEWS = tuple(slot for slot, _ in SECTIONS)  # the detailed views the map opens 
 def part_target(part: str, n_layer: int) -> tuple[str, int | None]:
     """(view, layer or None) that map part ``part`` opens: 'embedding', 'output', 'tokens',
     'block-2-attention' (layer 2, counted from 0 like the trace's h.2), 'block-2-mlp'."""
-    if part in ("embedding", "output", "experiments", "factors"):
+    if part in ("embedding", "output", "experiments", "factors", "qk"):
         return part, None
     if part == "tokens":
         return "input", None
@@ -85,6 +85,7 @@ class MapController(Controller):
             ex.update_namespace()
         self.ui.set_value("layer-select", str(layer + 1))
         self.render(), ex.attention.render(), ex.block.render()
+        ex.link_qk()
 
     def _set_open(self, view: str, shown: bool) -> None:
         if shown and view not in self.open:

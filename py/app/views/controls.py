@@ -28,6 +28,7 @@ EXAMPLES = (
 SECTIONS = (
     ("embedding", "Embedding: tokens to vectors"),
     ("attention", "Attention"),
+    ("qk", "Queries and keys of every head"),  # issue 12 (filled by app/qkmap.py)
     ("block", "Layer norm, MLP and residuals"),
     ("factors", "Factors: what a hidden vector is made of"),  # issue 13
     ("output", "Output: the next token"),
@@ -180,6 +181,7 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
     <label>Head <select id="head-select" data-testid="head-select" data-action="head"
       aria-label="Attention head shown in every view">{_options(H, 0)}</select>
       <span class="muted of">of {H}</span></label>
+    <button type="button" data-action="open-part" data-part="qk" data-testid="open-qk"><span class="long">Q/K map</span><span class="short">Q/K</span></button>
     <button type="button" data-action="open-part" data-part="experiments" data-testid="open-experiments"><span class="long">Experiments</span><span class="short">Exp.</span></button>
     <button type="button" id="open-all" data-action="open-all" data-testid="open-all" aria-pressed="false"><span class="long">Every view</span><span class="short">All</span></button>
     <button type="button" id="tour-start" data-action="tour-start" data-testid="tour-start"><span class="long">Guided tour</span><span class="short">Tour</span></button>

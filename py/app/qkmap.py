@@ -1,0 +1,384 @@
+"""The query/key map's controller (issue 12): state and actions, no ``js``.
+
+It draws through two objects: ``ui`` (the explainer's Binding: ``show`` a slot's HTML,
+``set_text``, ``set_attr``, tooltips) and ``dom`` (``qk_dom.QKDom``: paint a canvas from an
+RGBA buffer, write the lines' SVG, read canvas sizes). ``fetch(url) -> bytes`` reads the
+model folder's ``qk.json``, corpus and precomputed maps (each checked against its sha256).
+
+Data: the corpus's q/k come from the numpy reference blocks (``glassbox.qk.sentence_qk``),
+one sentence at a time with a progress line, computed once per model and kept; the user's
+text's q/k/att come from the explainer's Trace (whatever runner made it: WebGPU or numpy),
+or from the reference blocks when the trace lacks them. Coordinates of all heads are
+recomputed when the text, projection or alignment options change (``coords``); colour,
+search, zoom and clicks only repaint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from glassbox import qk
+
+from .views import qk as view
+from .views.common import View, token_label
+
+MATRIX_PX = {True: 132, False: 96}  # head canvas size: up to 36 heads / more
+SINGLE_PX = 560
+ZOOM_STEP = 1.5
+HOVER_PX = 9
+
+
+class QKMap:
+    def __init__(self, ui, dom, model, base_url: str, fetch, slot: str = "qk"):
+        self.ui, self.dom, self.model, self.base_url, self.fetch, self.slot = ui, dom, model, base_url, fetch, slot
+        self.config = model.config
+        self.method, self.colour, self.translate, self.scale = "pca", "kind", True, False
+        self.by_norm, self.search = False, ""
+        self.layer = self.head = 0
+        self.zoom, self.centre = 1.0, None
+        self.corpus: qk.Corpus | None = None
+        self.fixed: qk.Projections | None = None
+        self.corpus_set: qk.QKSet | None = None
+        self.user_set: qk.QKSet | None = None
+        self.data: qk.QKSet | None = None
+        self.labels: list[str] = []
+        self.xy: dict[tuple[int, int], np.ndarray] = {}
+        self.focus: int | None = None  # clicked point (map index)
+        self.building = False
+        self._updating = False
+        self.draws = 0
+        self.error = ""
+        self.timings: dict[str, float] = {}
+        self._trace = None
+        self.on_select = None  # (layer, head) -> None: a head clicked in the matrix (the explainer follows)
+
+    # ----- frame -------------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.data is not None
+
+    def mount(self) -> None:
+        self.ui.show(self.slot, View(view.intro(None, None, self.error)))
+
+    def status(self, text: str) -> None:
+        self.ui.set_text('[data-testid="qk-status"]', text)
+
+    def methods(self) -> list[str]:
+        return ["pca"] + [m for m in ("tsne", "umap") if self.fixed is not None and m in self.fixed.methods]
+
+    def render(self) -> None:
+        """The whole section (after a build or a projection change), then every canvas."""
+        L, H = self.config.n_layer, self.config.n_head
+        n = len(self.corpus.sentences) if self.corpus else None
+        head = view.intro(n, self.corpus_set.n_tokens if self.corpus_set else None, self.error, self.built)
+        body = ""
+        if self.built:
+            body = (view.controls(self.method, self.methods(), self.colour, self.translate, self.scale, self.by_norm, self.search)
+                    + view.legend(self.colour) + '<div class="qk-body">'
+                    + view.matrix(L, H, MATRIX_PX[L * H <= 36], (self.layer, self.head))
+                    + view.single(self.layer, self.head, SINGLE_PX, self.method) + "</div>")
+        self.ui.show(self.slot, View(head + body))
+        if self.built:
+            self.paint_all()
+            self.draws += 1  # tests wait on data-draws / data-points
+            self.ui.set_attr('[data-testid="qk-matrix"]', "data-points", str(2 * self.data.n_tokens))
+            self.ui.set_attr('[data-testid="qk-matrix"]', "data-draws", str(self.draws))
+
+    # ----- building --------------------------------------------------------------------------------
+    async def build(self) -> None:
+        if self.building:
+            return
+        self.building, self.error = True, ""
+        try:
+            started = time.perf_counter()
+            if self.corpus_set is None:
+                await self._load_corpus()
+            self.timings["corpus_s"] = time.perf_counter() - started
+            await self._set_user(self._trace)
+            self.render()
+            self.status(self._summary())
+        except Exception as exc:  # noqa: BLE001  (shown on the page)
+            self.error = f"The map could not be built: {type(exc).__name__}: {exc}"
+            self.render()
+        finally:
+            self.building = False
+
+    async def _load_corpus(self) -> None:
+        self.status("Fetching the corpus…")
+        side = qk.parse_sidecar(await self.fetch(self.base_url + qk.SIDECAR))
+        self.corpus = qk.parse_corpus(side, await self.fetch(self.base_url + side["corpus"]["file"]))
+        if side.get("projections"):
+            self.fixed = qk.parse_projections(side, await self.fetch(self.base_url + side["projections"]["file"]))
+        params, ids = self.model.params, self.corpus.ids
+        parts = []
+        for i, sentence in enumerate(ids):
+            if i % 8 == 0:
+                self.status(f"Running the model (numpy) on corpus sentence {i + 1} of {len(ids)}…")
+                await asyncio.sleep(0)
+            parts.append(qk.sentence_qk(params, self.config, sentence))
+        data = qk.stack(parts)
+        data.token_id = np.concatenate(ids)
+        self.corpus_set = data
+
+    async def _set_user(self, trace) -> None:
+        """Join the user's text onto the corpus and recompute every head's coordinates."""
+        if self.corpus_set is None:
+            return
+        started = time.perf_counter()
+        if trace is not None:
+            try:
+                parts = [qk.from_trace(trace)]
+            except ValueError:  # a light-mode trace without every layer's q/k/att
+                parts = [qk.sentence_qk(self.model.params, self.config, trace.ids)]
+            user = qk.stack(parts)
+            user.token_id = np.asarray(trace.ids, dtype=np.int64)
+            self.user_set = user
+        self.data = qk.join(self.corpus_set, self.user_set) if self.user_set is not None else self.corpus_set
+        self.labels = self.model.tokenizer.display(self.data.token_id.tolist())
+        self.focus = None
+        self.timings["user_s"] = time.perf_counter() - started
+        await self.coords()
+
+    async def coords(self) -> None:
+        started = time.perf_counter()
+        self.xy = {}
+        n_corpus = self.corpus_set.n_tokens
+        for layer in range(self.config.n_layer):
+            for head in range(self.config.n_head):
+                self.xy[layer, head] = qk.project(self.data, layer, head, self.method, self.translate, self.scale,
+                                                  fixed=self.fixed, n_corpus=n_corpus)
+            await asyncio.sleep(0)
+        self.timings["project_s"] = time.perf_counter() - started
+
+    def _summary(self) -> str:
+        t = self.timings
+        return (f"{self.data.n_sentences} sentences, {self.data.n_tokens} tokens, {2 * self.data.n_tokens} points per head; "
+                f"projection {t.get('project_s', 0) * 1000:.0f} ms, drawing {t.get('paint_s', 0) * 1000:.0f} ms.")
+
+    async def on_trace(self, trace) -> None:
+        """The explainer has a new trace: place its text among the corpus (when the map is
+        built). Traces arriving while one is being placed coalesce: only the latest is drawn."""
+        self._trace = trace
+        if not self.built or self.building or self._updating:
+            return
+        self._updating = True
+        try:
+            while True:
+                current = self._trace
+                await self._set_user(current)
+                if self._trace is current:
+                    break
+            self.render()
+            self.status(self._summary())
+        finally:
+            self._updating = False
+
+    def link(self, layer: int, head: int) -> None:
+        """The explainer chose a layer/head: show it large."""
+        if (layer, head) != (self.layer, self.head):
+            self.layer, self.head, self.zoom, self.centre, self.focus = layer, head, 1.0, None, None
+            if self.built:
+                self.render()
+
+    # ----- drawing ---------------------------------------------------------------------------------
+    def user_mask(self) -> np.ndarray:
+        P = self.data.n_tokens
+        u = self.data.sentence >= len(self.corpus.sentences)
+        return np.concatenate([u, u]) if P else np.zeros(0, bool)
+
+    def match_mask(self) -> np.ndarray | None:
+        term = self.search.strip().lower()
+        if not term:
+            return None
+        hit = np.array([t.strip().lower() == term for t in self.labels])
+        return np.concatenate([hit, hit])
+
+    def _norms(self, layer: int, head: int) -> np.ndarray:
+        q, k = self.data.head(layer, head)
+        return np.linalg.norm(qk.head_points(self.data, layer, head, qk.fit_alignment(q, k, self.translate, self.scale)), axis=1)
+
+    def head_rgba(self, layer: int, head: int, px: int, frame: view.Frame | None = None, size=3,
+                  selected=None, focus=None) -> np.ndarray:
+        xy = self.xy[layer, head]
+        frame = frame or view.Frame.fit(xy, px, px)
+        colours = view.point_colours(self.colour, self.data.n_tokens, np.concatenate([self.data.position] * 2),
+                                     self.labels + self.labels, self._norms(layer, head) if self.colour == "norm" else None)
+        pxs, pys = frame.pixels(xy)
+        layers = view.head_layers(colours, self.user_mask(), self.match_mask(), size, selected, focus)
+        return view.raster(px, px, pxs, pys, layers)
+
+    def paint_all(self) -> None:
+        started = time.perf_counter()
+        L, H = self.config.n_layer, self.config.n_head
+        px = MATRIX_PX[L * H <= 36]
+        match = self.match_mask()
+        size = 2 if px < 120 else 3
+        for layer in range(L):
+            for head in range(H):
+                sel = f'[data-testid="qk-head"][data-layer="{layer}"][data-head="{head}"]'
+                self.dom.paint(sel, self.head_rgba(layer, head, px, size=size))
+                self.ui.set_attr(sel, "data-highlighted", str(0 if match is None else int(match.sum())))
+        self.timings["paint_s"] = time.perf_counter() - started
+        self.paint_single()
+        count = "" if match is None else f"{int(match.sum()) // 2} tokens match, highlighted in every head"
+        self.ui.set_text('[data-testid="qk-search-count"]', count)
+
+    def single_frame(self) -> view.Frame:
+        return view.Frame.fit(self.xy[self.layer, self.head], SINGLE_PX, SINGLE_PX, self.zoom, self.centre)
+
+    def paint_single(self) -> None:
+        frame = self.single_frame()
+        size = view.norm_sizes(self._norms(self.layer, self.head)) if self.by_norm else 4
+        selected = None
+        if self.focus is not None:
+            s = self.data.sentence[self.focus % self.data.n_tokens]
+            selected = np.concatenate([self.data.sentence == s] * 2)
+        self.dom.paint("#qk-canvas", self.head_rgba(self.layer, self.head, SINGLE_PX, frame, size, selected, self.focus))
+        self.dom.set_lines(self._lines(frame))
+
+    def _lines(self, frame: view.Frame) -> str:
+        if self.focus is None:
+            self.ui.set_attr('[data-testid="qk-lines"]', "data-focus", "")
+            return ""
+        P = self.data.n_tokens
+        j, is_query = self.focus % P, self.focus < P
+        rows, weights = self.attention(j, is_query)
+        px, py = frame.pixels(self.xy[self.layer, self.head])
+        targets = []
+        for r, w in zip(rows, weights):
+            if w >= 0.01:
+                other = P + r if is_query else r
+                targets.append((px[other], py[other], float(w), f"{token_label(self.labels[r])}: {w:.4f}"))
+        s = int(self.data.sentence[j])
+        source = "your text" if s >= len(self.corpus.sentences) else f"corpus sentence {s + 1}"
+        labels = [token_label(self.labels[r]) for r in rows]
+        self.ui.show("qk-sentence", View(view.sentence_html(labels, weights, int(self.data.position[j]),
+                                                            "q" if is_query else "k", source)))
+        self.ui.set_attr('[data-testid="qk-lines"]', "data-focus", str(self.focus))
+        return view.lines_svg(px[self.focus], py[self.focus], targets, is_query)
+
+    def attention(self, j: int, is_query: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Token rows of j's sentence and the real weights: j's query over them, or (for a key)
+        every query's weight on j."""
+        layer, head = self.layer, self.head
+        if is_query:
+            return qk.attention_of(self.data, j, layer, head)
+        s = int(self.data.sentence[j])
+        rows = self.data.sentence_rows(s)
+        return rows, np.asarray(self.data.att[s][layer, head][:, int(self.data.position[j])], dtype=np.float64)
+
+    # ----- pointer and keys on the large canvas -----------------------------------------------------
+    def nearest(self, x: float, y: float) -> int | None:
+        """The drawn point nearest canvas pixel (x, y), within HOVER_PX."""
+        px, py = self.single_frame().pixels(self.xy[self.layer, self.head])
+        d2 = (px - x) ** 2 + (py - y) ** 2
+        i = int(np.argmin(d2))
+        return i if d2[i] <= HOVER_PX ** 2 else None
+
+    def describe(self, i: int) -> str:
+        P = self.data.n_tokens
+        j = i % P
+        s = int(self.data.sentence[j])
+        where = "your text" if s >= len(self.corpus.sentences) else f"corpus sentence {s + 1}"
+        kind = "query" if i < P else "key"
+        return f"{kind} of ‘{token_label(self.labels[j])}’ — {where}, position {int(self.data.position[j])}"
+
+    def hover(self, x: float, y: float, client_x: float, client_y: float) -> None:
+        i = self.nearest(x, y) if self.built else None
+        if i is None:
+            self.ui.hide_tooltip()
+        else:
+            self.ui.show_tooltip(self.describe(i), client_x, client_y)
+
+    def click(self, x: float, y: float) -> None:
+        if not self.built:
+            return
+        self.focus = self.nearest(x, y)
+        self.paint_single()
+
+    def pan(self, dx: float, dy: float) -> None:
+        """Move the view by (dx, dy) canvas pixels."""
+        f = self.single_frame()
+        self.centre = (f.cx - dx / f.scale, f.cy + dy / f.scale)
+        self.paint_single()
+
+    def zoom_at(self, factor: float, x: float | None = None, y: float | None = None) -> None:
+        f = self.single_frame()
+        x = SINGLE_PX / 2 if x is None else x
+        y = SINGLE_PX / 2 if y is None else y
+        dx, dy = f.data(x, y)
+        new_zoom = min(max(self.zoom * factor, 0.25), 200.0)
+        factor = new_zoom / self.zoom
+        self.zoom = new_zoom
+        # keep the data point under (x, y) where it is
+        self.centre = (dx - (dx - f.cx) / factor, dy - (dy - f.cy) / factor)
+        self.paint_single()
+
+    def key(self, key: str) -> bool:
+        steps = {"ArrowLeft": (40, 0), "ArrowRight": (-40, 0), "ArrowUp": (0, 40), "ArrowDown": (0, -40)}
+        if key in steps:
+            self.pan(*steps[key])
+        elif key in ("+", "="):
+            self.zoom_at(ZOOM_STEP)
+        elif key in ("-", "_"):
+            self.zoom_at(1 / ZOOM_STEP)
+        elif key == "0":
+            self.zoom, self.centre = 1.0, None
+            self.paint_single()
+        else:
+            return False
+        return True
+
+    # ----- actions from the page -----------------------------------------------------------------
+    def handle(self, action: str, value: str = "", data: dict | None = None):
+        data = data or {}
+        if action == "qk-build":
+            return asyncio.ensure_future(self.build())
+        if not self.built:
+            return None
+        if action in ("qk-method", "qk-translate", "qk-scale"):
+            if action == "qk-method":
+                if value not in self.methods():
+                    raise ValueError(f"no {value} map for this model")
+                self.method = value
+                if value != "pca":
+                    self.translate, self.scale = self.fixed.translate, self.fixed.scale
+            elif action == "qk-translate":
+                self.translate = not self.translate
+            else:
+                self.scale = not self.scale
+            return asyncio.ensure_future(self._reproject())
+        if action == "qk-colour":
+            self.colour = value if value in dict(view.COLOURS) else "kind"
+            self.render()
+        elif action == "qk-search":
+            self.search = value
+            self.paint_all()
+        elif action == "qk-size":
+            self.by_norm = not self.by_norm
+            self.ui.set_attr("#qk-size", "aria-pressed", str(self.by_norm).lower())
+            self.paint_single()
+        elif action == "qk-head":
+            layer, head = int(data["layer"]), int(data["head"])
+            self.link(layer, head)
+            if self.on_select is not None:
+                self.on_select(layer, head)
+        elif action == "qk-zoom-in":
+            self.zoom_at(ZOOM_STEP)
+        elif action == "qk-zoom-out":
+            self.zoom_at(1 / ZOOM_STEP)
+        elif action == "qk-reset":
+            self.zoom, self.centre = 1.0, None
+            self.paint_single()
+        return None
+
+    async def _reproject(self) -> None:
+        self.status("Projecting every head…")
+        await asyncio.sleep(0)
+        await self.coords()
+        self.focus = None
+        self.render()
+        self.status(self._summary())

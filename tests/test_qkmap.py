@@ -1,0 +1,180 @@
+"""The query/key map's controller (app/qkmap.py) and drawing (app/views/qk.py) in CPython,
+with a fake page: every head drawn, search marks every head, a click draws the real
+attention, the user's text joins the corpus, zoom keeps the point under the pointer."""
+
+import asyncio
+import json
+import os
+
+import numpy as np
+import pytest
+
+from app.qkmap import QKMap
+from app.views import qk as view
+from glassbox import qk, reference, safetensors, weights
+from glassbox.model import load
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+class FakeUI:
+    def __init__(self):
+        self.slots, self.texts, self.attrs = {}, {}, {}
+        self.tip = None
+
+    def show(self, slot, view_):
+        self.slots[slot] = view_.html
+
+    def set_text(self, selector, text):
+        self.texts[selector] = text
+
+    def set_attr(self, selector, name, value):
+        self.attrs[selector, name] = value
+
+    def show_tooltip(self, text, x, y):
+        self.tip = text
+
+    def hide_tooltip(self):
+        self.tip = None
+
+
+class FakeDom:
+    def __init__(self):
+        self.painted, self.lines = {}, ""
+
+    def paint(self, selector, rgba):
+        self.painted[selector] = rgba.copy()
+
+    def set_lines(self, svg):
+        self.lines = svg
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load(os.path.join(ROOT, "weights", "mini"), vocab_dir=os.path.join(ROOT, "vendor", "gpt2"))
+
+
+def _files(model, texts, with_maps=True):
+    """A model folder's qk files in memory: corpus of ``texts`` and random t-SNE maps."""
+    sentences = [{"text": t, "ids": model.tokenizer.encode(t)} for t in texts]
+    corpus = json.dumps({"tokens": sum(len(s["ids"]) for s in sentences), "sentences": sentences}).encode()
+    P = sum(len(s["ids"]) for s in sentences)
+    rng = np.random.default_rng(0)
+    maps = safetensors.save({f"tsne.{l}.{h}": rng.normal(size=(2 * P, 2)).astype(np.float16)
+                             for l in range(model.config.n_layer) for h in range(model.config.n_head)})
+    side = {"format": qk.FORMAT, "format_version": qk.FORMAT_VERSION,
+            "corpus": {"file": "c.json", "bytes": len(corpus), "sha256": weights.sha256_hex(corpus)}}
+    if with_maps:
+        side["projections"] = {"file": "p.st", "bytes": len(maps), "sha256": weights.sha256_hex(maps),
+                               "methods": ["tsne"], "translate": True, "scale": False}
+    return {"m/qk.json": json.dumps(side).encode(), "m/c.json": corpus, "m/p.st": maps}
+
+
+def _built(model, text="The file is opened. The file is closed."):
+    files = _files(model, ["A list is sorted.", "The file is read, then it is closed.", "Numbers are added."])
+
+    async def fetch(url):
+        return files[url]
+
+    ui, dom = FakeUI(), FakeDom()
+    m = QKMap(ui, dom, model, "m/", fetch)
+    m.mount()
+    trace = reference.forward(model.params, model.config, model.prompt(text).ids)
+    asyncio.run(m.on_trace(trace))  # not built yet: only remembered
+    asyncio.run(m.build())
+    return m, ui, dom, trace
+
+
+def test_build_draws_every_head_and_joins_the_text(model):
+    m, ui, dom, trace = _built(model)
+    assert not m.error, m.error
+    L, H = model.config.n_layer, model.config.n_head
+    heads = [k for k in dom.painted if 'data-testid="qk-head"' in k]
+    assert len(heads) == L * H
+    assert ui.slots["qk"].count('data-testid="qk-head"') == L * H
+    assert m.data.n_sentences == 4 and m.data.n_tokens == m.corpus_set.n_tokens + trace.ids.size
+    # the user's q/k are the trace's
+    np.testing.assert_array_equal(m.data.q[2, 1, -trace.ids.size:], trace["h.2.q"][1])
+    # the page's coordinates are glassbox.qk's on the same set
+    np.testing.assert_allclose(m.xy[1, 2], qk.project(m.data, 1, 2), atol=1e-12)
+    # queries and keys both drawn in their colours
+    rgba = dom.painted['[data-testid="qk-head"][data-layer="0"][data-head="0"]']
+    for colour in (view.Q_RGBA, view.K_RGBA):
+        assert (rgba.reshape(-1, 4) == colour).all(1).any()
+
+
+def test_search_highlights_every_head(model):
+    m, ui, dom, _ = _built(model)
+    m.handle("qk-search", "file")
+    n = sum(t.strip().lower() == "file" for t in m.labels)
+    assert n >= 3
+    for layer in range(model.config.n_layer):
+        for head in range(model.config.n_head):
+            sel = f'[data-testid="qk-head"][data-layer="{layer}"][data-head="{head}"]'
+            assert ui.attrs[sel, "data-highlighted"] == str(2 * n)
+            assert (dom.painted[sel].reshape(-1, 4) == view.MATCH_RGBA).all(1).any()
+
+
+def test_click_on_a_query_draws_its_real_attention(model):
+    m, ui, dom, trace = _built(model)
+    m.link(1, 3)
+    P = m.data.n_tokens
+    j = P - 1  # the last token of the user's text
+    frame = m.single_frame()
+    px, py = frame.pixels(m.xy[1, 3])
+    m.click(px[j], py[j])
+    i = m.focus
+    assert i is not None and m.nearest(px[j], py[j]) == i
+    # the clicked point may be another at the same pixel; its lines are its own attention
+    rows, w = m.attention(i % P, i < P)
+    drawn = dom.lines.count('data-testid="qk-line"')
+    assert drawn == int((w >= 0.01).sum()) and drawn > 0
+    if i == j:
+        np.testing.assert_allclose(w, trace["h.1.att"][3, -1], atol=1e-7)
+    assert "your text" in ui.slots["qk-sentence"] or "corpus" in ui.slots["qk-sentence"]
+
+
+def test_zoom_keeps_the_point_under_the_pointer_and_pan_moves(model):
+    m, *_ = _built(model)
+    f0 = m.single_frame()
+    before = f0.data(100.0, 200.0)
+    m.zoom_at(2.0, 100.0, 200.0)
+    np.testing.assert_allclose(m.single_frame().data(100.0, 200.0), before, atol=1e-9)
+    cx = m.single_frame().cx
+    m.pan(10, 0)
+    assert m.single_frame().cx < cx
+    assert m.key("ArrowLeft") and not m.key("q")
+
+
+def test_tsne_method_marks_placement_approximate_and_locks_options(model):
+    m, ui, dom, _ = _built(model)
+    asyncio.run(_handle(m, "qk-method", "tsne"))
+    assert m.method == "tsne" and 'data-testid="qk-approx"' in ui.slots["qk"]
+    assert 'id="qk-scale" data-action="qk-scale" data-testid="qk-scale" aria-pressed="false" disabled' in ui.slots["qk"]
+    C = m.corpus_set.n_tokens
+    np.testing.assert_allclose(m.xy[0, 0][:C], m.fixed.coords("tsne", 0, 0)[:C])
+
+
+async def _handle(m, action, value=""):
+    task = m.handle(action, value)
+    if task is not None:
+        await task
+
+
+def test_no_maps_means_pca_only_and_bad_file_is_shown(model):
+    files = _files(model, ["A list is sorted."], with_maps=False)
+    files["m/c.json"] = files["m/c.json"].replace(b"sorted", b"sortex")
+
+    async def fetch(url):
+        return files[url]
+
+    m = QKMap(FakeUI(), FakeDom(), model, "m/", fetch)
+    asyncio.run(m.build())
+    assert "sha256" in m.error and 'data-testid="qk-error"' in m.ui.slots["qk"]
+
+
+def test_raster_draws_squares_in_order():
+    buf = view.raster(10, 10, np.array([2.0, 2.0]), np.array([3.0, 3.0]),
+                      [([0], (255, 0, 0, 255), 3), ([1], (0, 0, 255, 255), 1)])
+    assert tuple(buf[3, 2]) == (0, 0, 255, 255) and tuple(buf[2, 1]) == (255, 0, 0, 255)
+    assert tuple(buf[9, 9]) == view.BG

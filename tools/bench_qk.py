@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Benchmark the query/key map (issue 12): time to compute and draw the matrix view.
+
+    python3 tools/bench_qk.py                  # native numpy: default model + GPT-2-small's shape
+    python3 tools/bench_qk.py --page           # also the default model in the page (headless chromium)
+
+Three costs, each for every head of the model (the matrix view): **q/k** — running the corpus
+(weights/mini/qk-corpus.json) through the numpy reference blocks (once per model; the page
+caches it); **projection** — alignment + exact PCA of every head over corpus + one user
+sentence (each time the text or an option changes); **drawing** — the RGBA pixel buffers of
+all L×H canvases (each time colour, search or zoom changes; ``app/views/qk.raster``). The
+GPT-2-small shape uses random weights (``weights.random_params``) and the same corpus ids.
+``--page`` boots the app in Debian's chromium (Playwright, as the e2e tests do), clicks
+"Build the map" and reads the timings the page measured (numpy under Pyodide; the corpus q/k
+run on numpy in the page too, whatever runner the explainer uses). Writes its section of
+bench/results.md. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one thread, CPU time comparable
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "py"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from app.views import qk as view  # noqa: E402
+from bench import machine  # noqa: E402  (tools/bench.py)
+from glassbox import qk, weights  # noqa: E402
+from glassbox.config import GPTConfig  # noqa: E402
+from glassbox.model import load  # noqa: E402
+
+BEGIN, END = "<!-- qk-bench:begin -->", "<!-- qk-bench:end -->"
+GPT2_SMALL = GPTConfig(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=50257)
+USER = "The file is opened, read and closed again."
+
+
+def draw_all(data: qk.QKSet, xy: dict, labels: list[str], px: int) -> None:
+    P = data.n_tokens
+    user = np.zeros(2 * P, bool)
+    pos = np.concatenate([data.position] * 2)
+    for (layer, head), coords in xy.items():
+        colours = view.point_colours("kind", P, pos, labels + labels, None)
+        frame = view.Frame.fit(coords, px, px)
+        view.raster(px, px, *frame.pixels(coords), view.head_layers(colours, user, None, 3))
+
+
+def timed(fn):
+    """(result, wall seconds, CPU seconds of this process): on a shared machine the CPU time
+    is the figure to read, the wall time includes waiting for a core."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(name: str, params, config: GPTConfig, corpus_ids, user_ids) -> dict:
+    data, qk_s, qk_cpu = timed(lambda: qk.collect(params, config, corpus_ids + [user_ids]))
+    xy, project_s, project_cpu = timed(lambda: {(l, h): qk.project(data, l, h)
+                                                 for l in range(config.n_layer) for h in range(config.n_head)})
+    labels = [str(i) for i in data.token_id]
+    px = 132 if config.n_layer * config.n_head <= 36 else 96
+    _, draw_s, draw_cpu = timed(lambda: draw_all(data, xy, labels, px))
+    return {"model": name, "heads": config.n_layer * config.n_head, "tokens": data.n_tokens,
+            "qk_s": qk_s, "project_s": project_s, "draw_s": draw_s,
+            "qk_cpu": qk_cpu, "project_cpu": project_cpu, "draw_cpu": draw_cpu}
+
+
+def page_figures() -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from serve import serve_in_thread  # tools/serve.py
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from e2e.conftest import CHROMIUM, CHROMIUM_FLAGS  # the e2e tests' browser
+
+    server, _ = serve_in_thread(ROOT)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
+            page.get_by_test_id("prompt").fill(USER)
+            page.get_by_test_id("run").click()
+            page.wait_for_timeout(500)
+            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
+            page.get_by_test_id("qk-build").click()
+            page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=600_000)
+            py = "code => window.glassbox_py(code)"
+            timings = page.evaluate(py, "dict(explainer.qk.timings, tokens=int(explainer.qk.data.n_tokens), "
+                                        "runner=explainer.runner_name)")
+            redraw = page.evaluate(py, "import time\nt = time.perf_counter()\nexplainer.qk.paint_all()\ntime.perf_counter() - t")
+            browser.close()
+    finally:
+        server.shutdown()
+    return {**timings, "redraw_s": redraw}
+
+
+def section(rows: list[dict], page: dict | None, command: str) -> str:
+    lines = [BEGIN, "## The query/key map (issue 12)", "",
+             f"`{command}` on {machine()}. Every head of the model; corpus = weights/mini/qk-corpus.json "
+             f"plus one user sentence. q/k runs once per model (cached); projection reruns when the text or an "
+             f"option changes; drawing reruns on colour, search or zoom.", "",
+             "Native rows: CPU seconds of the process (wall-clock in brackets: the machine was shared, "
+             "so the wall time includes waiting for a core); one thread (OPENBLAS_NUM_THREADS=1).", "",
+             "| where | model shape | heads | tokens | q/k of the corpus | PCA, every head | draw every head |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| native numpy | {r['model']} | {r['heads']} | {r['tokens']} | {r['qk_cpu']:.2f} s ({r['qk_s']:.1f} s) | "
+                     f"{r['project_cpu'] * 1000:.0f} ms ({r['project_s'] * 1000:.0f} ms) | "
+                     f"{r['draw_cpu'] * 1000:.0f} ms ({r['draw_s'] * 1000:.0f} ms) |")
+    if page:
+        lines.append(f"| page (Pyodide numpy; explainer runner: {page['runner']}) | default (weights/mini) | 16 | {page['tokens']} | "
+                     f"{page['corpus_s']:.2f} s (incl. fetch) | {page['project_s'] * 1000:.0f} ms | "
+                     f"{page['paint_s'] * 1000:.0f} ms (redraw {page['redraw_s'] * 1000:.0f} ms, incl. the large head) |")
+    lines += ["", "WebGPU: not measured — the map's corpus q/k run on the numpy reference in the page "
+              "(the user's own text uses whatever runner the explainer runs); no GPU machine was lent to this session.",
+              END]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--page", action="store_true", help="also measure the default model in the page")
+    ap.add_argument("--gpt2-sentences", type=int, default=0, help="corpus sentences for GPT-2's shape (0 = all)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    args = ap.parse_args(argv)
+    mini = load(str(ROOT / "weights" / "mini"), vocab_dir=str(ROOT / "vendor" / "gpt2"))
+    corpus = qk.load_folder(str(ROOT / "weights" / "mini"))[1]
+    user = mini.prompt(USER).ids
+    rows = [measure("default (weights/mini, L4 H4 D128)", mini.params, mini.config, corpus.ids, user)]
+    print(rows[-1], flush=True)
+    ids = corpus.ids[:args.gpt2_sentences] if args.gpt2_sentences else corpus.ids
+    rows.append(measure("GPT-2-small (random weights, L12 H12 D768)", weights.random_params(GPT2_SMALL, seed=0),
+                        GPT2_SMALL, ids, user))
+    print(rows[-1], flush=True)
+    page = page_figures() if args.page else None
+    if page:
+        print(page, flush=True)
+    command = "python3 tools/bench_qk.py" + (" --page" if args.page else "")
+    out = Path(args.out)
+    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
+    body = section(rows, page, command)
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: body, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
