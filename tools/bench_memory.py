@@ -15,7 +15,10 @@ profile, q4 on the phone profile, as light mode loads), and reports the heap
   as float32, whichever backend runs);
 * ``lazy``: after the page's load path today (Model.params is LazyParams; the WebGPU runner
   uploads the stored tensors): nothing dequantized;
-* ``lazy+numpy``: after one 8-token numpy forward (each matrix made once, then kept).
+* ``lazy+numpy``: after one 8-token numpy forward (each matrix made once, then kept);
+* ``quantized``: Model.keep_quantized with the WebAssembly int8 kernel (issue 15), as the page
+  runs numpy on int8 weights when the kernel loads, and always on q4 weights (light mode):
+  matrices stay in their stored form.
 
 Needs Debian's chromium and Playwright (make test installs both). Not a test.
 """
@@ -67,6 +70,12 @@ PATHS = {
     "lazy": "p = big.params; out['float32'] = p.made_bytes() / MIB; out['heap'] = heap() / MIB\n"
             "big.forward(np.arange(8), capture=lambda name: False)\n"
             "out['float32_after_forward'] = p.made_bytes() / MIB; out['heap_after_forward'] = heap() / MIB\nout",
+    # What the page does (main.py): Model.keep_quantized for int8 with the SIMD kernel (issue
+    # 15) and for q4; every matrix used in its stored form, no float32 copy made.
+    "quantized": "from app.kernel import load_kernel\nkernel, note = await load_kernel()\n"
+                 "big.keep_quantized(kernel); out['kernel'] = note; out['float32'] = 0.0; out['heap'] = heap() / MIB\n"
+                 "big.forward(np.arange(8), capture=lambda name: False)\n"
+                 "out['float32_after_forward'] = 0.0; out['heap_after_forward'] = heap() / MIB\nout",
 }
 
 
@@ -90,7 +99,7 @@ def main() -> int:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         for profile in ("desktop", "phone"):
-            for path in ("old", "lazy"):
+            for path in ("old", "lazy", "quantized"):
                 r = measure(browser, site, profile, path)
                 print(profile, path, json.dumps(r), flush=True)
                 rows.append((profile, path, r))
@@ -105,7 +114,8 @@ def main() -> int:
     for profile, path, r in rows:
         after = (f"{r['float32_after_forward']:.0f} MiB float32, heap {r['heap_after_forward']:.0f} MiB"
                  if "heap_after_forward" in r else "(same)")
-        what = "before: checkpoint.dequantized()" if path == "old" else "now: LazyParams"
+        what = {"old": "before: checkpoint.dequantized()", "lazy": "LazyParams (WebGPU; numpy without the kernel)",
+                "quantized": "keep_quantized (the page's numpy path: int8 kernel, or q4 by blocks)"}[path]
         lines.append(f"| {profile} | {'int8' if profile == 'desktop' else 'q4'} | {r['stored']:.0f} MiB | {what} | "
                      f"{r['float32']:.0f} MiB | {r['heap']:.0f} MiB | {after} |")
     lines.append("")

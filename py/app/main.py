@@ -57,11 +57,13 @@ async def main() -> Boot:
         else:
             model = await load_model(mode.model_url, mode.progress)
         # issue 15: numpy multiplies the stored int8 weights with the WebAssembly SIMD kernel
-        # (no float32 copy of the model); without the kernel it keeps float32 weights.
+        # (no float32 copy of the model); without the kernel it keeps float32 weights. q4
+        # weights (light mode, phones) always stay stored: each product dequantizes block by
+        # block, so GPT-2-small's shape needs a 228 MiB heap instead of 752 (bench/memory.md).
         from .kernel import load_kernel
 
         kernel, app.kernel_note = await load_kernel()
-        if kernel is not None and model.checkpoint.scheme == "int8":
+        if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
             model.keep_quantized(kernel)
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
