@@ -438,6 +438,12 @@ def test_console_prints_tracebacks_and_help(model):
     for name in ("trace", "tokens", "ids", "model", "dist", "np", "explainer"):
         assert f"\n  {name} " in listing
     assert ex.console.entries[-1].startswith(">>> help()")
+
+    class Proxy:  # like Pyodide's JsProxy types: __doc__ is a descriptor, not a string
+        __doc__ = property(lambda self: "")
+
+    ex.namespace["element"] = Proxy()
+    assert "Live objects" in asyncio.run(ex.console.run("help()"))
     ex.console.clear()
     assert ui.texts["console-output"] == ""
 

@@ -111,7 +111,7 @@ def test_search_highlights_every_head(model):
     for layer in range(model.config.n_layer):
         for head in range(model.config.n_head):
             sel = f'[data-testid="qk-head"][data-layer="{layer}"][data-head="{head}"]'
-            assert ui.attrs[sel, "data-highlighted"] == str(2 * n)
+            assert ui.attrs[f"qk-head:{layer}.{head}", "data-highlighted"] == str(2 * n)
             assert (dom.painted[sel].reshape(-1, 4) == view.MATCH_RGBA).all(1).any()
 
 

@@ -64,7 +64,7 @@ class QKMap:
         self.ui.show(self.slot, View(view.intro(None, None, self.error)))
 
     def status(self, text: str) -> None:
-        self.ui.set_text('[data-testid="qk-status"]', text)
+        self.ui.set_text("testid:qk-status", text)
 
     def methods(self) -> list[str]:
         return ["pca"] + [m for m in ("tsne", "umap") if self.fixed is not None and m in self.fixed.methods]
@@ -84,8 +84,8 @@ class QKMap:
         if self.built:
             self.paint_all()
             self.draws += 1  # tests wait on data-draws / data-points
-            self.ui.set_attr('[data-testid="qk-matrix"]', "data-points", str(2 * self.data.n_tokens))
-            self.ui.set_attr('[data-testid="qk-matrix"]', "data-draws", str(self.draws))
+            self.ui.set_attr("testid:qk-matrix", "data-points", str(2 * self.data.n_tokens))
+            self.ui.set_attr("testid:qk-matrix", "data-draws", str(self.draws))
 
     # ----- building --------------------------------------------------------------------------------
     async def build(self) -> None:
@@ -220,11 +220,11 @@ class QKMap:
             for head in range(H):
                 sel = f'[data-testid="qk-head"][data-layer="{layer}"][data-head="{head}"]'
                 self.dom.paint(sel, self.head_rgba(layer, head, px, size=size))
-                self.ui.set_attr(sel, "data-highlighted", str(0 if match is None else int(match.sum())))
+                self.ui.set_attr(f"qk-head:{layer}.{head}", "data-highlighted", str(0 if match is None else int(match.sum())))
         self.timings["paint_s"] = time.perf_counter() - started
         self.paint_single()
         count = "" if match is None else f"{int(match.sum()) // 2} tokens match, highlighted in every head"
-        self.ui.set_text('[data-testid="qk-search-count"]', count)
+        self.ui.set_text("testid:qk-search-count", count)
 
     def single_frame(self) -> view.Frame:
         return view.Frame.fit(self.xy[self.layer, self.head], SINGLE_PX, SINGLE_PX, self.zoom, self.centre)
@@ -241,7 +241,7 @@ class QKMap:
 
     def _lines(self, frame: view.Frame) -> str:
         if self.focus is None:
-            self.ui.set_attr('[data-testid="qk-lines"]', "data-focus", "")
+            self.ui.set_attr("testid:qk-lines", "data-focus", "")
             return ""
         P = self.data.n_tokens
         j, is_query = self.focus % P, self.focus < P
@@ -257,7 +257,7 @@ class QKMap:
         labels = [token_label(self.labels[r]) for r in rows]
         self.ui.show("qk-sentence", View(view.sentence_html(labels, weights, int(self.data.position[j]),
                                                             "q" if is_query else "k", source)))
-        self.ui.set_attr('[data-testid="qk-lines"]', "data-focus", str(self.focus))
+        self.ui.set_attr("testid:qk-lines", "data-focus", str(self.focus))
         return view.lines_svg(px[self.focus], py[self.focus], targets, is_query)
 
     def attention(self, j: int, is_query: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -359,7 +359,7 @@ class QKMap:
             self.paint_all()
         elif action == "qk-size":
             self.by_norm = not self.by_norm
-            self.ui.set_attr("#qk-size", "aria-pressed", str(self.by_norm).lower())
+            self.ui.set_attr("qk-size", "aria-pressed", str(self.by_norm).lower())
             self.paint_single()
         elif action == "qk-head":
             layer, head = int(data["layer"]), int(data["head"])

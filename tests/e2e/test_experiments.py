@@ -59,6 +59,8 @@ def test_experiments_equal_the_command_line(app, capsys, artifacts):
     page = app.page
     page.set_viewport_size({"width": 1280, "height": 900})
     run_text(page, TEXT)
+    page.get_by_test_id("open-experiments").click()  # the bar's button opens the panel in place
+    page.wait_for_selector("#view-experiments[data-open=true]")
     act(page, "exp-lens-run")
     n = page.locator(f"{SLOT} [data-testid=exp-lens-cell]").count() // 5
     # the page's top 5 of every stream at the last position == `lens --json`

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .test_views import run_text
+from .test_views import open_every_view, run_text
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = "The tempfile module creates temporary files"
@@ -51,6 +51,7 @@ def open_from(page, view: str, position: int) -> int:
 def test_panel_opens_from_each_view_and_equals_the_cli(app):
     page = app.page
     run_text(page, TEXT)
+    open_every_view(page)
     for view, position in (("embedding", 1), ("attention", 3), ("block", 5)):
         stream = open_from(page, view, position)
         got, want = page_codes(page), cli_codes(stream, position)

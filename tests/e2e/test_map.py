@@ -36,6 +36,9 @@ def close_every_view(page):
         page.click("#open-all")
     page.evaluate("""document.querySelectorAll('[data-action=close-view]').forEach(b => {
         if (b.closest('.view').dataset.open === 'true') b.click(); })""")
+    # The default state: the model picker's list and the status chip closed too (other tests open them).
+    page.evaluate("document.querySelectorAll('details.pick-details[open], details.status-chip[open]')"
+                  ".forEach(d => { d.open = false; })")
 
 
 def test_the_map_is_the_first_screen_on_a_desktop(app, viewport):
@@ -61,6 +64,7 @@ def test_the_map_is_the_first_screen_on_a_desktop(app, viewport):
 
 def test_the_map_is_in_the_first_phone_screen(app, viewport):
     page = viewport(PHONE)
+    run_text(page, "The function returns")  # a short prompt: earlier tests may leave a long one's chips
     close_every_view(page)
     page.evaluate("window.scrollTo(0, 0)")
     the_map = box(page, "[data-testid=model-map]")
@@ -132,7 +136,9 @@ def test_console_prints_and_the_link_focuses_it(app):
     assert out.rstrip().endswith('>>> print("x")\nx')
     page.get_by_test_id("console-input").fill("help()")
     page.get_by_test_id("console-run").click()
-    page.wait_for_function("document.querySelector('[data-testid=console-output]').textContent.includes('Live objects')")
+    page.wait_for_function("document.querySelector('[data-testid=console-output]').textContent.includes('>>> help()')")
+    assert "Live objects" in page.inner_text("[data-testid=console-output]").split(">>> help()")[-1], \
+        page.inner_text("[data-testid=console-output]")[-1500:]
     scrolled = page.evaluate("""(() => { const o = document.querySelector('[data-testid=console-output]');
         return o.scrollHeight - o.clientHeight - o.scrollTop; })()""")
     assert scrolled <= 2, "the output shows its newest entry"

@@ -95,7 +95,8 @@ def snapshot(tmp_path_factory):
     # vendor/ is linked file by file (hard links, or copies across file systems): the dev
     # server refuses a symlink that leads outside its root (issue 9).
     shutil.copytree(ROOT / "vendor", root / "vendor", copy_function=_link_or_copy)
-    for rel in precache.wanted_paths(ROOT) + ["sw.js", "weights/mini/manifest.json",
+    # Every manifest weights/index.json lists: the model picker reads each one's size at boot.
+    for rel in precache.wanted_paths(ROOT) + ["sw.js", "weights/mini/manifest.json", "weights/mini-q4/manifest.json",
                                               "weights/mini/" + SHARD["file"]]:
         if rel.startswith("vendor/"):
             continue

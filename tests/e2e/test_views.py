@@ -57,6 +57,13 @@ def wait_run(page, before: int) -> None:
         arg=before, timeout=RUN_TIMEOUT_MS)
 
 
+def open_every_view(page) -> None:
+    """Open every detailed view ("Every view" in the bar), as a reader who wants them all."""
+    if page.get_attribute("#open-all", "aria-pressed") != "true":
+        page.click("#open-all")
+    page.wait_for_selector("#view-embedding[data-open=true]")
+
+
 def run_text(page, text: str) -> None:
     before = runs(page)
     page.get_by_test_id("prompt").fill(text)

@@ -83,7 +83,8 @@ def live_objects(namespace: dict) -> str:
         elif name == "np":
             what = f"numpy {np.__version__}"
         else:
-            doc = (type(value).__doc__ or "").strip().splitlines()
+            doc = type(value).__doc__  # not always a string (a JsProxy's type has a descriptor there)
+            doc = doc.strip().splitlines() if isinstance(doc, str) else []
             what = type(value).__name__ + (f": {doc[0]}" if doc and type(value).__module__ != "builtins" else "")
             if name == "trace" and value is not None:
                 what += f" — {len(value)} tensors: trace.keys(), trace['h.0.att']"

@@ -69,6 +69,7 @@ ELEMENTS = {
     "factors-title": "#factors-title",
     "exp-status": '[data-testid="exp-status"]',
     "experiments": '[data-slot="experiments"]',
+    "qk-size": "#qk-size",
 }
 
 
@@ -81,6 +82,9 @@ def selector(name: str) -> str:
         return f'[data-tour="{arg}"]'
     if arg and kind == "testid":
         return f'[data-testid="{arg}"]'
+    if arg and kind == "qk-head":  # "qk-head:L.H", one head's canvas in the query/key map
+        layer, _, head = arg.partition(".")
+        return f'[data-testid="qk-head"][data-layer="{int(layer)}"][data-head="{int(head)}"]'
     if arg and kind == "first-popover":
         return f'[data-open="true"] .weights-pop[id$="-{arg}"]'
     if name in ELEMENTS:
