@@ -50,6 +50,15 @@ def sections(b: bytes) -> list[tuple[int, str, bytes]]:
     return out
 
 
+def _skip_limits(payload: bytes, i: int) -> int:
+    """The offset after a limits entry at ``i``: flags, minimum, and a maximum when flags say so."""
+    flags, i = _leb(payload, i)
+    _, i = _leb(payload, i)
+    if flags & 1:
+        _, i = _leb(payload, i)
+    return i
+
+
 def imports(payload: bytes) -> list[str]:
     count, i = _leb(payload, 0)
     names = []
@@ -61,16 +70,9 @@ def imports(payload: bytes) -> list[str]:
         if kind == 0:  # function: type index
             _, i = _leb(payload, i)
         elif kind == 1:  # table: reftype + limits
-            i += 1
-            flags, i = _leb(payload, i + 0)
-            _, i = _leb(payload, i)
-            if flags & 1:
-                _, i = _leb(payload, i)
+            i = _skip_limits(payload, i + 1)
         elif kind == 2:  # memory: limits
-            flags, i = _leb(payload, i)
-            _, i = _leb(payload, i)
-            if flags & 1:
-                _, i = _leb(payload, i)
+            i = _skip_limits(payload, i)
         elif kind == 3:  # global: valtype + mutability
             i += 2
         names.append(f"{module}.{field}")
