@@ -201,10 +201,7 @@ def shortage(need: int, usage: int, quota: int, margin: int = STORAGE_MARGIN) ->
 
 def verify_file(name: str, entry: dict, data: bytes, what: str = "file") -> None:
     """LoadError naming the file and both hashes unless size and sha256 match the entry."""
-    actual = weights.sha256_hex(data)
-    if ("bytes" in entry and len(data) != entry["bytes"]) or actual != entry["sha256"]:
-        raise LoadError(f"{what} {name} is corrupted or truncated: expected {entry.get('bytes', '?')} bytes "
-                        f"with sha256 {entry['sha256']}, got {len(data)} bytes with sha256 {actual}")
+    weights.verify_bytes(f"{what} {name}", entry, data, LoadError, size_optional=True)
 
 
 async def load_model(base_url: str, progress: Callable[[Progress], None] | None = None, *,

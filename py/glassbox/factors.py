@@ -30,7 +30,7 @@ import numpy as np
 
 from . import safetensors
 from .errors import OptionsError, WeightsError
-from .weights import sha256_hex
+from .weights import sha256_hex, verify_bytes
 from .trace import Trace, layer_name
 
 MANIFEST_KEY = "dictionary"  # manifest.json: {"tensors": {file, bytes, sha256}, "metadata": {...}}
@@ -185,10 +185,7 @@ def classify(importance: np.ndarray) -> np.ndarray:
 
 
 def _verify(name: str, entry: dict, data: bytes) -> None:
-    actual = sha256_hex(data)
-    if len(data) != entry.get("bytes", len(data)) or actual != entry["sha256"]:
-        raise DictionaryError(f"dictionary file {name} is corrupted or truncated: expected {entry.get('bytes', '?')} "
-                              f"bytes with sha256 {entry['sha256']}, got {len(data)} bytes with sha256 {actual}")
+    verify_bytes(f"dictionary file {name}", entry, data, DictionaryError, size_optional=True)
 
 
 def entries(manifest: dict) -> list[dict]:

@@ -293,10 +293,7 @@ class Projections:
 
 
 def check_file(name: str, entry: dict, data: bytes) -> None:
-    actual = weights.sha256_hex(data)
-    if len(data) != entry["bytes"] or actual != entry["sha256"]:
-        raise weights.WeightsError(f"{name}: expected {entry['bytes']} bytes with sha256 {entry['sha256']}, "
-                                   f"got {len(data)} bytes with sha256 {actual}; re-run tools/qk_project.py")
+    weights.verify_bytes(name, entry, data, hint="; re-run tools/qk_project.py")
 
 
 def parse_sidecar(data: bytes) -> dict:

@@ -432,13 +432,22 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST) -> dict:
     return manifest
 
 
+def verify_bytes(what: str, entry: dict, data: bytes, error: type[Exception] = WeightsError, hint: str = "",
+                 size_optional: bool = False) -> None:
+    """Raise ``error`` naming ``what`` and both hashes unless the size and sha256 match the
+    entry (``size_optional``: an entry without "bytes" is checked by its hash alone): the one
+    check behind shards, tokenizer files, dictionaries and the query/key map's files."""
+    actual = sha256_hex(data)
+    size = entry.get("bytes")
+    if (size is None and not size_optional) or (size is not None and len(data) != size) \
+            or actual != entry["sha256"]:
+        raise error(f"{what} is corrupted or truncated: expected {entry.get('bytes', '?')} bytes with "
+                    f"sha256 {entry['sha256']}, got {len(data)} bytes with sha256 {actual}{hint}")
+
+
 def verify_shard(entry: dict, data: bytes) -> None:
     """Raise WeightsError naming the file and both hashes unless size and sha256 match."""
-    actual = sha256_hex(data)
-    if len(data) != entry["bytes"] or actual != entry["sha256"]:
-        raise WeightsError(
-            f"shard {entry['file']} is corrupted or truncated: expected {entry['bytes']} bytes with "
-            f"sha256 {entry['sha256']}, got {len(data)} bytes with sha256 {actual}")
+    verify_bytes(f"shard {entry['file']}", entry, data)
 
 
 def stored_dtypes(config: GPTConfig, scheme: str) -> dict[str, np.dtype]:
