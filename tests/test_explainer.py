@@ -419,8 +419,7 @@ def test_map_opens_parts_and_every_action_has_a_controller(model):
     assert set(ex.map.open) == {"embedding", "attention", "qk", "block", "factors", "output", "experiments"}
     # every data-action the page writes has a handler
     written = set(re.findall(r'data-action="([^"]+)"', ui.frame + "".join(v.html for v in ui.slots.values())))
-    handled = {a for a in written if a in ex.actions or any(a.startswith(p) for p in ex.panels)}
-    assert written == handled, written - handled
+    assert written <= set(ex.actions), written - set(ex.actions)
 
 
 def test_console_prints_tracebacks_and_help(model):

@@ -197,6 +197,9 @@ class ExperimentsController:
         self.render()
 
     # ----- actions ---------------------------------------------------------------------------------
+    ACTIONS = ("exp-corrupt", "exp-lens-cell", "exp-csv", "exp-download-trace", "exp-lens", "exp-head",
+               "exp-clear-heads", "exp-mean", "exp-sweep", "exp-patch", "exp-attribute", "exp-target")
+
     def handle(self, action: str, value: str = "", data: dict | None = None):
         """One ``exp-*`` action; computing ones return the scheduled task."""
         data = data or {}

@@ -93,11 +93,12 @@ class Explainer:
         self.actions = {action: (controller, fn) for controller in self.parts.values()
                         for action, fn in controller.actions.items()}
         self.runner = runner or runners.ReferenceRunner(self.params, self.config, step=self.run.progress)
-        # Panels with their own prefix-dispatched actions: experiments (issue 14), factors (issue 13).
-        self.experiments = ExperimentsController(self)
-        self.factors = FactorsController(self)
-        self.panels = {"exp-": self.experiments, "factors-": self.factors}
-        self.qk = None  # issue 12: the query/key map (app/qkmap.py), attached by main.py
+        # Panels with a handle(action, value, data) of their own, their ACTIONS joined to the table:
+        # experiments (issue 14), factors (issue 13), and the query/key map (issue 12, attached by
+        # main.py through add_panel).
+        self.experiments = self.add_panel(ExperimentsController(self))
+        self.factors = self.add_panel(FactorsController(self))
+        self.qk = None
 
     # The controllers by name (explainer.run, explainer.attention, ...).
     def __getattr__(self, name: str):
@@ -188,6 +189,12 @@ class Explainer:
                 await asyncio.sleep(0)
 
     # ----- events -----------------------------------------------------------------------
+    def add_panel(self, panel):
+        """Join a panel's ACTIONS to the action table (each goes to ``panel.handle``); returns it."""
+        for action in panel.ACTIONS:
+            self.actions[action] = (panel, lambda p, value, data, a=action: p.handle(a, value, data))
+        return panel
+
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -196,11 +203,6 @@ class Explainer:
 
     def handle(self, action: str, value: str = "", data: dict | None = None):
         """One user action from the page. Async work is scheduled; the task is returned."""
-        if action.startswith("qk-") and self.qk is not None:  # issue 12
-            return self.qk.handle(action, value, data or {})
-        for prefix, panel in self.panels.items():
-            if action.startswith(prefix):
-                return panel.handle(action, value, data or {})
         entry = self.actions.get(action)
         if entry is None:
             raise ValueError(f"no action {action!r}")

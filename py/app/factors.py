@@ -49,6 +49,9 @@ class FactorsController:
         return await load_dictionary(f"./weights/{model.name}/", model.checkpoint.manifest)
 
     # ----- actions ------------------------------------------------------------------------------
+    ACTIONS = ("factors-open", "factors-stream", "factors-select", "factors-attribute", "factors-search",
+               "factors-close")
+
     def handle(self, action: str, value: str = "", data: dict | None = None):
         data = data or {}
         if action == "factors-open":

@@ -103,7 +103,7 @@ def attach_qk(explainer, binding, base_url: str) -> QKMap:
         explainer.select_head(head)
 
     qkmap.on_select = follow
-    explainer.qk = qkmap
+    explainer.qk = explainer.add_panel(qkmap)
     qkmap.mount()
     dom.attach(binding._slot(qkmap.slot), qkmap, explainer._fail)
     return qkmap

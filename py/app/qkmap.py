@@ -333,6 +333,9 @@ class QKMap:
         return True
 
     # ----- actions from the page -----------------------------------------------------------------
+    ACTIONS = ("qk-build", "qk-colour", "qk-head", "qk-method", "qk-reset", "qk-scale", "qk-search", "qk-size",
+               "qk-translate", "qk-zoom-in", "qk-zoom-out")
+
     def handle(self, action: str, value: str = "", data: dict | None = None):
         data = data or {}
         if action == "qk-build":
