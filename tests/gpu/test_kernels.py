@@ -121,6 +121,82 @@ def test_matmul(runner, run, rng, scheme, n, entry, epilogue):
     assert_close(label, out["out"], want, **tol)
 
 
+# ----- matmul_splitk (issue 15, matmul): decode's split-K GEMV, two passes
+
+def _splitk_variants(backend):
+    """Every shader variant this adapter compiles: plain, unpack4xI8, subgroup shuffles."""
+    have = backend.shader_features
+    variants = [frozenset()]
+    variants += [frozenset({f}) for f in ("packed4x8", "subgroups") if f in have]
+    return variants
+
+
+def _splitk_lanes(features, backend) -> int:
+    return min(K.SPLITK_LANES, backend.subgroup_min_size) if "subgroups" in features else K.SPLITK_LANES
+
+
+@pytest.mark.parametrize("scheme", ["none", "int8", "q4"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("IN", [96, 640])  # one slice; several with a shorter last one (all schemes)
+@pytest.mark.parametrize("epilogue", ["none", "gelu", "residual"])
+def test_matmul_splitk(runner, run, rng, backend, scheme, n, IN, epilogue):
+    OUT = 100  # not a multiple of the rows per workgroup or of the reduce workgroup
+    q, scale, w = _quantized((0.2 * rng.standard_normal((OUT, IN))).astype(np.float32), scheme)
+    x = rng.standard_normal((n, IN)).astype(np.float32)
+    bias = rng.standard_normal(OUT).astype(np.float32)
+    res = rng.standard_normal((n, OUT)).astype(np.float32)
+    code = {"none": K.EPILOGUE_NONE, "gelu": K.EPILOGUE_GELU, "residual": K.EPILOGUE_RESIDUAL}[epilogue]
+    assert K.splitk_fits(n, IN, scheme)
+    pre = reference.linear(x, w, bias)
+    want = {"none": pre, "gelu": reference.gelu(pre), "residual": res + pre}[epilogue]
+    for features in _splitk_variants(backend):
+        out = run(runner.run(K.MATMUL_SPLITK, K.splitk_launches(IN, OUT, scheme, _splitk_lanes(features, backend)),
+                             {"IN": IN, "OUT": OUT, "SCHEME": K.SCHEME_CODES[scheme], "EPILOGUE": code,
+                              "STORE_PRE": code != K.EPILOGUE_NONE},
+                             {"x": x, "res": res, "w": q, "scale": scale, "bias": bias},
+                             {"pre": (n, OUT) if code else (0,), "out": (n, OUT),
+                              "part": (K.splitk_part_bytes(IN, OUT, scheme) // 4,)},
+                             params=(n, n, 0), features=features))
+        # Sums of IN <= 640 terms of size ~0.2 in another order (int8: q x summed, then one
+        # multiply by the row scale): a few eps * sqrt(640) * 0.2 ~ 1e-6 < the 1e-5 bound.
+        tol = dict(atol=1e-5, rtol=1e-5)
+        label = f"matmul_splitk {scheme} N={n} IN={IN} {epilogue} {'+'.join(sorted(features)) or 'plain'}"
+        if code:
+            assert_close(label + " pre", out["pre"], pre, **tol)
+        assert_close(label, out["out"], want, **tol)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_matmul_splitk_column_and_row_blocks(runner, run, rng, n):
+    """The logits' form (a vocabulary chunk into columns [OFF, OFF + OUT) of [N, STRIDE]),
+    and a token block (ROW0 = 1, ROWS = 2) of a 3-token run: nothing else is touched."""
+    IN, OUT, STRIDE, OFF = 64, 70, 200, 90
+    q, scale, w = _quantized(rng.standard_normal((OUT, IN)).astype(np.float32), "int8")
+    x = rng.standard_normal((n, IN)).astype(np.float32)
+    row0 = 1 if n > 1 else 0
+    rows = min(n - row0, 2)
+    out = run(runner.run(K.MATMUL_SPLITK, K.splitk_launches(IN, OUT, "int8"),
+                         {"IN": IN, "OUT": OUT, "SCHEME": 1, "HAS_BIAS": False, "OUT_STRIDE": STRIDE,
+                          "OUT_OFFSET": OFF, "ROW0": row0, "ROWS": 2},
+                         {"x": x[row0:], "res": None, "w": q, "scale": scale, "bias": None},
+                         {"pre": (0,), "out": (n - row0, STRIDE), "part": (K.splitk_part_bytes(IN, OUT, "int8") // 4,)},
+                         params=(n, n, 0)))
+    want = np.zeros((n - row0, STRIDE), np.float32)
+    want[:rows, OFF:OFF + OUT] = reference.linear(x[row0:row0 + rows], w, None)
+    assert_close(f"matmul_splitk blocks N={n}", out["out"], want, atol=1e-5, rtol=1e-5)
+
+
+def test_shader_preprocess():
+    src = "a\n// #if packed4x8\nb\n// #else\nc\n// #endif\nd\n"
+    assert K.preprocess(src) == "a\nc\nd\n"
+    assert K.preprocess(src, {"packed4x8"}) == "a\nb\nd\n"
+    for bad in ("// #if nope\n// #endif\n", "// #if packed4x8\n", "// #else\n", "// #if subgroups\n// #if packed4x8\n"):
+        with pytest.raises(ValueError):
+            K.preprocess(bad)
+    with pytest.raises(ValueError, match="unknown"):
+        K.preprocess(src, {"fast"})
+
+
 @pytest.mark.parametrize("n", [2, 40])
 def test_matmul_column_and_row_blocks(runner, run, rng, n):
     """The logits' form: a vocabulary chunk written into columns [OFF, OFF + OUT) of a wider

@@ -170,6 +170,10 @@ class Backend(abc.ABC):
 
     info: AdapterInfo
     limits: dict[str, int]  # DEFAULT_LIMITS' keys, each min(device limit, default)
+    # Issue 15, matmul: shader variants this device compiles (kernels.SHADER_FEATURES) and
+    # its smallest subgroup (0: unknown or no subgroups).
+    shader_features: frozenset[str] = frozenset()
+    subgroup_min_size: int = 0
 
     def __init__(self) -> None:
         self._serial = 0

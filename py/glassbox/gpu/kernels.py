@@ -43,8 +43,9 @@ class Kernel:
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.bindings)
 
-    def source(self) -> str:
-        return (SHADER_DIR / f"{self.name}.wgsl").read_text(encoding="utf-8")
+    def source(self, features: frozenset[str] | set[str] = frozenset()) -> str:
+        """The WGSL text, its ``// #if NAME`` blocks resolved for ``features`` (see preprocess)."""
+        return preprocess((SHADER_DIR / f"{self.name}.wgsl").read_text(encoding="utf-8"), features)
 
     def order(self, buffers: dict) -> list:
         """The values of ``buffers`` (keyed by binding name) in binding order."""
@@ -66,7 +67,39 @@ ATTENTION = Kernel("attention", (
     ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
     ("scores", "read_write"), ("scaled", "read_write"), ("masked", "read_write"), ("att", "read_write"),
     ("out", "read_write")))
-KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION)
+MATMUL_SPLITK = Kernel("matmul_splitk", (
+    ("params", "uniform"), ("x", "read"), ("res", "read"), ("w", "read"), ("scale", "read"), ("bias", "read"),
+    ("pre", "read_write"), ("out", "read_write"), ("part", "read_write")))
+KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, MATMUL_SPLITK)
+
+# Shader variants (issue 15, matmul): names a WGSL file tests with "// #if NAME".
+#   packed4x8         the WGSL language feature packed_4x8_integer_dot_product (unpack4xI8)
+#   subgroups         subgroup built-ins (WebGPU feature "subgroups", wgpu-native "subgroup")
+#   subgroups-enable  the "enable subgroups;" directive (Chrome needs it; naga rejects it)
+SHADER_FEATURES = ("packed4x8", "subgroups", "subgroups-enable")
+_IF = re.compile(r"^\s*// #(if|else|endif)\b\s*(\S*)")
+
+
+def preprocess(source: str, features: frozenset[str] | set[str] = frozenset()) -> str:
+    """Keep the lines of ``// #if NAME`` blocks (up to ``// #else``) when NAME is in features,
+    else those of the ``// #else`` part; blocks do not nest. The marker lines are dropped."""
+    unknown = set(features) - set(SHADER_FEATURES)
+    if unknown:
+        raise ValueError(f"unknown shader features {sorted(unknown)}; known: {SHADER_FEATURES}")
+    kept, state = [], None  # state: None outside a block, else whether lines are kept
+    for number, line in enumerate(source.splitlines(keepends=True), 1):
+        m = _IF.match(line)
+        if m is None:
+            if state is not False:
+                kept.append(line)
+            continue
+        word, name = m.groups()
+        if (word == "if") != (state is None) or (word == "if" and name not in SHADER_FEATURES):
+            raise ValueError(f"line {number}: unexpected or unknown '{line.strip()}'")
+        state = (name in features) if word == "if" else (not state if word == "else" else None)
+    if state is not None:
+        raise ValueError("an '// #if' block is not closed")
+    return "".join(kept)
 
 _BINDING = re.compile(r"@binding\((\d+)\)\s*var<(uniform|storage,\s*(read|read_write))>\s*(\w+)")
 
@@ -103,6 +136,45 @@ def matmul_launch(rows: int, n_out: int, lanes: int = ROWWISE_LANES, workgroup: 
         return "rowwise", {"RW_LANES": lanes, "RW_WG": workgroup}, (math.ceil(n_out * lanes / workgroup), 1, 1)
     rows_y = 4 if rows <= 16 else 16
     return "tiled", {"ROWS_Y": rows_y}, (math.ceil(n_out / 64), math.ceil(rows / (4 * rows_y)), 1)
+
+
+# matmul_splitk.wgsl (issue 15, matmul): WG invocations per workgroup, SPLITK_LANES per output
+# row (8 x 16 bytes = 128 contiguous bytes of a row per step), and slices of inputs holding
+# SPLITK_BLOCKS 16-byte blocks per row: each lane loads SPLITK_BLOCKS / SPLITK_LANES of them.
+SPLITK_WG = 64
+SPLITK_LANES = 8
+SPLITK_BLOCKS = 16
+SPLITK_MAX_TOKENS = 4  # matmul_splitk.wgsl MAX_TOKENS
+
+
+def splitk_block(scheme: str) -> int:
+    """Weights in one 16-byte block: 4 fp32, 16 int8 or 32 q4."""
+    return 4 * ELEMENTS_PER_WORD[scheme]
+
+
+def splitk_slice(n_in: int, scheme: str) -> int:
+    """KS, the inputs per slice: SPLITK_BLOCKS blocks, at most the (block-rounded) row."""
+    unit = splitk_block(scheme)
+    return min(SPLITK_BLOCKS * unit, -(-n_in // unit) * unit)
+
+
+def splitk_fits(rows: int, n_in: int, scheme: str) -> bool:
+    """Whether matmul_splitk.wgsl takes this matmul: decode-sized and rows in 16-byte blocks."""
+    return 1 <= rows <= SPLITK_MAX_TOKENS and n_in % splitk_block(scheme) == 0
+
+
+def splitk_part_bytes(n_in: int, n_out: int, scheme: str) -> int:
+    """Bytes of the part buffer [ceil(IN / KS), OUT] vec4<f32>."""
+    return 16 * math.ceil(n_in / splitk_slice(n_in, scheme)) * n_out
+
+
+def splitk_launches(n_in: int, n_out: int, scheme: str, lanes: int = SPLITK_LANES
+                    ) -> list[tuple[str, dict, tuple[int, int, int]]]:
+    """The two dispatches of matmul_splitk.wgsl: partial sums per slice, then their reduction."""
+    ks = splitk_slice(n_in, scheme)
+    extra = {"KS": ks, "LANES": lanes, "WG": SPLITK_WG}
+    return [("partial", extra, (math.ceil(n_out * lanes / SPLITK_WG), math.ceil(n_in / ks), 1)),
+            ("reduce", extra, (math.ceil(n_out / SPLITK_WG), 1, 1))]
 
 
 def matmul_max_out(max_workgroups: int) -> int:

@@ -47,10 +47,28 @@ class NativeBackend(Backend):
         )
         self.limits = plan_limits({key: device.limits[key.replace("_", "-")] for key in DEFAULT_LIMITS})
         self.features = set(device.features)
+        self.shader_features, self.subgroup_min_size = self._shader_variants(raw)
+
+    def _shader_variants(self, raw: dict) -> tuple[frozenset[str], int]:
+        """Issue 15, matmul: which kernels.SHADER_FEATURES naga compiles here (probed: wgpu-py
+        does not list WGSL language features), and the smallest subgroup size."""
+        found = set()
+        probe = ("@group(0) @binding(0) var<storage, read_write> o: array<u32>;\n"
+                 "@compute @workgroup_size(1) fn main() { o[0] = bitcast<u32>(unpack4xI8(o[1]).x); }")
+        try:
+            self.device.create_shader_module(code=probe)
+            found.add("packed4x8")
+        except Exception:
+            pass
+        # wgpu-native's feature is "subgroup"; naga takes subgroup built-ins without "enable".
+        size = int(raw.get("subgroup_min_size", raw.get("stackgroup_min_size", 0)) or 0)
+        if "subgroup" in self.features and size:
+            found.add("subgroups")
+        return frozenset(found), size if "subgroups" in found else 0
 
     @classmethod
     async def create(cls, power_preference: str = "high-performance",
-                     optional_features: Sequence[str] = ()) -> "NativeBackend":
+                     optional_features: Sequence[str] = ("subgroup",)) -> "NativeBackend":
         """Request an adapter and a device with WebGPU's default limits.
 
         ``optional_features`` are requested only where the adapter has them.
