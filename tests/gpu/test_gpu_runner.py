@@ -204,17 +204,18 @@ def test_requests_that_never_answer_are_time_limited(run):
     assert caught.value.cause == "device-refused"
 
 
-@pytest.mark.parametrize("rowwise", [0, 4])
-def test_decode_steps_with_either_matmul_entry_equal_numpy(run, backend, checkpoint, rowwise):
-    # SwiftShader's engines use the tiled entry for decode (rowwise_max_tokens=0); others rowwise.
-    engine = run(Engine.create(backend, checkpoint, rowwise_max_tokens=rowwise))
+@pytest.mark.parametrize("rowwise,splitk", [(0, 0), (4, 0), (4, 4)])
+def test_decode_steps_with_either_matmul_entry_equal_numpy(run, backend, checkpoint, rowwise, splitk):
+    # Decode's matmuls: matmul.wgsl's tiled entry (rowwise_max_tokens=0, splitk_max_tokens=0),
+    # its rowwise entry, or matmul_splitk.wgsl (issue 15, matmul), each against numpy.
+    engine = run(Engine.create(backend, checkpoint, rowwise_max_tokens=rowwise, splitk_max_tokens=splitk))
     cache = engine.new_cache()
     run(engine.forward(IDS[:3], cache=cache, capture="logits"))
     step = run(engine.forward(IDS[3:4], cache=cache))
     ref_cache = reference.KVCache(SMALL)
     reference.forward(checkpoint.dequantized(), SMALL, np.array(IDS[:3]), cache=ref_cache)
     want = reference.forward(checkpoint.dequantized(), SMALL, np.array(IDS[3:4]), cache=ref_cache)
-    compare(f"decode rowwise<={rowwise}", step, want)
+    compare(f"decode rowwise<={rowwise} splitk<={splitk}", step, want)
 
 
 def test_software_adapter_calibration_keeps_the_faster_backend(make, run, checkpoint):

@@ -33,6 +33,20 @@ def _text(obj: Any, name: str) -> str:
     return "" if value is None else str(value)
 
 
+def _shader_variants(gpu: Any, features: set[str], info: Any) -> tuple[frozenset[str], int]:
+    """Issue 15, matmul: the kernels.SHADER_FEATURES this page's WebGPU compiles, and the
+    adapter's smallest subgroup (GPUAdapterInfo.subgroupMinSize; 0 where unknown)."""
+    found = set()
+    language = getattr(gpu, "wgslLanguageFeatures", None)
+    has = getattr(language, "has", None)
+    if has is not None and has("packed_4x8_integer_dot_product"):
+        found.add("packed4x8")
+    size = int(getattr(info, "subgroupMinSize", 0) or 0)
+    if "subgroups" in features and size >= 4:
+        found |= {"subgroups", "subgroups-enable"}
+    return frozenset(found), size if "subgroups" in found else 0
+
+
 class BrowserBackend(Backend):
     """A GPUDevice of the page; build with ``await BrowserBackend.create(gpu, to_js, object_from_entries)``."""
 
@@ -49,7 +63,7 @@ class BrowserBackend(Backend):
 
     @classmethod
     async def create(cls, gpu: Any, to_js: Callable, object_from_entries: Any,
-                     power_preference: str = "high-performance", optional_features: Sequence[str] = (),
+                     power_preference: str = "high-performance", optional_features: Sequence[str] = ("subgroups",),
                      timeout: float | None = None) -> "BrowserBackend":
         """Request an adapter and a device (default limits; ``optional_features`` only where
         the adapter has them). Raises GPUUnavailableError (its ``cause`` says which step failed)
@@ -83,7 +97,9 @@ class BrowserBackend(Backend):
         info = AdapterInfo(backend="browser WebGPU", vendor=_text(raw, "vendor"),
                            architecture=_text(raw, "architecture"), device=_text(raw, "device"),
                            description=_text(raw, "description"))
-        return cls(adapter, device, info, to_js, object_from_entries)
+        backend = cls(adapter, device, info, to_js, object_from_entries)
+        backend.shader_features, backend.subgroup_min_size = _shader_variants(gpu, backend.features, raw)
+        return backend
 
     def _js(self, value: Any) -> Any:
         return self._to_js(value, dict_converter=self._entries)

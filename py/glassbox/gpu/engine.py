@@ -51,6 +51,7 @@ CAPTURE_ONLY = set(STAGES) | {"proj", "fc", "mproj"}
 assert set(GLOBAL_SOURCES) == set(GLOBAL_NAMES) and set(LAYER_SOURCES) == set(LAYER_NAMES)
 assert set(FINAL_SOURCES) == set(FINAL_NAMES)
 
+MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # each layer's (issue 15, matmul)
 READBACK_ALIGN = 256  # offsets of regions inside a readback buffer (mapAsync needs 8)
 MAX_PLANS = 32  # forward plans kept (by N, T when attention stages are read, cache, captures)
 
@@ -118,7 +119,7 @@ class Engine:
     """
 
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
-                 rowwise_max_tokens: int | None = None):
+                 rowwise_max_tokens: int | None = None, splitk_max_tokens: int | None = None):
         self.backend = backend
         # Runs of up to this many tokens use matmul's row-parallel entry (decode). SwiftShader
         # runs its 16-lane workgroup reductions slowly: a decode step of the default model took
@@ -126,6 +127,14 @@ class Engine:
         if rowwise_max_tokens is None:
             rowwise_max_tokens = 0 if backend.info.architecture == "swiftshader" else K.ROWWISE_MAX_TOKENS
         self.rowwise_max_tokens = rowwise_max_tokens
+        # Issue 15, matmul: runs of up to this many tokens use matmul_splitk.wgsl (split-K GEMV,
+        # 16-byte weight loads) where the row length allows; 0 keeps matmul.wgsl's entries.
+        if splitk_max_tokens is None:
+            splitk_max_tokens = self.default_splitk_max_tokens(backend)
+        self.splitk_max_tokens = min(splitk_max_tokens, K.SPLITK_MAX_TOKENS)
+        self.shader_features = frozenset(backend.shader_features)
+        self.splitk_lanes = (min(K.SPLITK_LANES, backend.subgroup_min_size) if "subgroups" in self.shader_features
+                             else K.SPLITK_LANES)
         self.config = checkpoint.config
         self.scheme = checkpoint.scheme
         self.group = checkpoint.group
@@ -134,7 +143,7 @@ class Engine:
                                   self.limits["max_storage_buffer_binding_size"])
         self._check_fits()
         self._layouts = {k.name: backend.create_layout(k.kinds) for k in K.KERNELS}
-        self._shader_code = {k.name: k.source() for k in K.KERNELS}
+        self._shader_code = {k.name: k.source(self.shader_features) for k in K.KERNELS}
         self._pipelines: dict = {}
         self._bind_groups: dict = {}
         self._scratch: dict[str, Buffer] = {}
@@ -147,6 +156,13 @@ class Engine:
         self._dummy_rw = [backend.create_buffer(16, "storage", f"dummy.rw{i}") for i in range(4)]
         self._upload(checkpoint)
         self._own_cache: GPUCache | None = None
+
+    @staticmethod
+    def default_splitk_max_tokens(backend: Backend) -> int:
+        """Issue 15, matmul: where the split-K GEMV serves decode by default. Real GPUs: up to
+        K.SPLITK_MAX_TOKENS tokens. Software adapters: where tools/bench_kernels.py measured
+        it faster (see bench/results.md)."""
+        return K.SPLITK_MAX_TOKENS
 
     @classmethod
     async def create(cls, backend: Backend, checkpoint, **options) -> "Engine":
@@ -224,7 +240,7 @@ class Engine:
                 "ln_1": (vector(p + "ln_1.weight"), vector(p + "ln_1.bias")),
                 "ln_2": (vector(p + "ln_2.weight"), vector(p + "ln_2.bias")),
                 **{key: (self._matrix(*checkpoint.matrix(p + key + ".weight"), p + key), vector(p + key + ".bias"))
-                   for key in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")},
+                   for key in MATRICES},
             })
         self.ln_f = (vector("ln_f.weight"), vector("ln_f.bias"))
 
@@ -379,6 +395,9 @@ class Engine:
         params = self._params
         scheme = {"SCHEME": K.SCHEME_CODES[self.scheme], "GROUP": self.group}
         dummy_rw = self._dummy_rw
+        # matmul_splitk's partial sums: one buffer shared by every matmul of the plan (issue 15, matmul)
+        matrices = [w[key][0] for w in self.layers for key in MATRICES] + [chunk.matrix for chunk in self.wte]
+        part_bytes = max(K.splitk_part_bytes(m.n_in, m.n_out, self.scheme) for m in matrices)
 
         async def dispatch(kernel, launch, constants, buffers):
             entry, extra, grid = launch
@@ -394,12 +413,21 @@ class Engine:
             await dispatch(K.LAYER_NORM, K.layer_norm_launch(n), {"D": D, "EPS": c.layer_norm_epsilon},
                            {"x": x, "weight": weights[0], "bias": weights[1], "out": out, "mean": mean, "var_": var})
 
-        async def matmul(x, m: _Matrix, bias, out, epilogue=K.EPILOGUE_NONE, res=None, pre=None):
-            constants = {"IN": m.n_in, "OUT": m.n_out, **scheme, "HAS_BIAS": True, "EPILOGUE": epilogue,
-                         "STORE_PRE": pre is not None}
-            await dispatch(K.MATMUL, K.matmul_launch(n, m.n_out, rowwise_max=self.rowwise_max_tokens), constants, {
-                "x": x, "res": res or self._dummy_read, "w": m.words, "scale": m.scale, "bias": bias,
-                "pre": pre or dummy_rw[0], "out": out})
+        async def matmul(x, m: _Matrix, bias, out, epilogue=K.EPILOGUE_NONE, res=None, pre=None, rows=n,
+                         **placement):
+            """One matmul: matmul_splitk.wgsl's two passes for decode-sized runs where it fits,
+            else matmul.wgsl's rowwise or tiled entry (issue 15, matmul)."""
+            constants = {"IN": m.n_in, "OUT": m.n_out, **scheme, "HAS_BIAS": bias is not None, "EPILOGUE": epilogue,
+                         "STORE_PRE": pre is not None, **placement}
+            buffers = {"x": x, "res": res or self._dummy_read, "w": m.words, "scale": m.scale,
+                       "bias": bias or self._dummy_read, "pre": pre or dummy_rw[0], "out": out}
+            if rows <= self.splitk_max_tokens and K.splitk_fits(rows, m.n_in, self.scheme):
+                part = self._buffer("part", part_bytes)
+                for launch in K.splitk_launches(m.n_in, m.n_out, self.scheme, self.splitk_lanes):
+                    await dispatch(K.MATMUL_SPLITK, launch, constants, {**buffers, "part": part})
+                return
+            await dispatch(K.MATMUL, K.matmul_launch(rows, m.n_out, rowwise_max=self.rowwise_max_tokens), constants,
+                           buffers)
 
         for chunk in self.wte:
             constants = {"D": D, **scheme, "V0": chunk.v0, "VC": chunk.rows}
@@ -435,13 +463,8 @@ class Engine:
             x = (buf["lnf"], 4 * D * r0, min(buf["lnf"].size - 4 * D * r0, 4 * D * block))
             out = (buf["logits"], 4 * V * r0, min(buf["logits"].size - 4 * V * r0, 4 * V * block))
             for chunk in self.wte:
-                m = chunk.matrix
-                constants = {"IN": D, "OUT": chunk.rows, **scheme, "HAS_BIAS": False, "EPILOGUE": K.EPILOGUE_NONE,
-                             "STORE_PRE": False, "OUT_STRIDE": V, "OUT_OFFSET": chunk.v0, "ROW0": r0, "ROWS": block}
-                await dispatch(K.MATMUL, K.matmul_launch(rows, chunk.rows, rowwise_max=self.rowwise_max_tokens),
-                               constants, {
-                    "x": x, "res": self._dummy_read, "w": m.words, "scale": m.scale, "bias": self._dummy_read,
-                    "pre": dummy_rw[0], "out": out})
+                await matmul(x, chunk.matrix, None, out, rows=rows, OUT_STRIDE=V, OUT_OFFSET=chunk.v0, ROW0=r0,
+                             ROWS=block)
         copy_segment(c.n_layer)
         return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"])
 

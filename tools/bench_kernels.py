@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Micro-benchmark of the matmul kernels on GPT-2-small's shapes, old entry vs new (issue 15).
+
+    python3 tools/bench_kernels.py                       # int8, decode N=1 and prefill N=64
+    python3 tools/bench_kernels.py --schemes int8 q4 --reps 10 --rounds 5
+
+For each matrix of one GPT-2-small layer (c_attn 768x2304, c_proj 768x768, c_fc 768x3072,
+mlp c_proj 3072x768) and the logits against the tied wte (50257x768, one vocabulary chunk
+at int8/q4) it times, on native WebGPU (wgpu-py; lavapipe here):
+  * decode (N = 1): matmul.wgsl's rowwise entry (the old default), its tiled entry (what
+    SwiftShader used), and matmul_splitk.wgsl's two passes in each shader variant the adapter
+    compiles (plain shifts, unpack4xI8, subgroup shuffles);
+  * prefill (N = 64): matmul.wgsl's tiled entry.
+Each figure: --reps dispatches of one kernel in one submit (then a 16-byte readback to wait),
+divided by --reps; the median over --rounds rounds, the entries interleaved within each round
+so that load on the machine falls on all of them alike. Wall-clock per dispatch, not GPU
+timestamps. Writes a section of bench/results.md naming the adapter. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "py"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench import machine  # noqa: E402
+from glassbox import quant  # noqa: E402
+from glassbox.gpu import kernels as K  # noqa: E402
+from glassbox.gpu.backend import Copy, Dispatch  # noqa: E402
+from glassbox.gpu.native import NativeBackend, run_sync  # noqa: E402
+
+BEGIN, END = "<!-- kernel-bench:begin -->", "<!-- kernel-bench:end -->"
+D, F, V = 768, 3072, 50257
+SHAPES = {  # name -> (IN, OUT, epilogue, bias)
+    "c_attn 768x2304": (D, 3 * D, K.EPILOGUE_NONE, True),
+    "attn c_proj 768x768 +res": (D, D, K.EPILOGUE_RESIDUAL, True),
+    "c_fc 768x3072 +gelu": (D, F, K.EPILOGUE_GELU, True),
+    "mlp c_proj 3072x768 +res": (F, D, K.EPILOGUE_RESIDUAL, True),
+    "logits 768x50257": (D, V, K.EPILOGUE_NONE, False),
+}
+
+
+class Case:
+    """One matmul's buffers on the device, and its dispatch list per entry."""
+
+    def __init__(self, be, scheme: str, n: int, n_in: int, n_out: int, epilogue: int, bias: bool, rng):
+        self.be, self.n = be, n
+        w = (0.05 * rng.standard_normal((n_out, n_in))).astype(np.float32)
+        q, scale = quant.quantize(w, scheme)
+        self.constants = {"IN": n_in, "OUT": n_out, "SCHEME": K.SCHEME_CODES[scheme], "EPILOGUE": epilogue,
+                          "HAS_BIAS": bias, "STORE_PRE": False}
+        self.scheme, self.n_in, self.n_out = scheme, n_in, n_out
+
+        def upload(array, label):
+            data = np.ascontiguousarray(array)
+            buffer = be.create_buffer(max(16, data.nbytes), "storage", label)
+            be.write_buffer(buffer, data)
+            return buffer
+
+        dummy = upload(np.zeros(4, np.float32), "dummy")
+        self.buffers = {
+            "x": upload(rng.standard_normal((n, n_in)).astype(np.float32), "x"),
+            "res": upload(rng.standard_normal((n, n_out)).astype(np.float32), "res"),
+            "w": upload(q, "w"), "scale": dummy if scale is None else upload(scale, "scale"),
+            "bias": upload(rng.standard_normal(n_out).astype(np.float32), "bias"),
+            "pre": be.create_buffer(16, "storage", "pre"),
+            "out": be.create_buffer(4 * n * n_out, "storage", "out"),
+        }
+        self.part = be.create_buffer(max(16, K.splitk_part_bytes(n_in, n_out, scheme)), "storage", "part")
+        self.params = be.create_buffer(16, "uniform", "params")
+        be.write_buffer(self.params, K.params_array(n, n, 0))
+        self.readback = be.create_buffer(16, "readback", "readback")
+        self._layouts = {}
+
+    def _group(self, kernel, extra_buffers):
+        if kernel.name not in self._layouts:
+            self._layouts[kernel.name] = self.be.create_layout(kernel.kinds)
+        layout = self._layouts[kernel.name]
+        buffers = {"params": self.params, **self.buffers, **extra_buffers}
+        return layout, self.be.create_bind_group(layout, [(b, 0, b.size) for b in kernel.order(buffers)])
+
+    def dispatches(self, entry: str, features=frozenset(), lanes: int = K.SPLITK_LANES) -> list:
+        if entry == "splitk":
+            layout, group = self._group(K.MATMUL_SPLITK, {"part": self.part})
+            launches = K.splitk_launches(self.n_in, self.n_out, self.scheme, lanes)
+            kernel = K.MATMUL_SPLITK
+        else:
+            layout, group = self._group(K.MATMUL, {})
+            rowwise_max = K.ROWWISE_MAX_TOKENS if entry == "rowwise" else 0
+            launches = [K.matmul_launch(self.n, self.n_out, rowwise_max=rowwise_max)]
+            assert launches[0][0] == entry, (launches[0][0], entry)
+            kernel = K.MATMUL
+        out = []
+        for name, extra, grid in launches:
+            pipeline = run_sync(self.be.create_pipeline(kernel.source(features), name, {**self.constants, **extra},
+                                                        layout, f"{kernel.name}.{name}"))
+            out.append(Dispatch(pipeline, group, grid))
+        return out
+
+    def seconds(self, dispatches: list, reps: int) -> float:
+        commands = dispatches * reps + [Copy(self.buffers["out"], 0, self.readback, 0, 16)]
+        started = time.perf_counter()
+        self.be.submit(commands)
+        run_sync(self.be.read([(self.readback, 0, 16)]))
+        return (time.perf_counter() - started) / reps
+
+
+def entries_for(be, n: int) -> list[tuple[str, str, frozenset, int]]:
+    """(label, entry, shader features, lanes) to time for N tokens."""
+    if n > K.ROWWISE_MAX_TOKENS:
+        return [("tiled (matmul.wgsl)", "tiled", frozenset(), 0)]
+    out = [("rowwise (old default)", "rowwise", frozenset(), 0), ("tiled", "tiled", frozenset(), 0),
+           ("splitk shifts", "splitk", frozenset(), K.SPLITK_LANES)]
+    if "packed4x8" in be.shader_features:
+        out.append(("splitk unpack4xI8", "splitk", frozenset({"packed4x8"}), K.SPLITK_LANES))
+    if "subgroups" in be.shader_features:
+        lanes = min(K.SPLITK_LANES, be.subgroup_min_size)
+        out.append((f"splitk subgroups ({lanes} lanes)", "splitk", frozenset({"packed4x8", "subgroups"}) & (
+            be.shader_features), lanes))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--schemes", nargs="+", default=["int8"], choices=["none", "int8", "q4"])
+    ap.add_argument("--tokens", nargs="+", type=int, default=[1, 64])
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--reps", type=int, default=8, help="dispatches per timed submit")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    args = ap.parse_args(argv)
+    before = machine()
+    be = run_sync(NativeBackend.create())
+    adapter = be.info.describe()
+    print(adapter, "shader variants:", sorted(be.shader_features), "subgroup min", be.subgroup_min_size, flush=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for scheme in args.schemes:
+        for n in args.tokens:
+            for shape in args.shapes:
+                n_in, n_out, epilogue, bias = SHAPES[shape]
+                case = Case(be, scheme, n, n_in, n_out, epilogue, bias, rng)
+                entries = entries_for(be, n)
+                lists = [case.dispatches(entry, features, lanes) for _, entry, features, lanes in entries]
+                reps = max(1, args.reps if n == 1 else args.reps // 4)
+                times = [[] for _ in entries]
+                for _ in range(args.rounds + 1):  # the first round warms up
+                    for i, dispatches in enumerate(lists):
+                        times[i].append(case.seconds(dispatches, reps))
+                medians = [statistics.median(t[1:]) for t in times]
+                for (label, *_), median, dispatches in zip(entries, medians, lists):
+                    row = {"scheme": scheme, "n": n, "shape": shape, "entry": label, "ms": 1000 * median,
+                           "vs": medians[0] / median, "dispatches": len(dispatches)}
+                    rows.append(row)
+                    print(f"{scheme:5} N={n:<3} {shape:26} {label:28} {row['ms']:9.3f} ms  "
+                          f"x{row['vs']:.2f} vs {entries[0][0]}", flush=True)
+    command = "python3 tools/bench_kernels.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    body = section(rows, adapter, be, command.strip(), before, args)
+    out = Path(args.out)
+    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: body, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+def section(rows, adapter, be, command, before, args) -> str:
+    lines = [BEGIN, "## Matmul kernels, GPT-2-small shapes (issue 15): old entry vs new", "",
+             "```", command, "```", "",
+             f"- adapter: {adapter} — a CPU adapter: these figures rank entries on this machine only; "
+             "no real GPU was measured",
+             f"- shader variants compiled here: {', '.join(sorted(be.shader_features)) or 'none'}"
+             f"; smallest subgroup {be.subgroup_min_size or 'unknown'}",
+             f"- machine at the start: {before}", f"- machine at the end: {machine()}",
+             f"- wall time per dispatch (pair of dispatches for splitk: partial + reduce): {args.reps} "
+             f"(decode) or {max(1, args.reps // 4)} (prefill) in one submit, median of {args.rounds} "
+             "interleaved rounds after a warm-up", "",
+             "| scheme | N | matmul | entry | ms per matmul | speed vs first entry |",
+             "|---|---:|---|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scheme']} | {r['n']} | {r['shape']} | {r['entry']} | {r['ms']:.3f} | {r['vs']:.2f}x |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
