@@ -10,7 +10,8 @@
 //     STORE_PRE also writes pre (the trace keeps mlp_fc beside mlp_gelu, attn_proj beside res_1).
 // W is read as u32 words in the glassbox.quant layouts:
 //     fp32: W[o, i] = bitcast<f32>(word)
-//     int8: W[o, i] = q[o, i] * scale[o]                        (4 int8 per word, byte 0 first)
+//     int8: W[o, i] = q[o, i] * scale[o]                        (4 int8 per word, byte 0 first;
+//           the kernels sum x q and multiply the row's sum by scale[o] once)
 //     q4:   W[o, i] = (nibble[o, i] - 8) * scale[o, i / GROUP]  (8 nibbles per word, low first)
 // numpy: glassbox.reference.linear (then glassbox.reference.gelu, or res + linear), with W
 // from glassbox.quant.dequantize.
@@ -86,10 +87,11 @@ fn stride() -> u32 {
     return select(OUT_STRIDE, OUT, OUT_STRIDE == 0u);
 }
 
-// Element e of `word`, which holds W[o, k .. k + EPW), dequantized.
+// Element e of `word`, which holds W[o, k .. k + EPW), dequantized -- except int8's row
+// scale, which finish() applies once to the row's sum.
 fn weight(word: u32, e: u32, o: u32, k: u32) -> f32 {
     if (SCHEME == 1u) {
-        return f32(extractBits(bitcast<i32>(word), 8u * e, 8u)) * scale[o];
+        return f32(extractBits(bitcast<i32>(word), 8u * e, 8u));
     }
     if (SCHEME == 2u) {
         let q = f32(i32(extractBits(word, 4u * e, 4u)) - 8);
@@ -105,6 +107,9 @@ fn gelu(u: f32) -> f32 {
 
 fn finish(n: u32, o: u32, acc: f32) {
     var y = acc;
+    if (SCHEME == 1u) {
+        y *= scale[o];  // int8: sum_i x q, then the row scale once
+    }
     if (HAS_BIAS) {
         y += bias[o];
     }

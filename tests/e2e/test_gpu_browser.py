@@ -126,3 +126,38 @@ async def gpu_test_loss():
 await gpu_test_loss()
 """)
     assert got and "lost" in got
+
+
+def test_page_decode_through_the_splitk_matmul_equals_numpy(app, page_gpu):
+    """Issue 15, matmul: decode steps through matmul_splitk.wgsl in the shader variants this
+    browser compiles (Tint: unpack4xI8, subgroups where offered), and through matmul.wgsl's
+    tiled entry, equal the numpy reference (the same checkpoint, here and in the page)."""
+    got = app.py(f"""
+async def gpu_test_splitk():
+    import numpy as np
+    from glassbox import reference
+    from glassbox.gpu import Engine
+    checkpoint = gpu_test_checkpoint("q4")
+    out = {{"features": sorted(gpu_test_shared.shader_features), "steps": {{}}}}
+    for splitk in (4, 0):
+        engine = await Engine.create(gpu_test_shared, checkpoint, splitk_max_tokens=splitk, rowwise_max_tokens=0)
+        cache = engine.new_cache()
+        await engine.forward(np.array({IDS[:4]}), cache=cache, capture="logits")
+        out["steps"][splitk] = [(await engine.forward(np.array([t]), cache=cache)).logits[-1].tolist()
+                                for t in {IDS[4:]}]
+    return out
+
+await gpu_test_splitk()
+""")
+    print(f"shader variants in the page: {got['features']}")
+    ns = {}
+    exec(MODEL, ns)
+    checkpoint = ns["make_checkpoint"]("q4")
+    cache = reference.KVCache(checkpoint.config)
+    params = checkpoint.dequantized()
+    reference.forward(params, checkpoint.config, np.array(IDS[:4]), cache=cache)
+    want = [reference.forward(params, checkpoint.config, np.array([t]), cache=cache).logits[-1] for t in IDS[4:]]
+    for splitk, steps in got["steps"].items():
+        for i, (mine, ref) in enumerate(zip(steps, want)):
+            np.testing.assert_allclose(np.array(mine, np.float32), ref, atol=ATOL, rtol=RTOL,
+                                       err_msg=f"decode step {i} splitk<={splitk}")

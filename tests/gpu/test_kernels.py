@@ -91,7 +91,8 @@ def test_layer_norm(runner, run, rng, D):
 
 # ----- matmul
 
-MATMUL_CASES = [(1, "rowwise"), (3, "rowwise"), (7, "tiled"), (33, "tiled")]
+MATMUL_CASES = [(1, "rowwise"), (2, "rowwise"), (3, "rowwise"), (5, "tiled"), (7, "tiled"), (33, "tiled"),
+                (64, "tiled"), (65, "tiled")]
 
 
 @pytest.mark.parametrize("scheme", ["none", "int8", "q4"])
@@ -195,6 +196,23 @@ def test_shader_preprocess():
             K.preprocess(bad)
     with pytest.raises(ValueError, match="unknown"):
         K.preprocess(src, {"fast"})
+
+
+@pytest.mark.parametrize("scheme", ["none", "int8"])
+@pytest.mark.parametrize("n", [1, 5, 65])
+def test_matmul_rows_not_in_16_byte_blocks(runner, run, rng, scheme, n):
+    """IN = 40: not a multiple of the tiled entry's 16-input K-tile, nor of int8's 16-weight
+    block, so matmul_splitk does not take int8 here and matmul.wgsl must (issue 15, matmul)."""
+    IN, OUT = 40, 70
+    assert K.splitk_fits(1, IN, "none") and not K.splitk_fits(1, IN, "int8")
+    q, scale, w = _quantized((0.2 * rng.standard_normal((OUT, IN))).astype(np.float32), scheme)
+    x = rng.standard_normal((n, IN)).astype(np.float32)
+    bias = rng.standard_normal(OUT).astype(np.float32)
+    out = run(runner.run(K.MATMUL, K.matmul_launch(n, OUT),
+                         {"IN": IN, "OUT": OUT, "SCHEME": K.SCHEME_CODES[scheme]},
+                         {"x": x, "res": None, "w": q, "scale": scale, "bias": bias},
+                         {"pre": (0,), "out": (n, OUT)}, params=(n, n, 0)))
+    assert_close(f"matmul IN=40 {scheme} N={n}", out["out"], reference.linear(x, w, bias), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n", [2, 40])

@@ -159,9 +159,11 @@ class Engine:
 
     @staticmethod
     def default_splitk_max_tokens(backend: Backend) -> int:
-        """Issue 15, matmul: where the split-K GEMV serves decode by default. Real GPUs: up to
-        K.SPLITK_MAX_TOKENS tokens. Software adapters: where tools/bench_kernels.py measured
-        it faster (see bench/results.md)."""
+        """Issue 15, matmul: decode runs (up to K.SPLITK_MAX_TOKENS tokens) use the split-K GEMV
+        on every adapter. Measured faster on both software adapters at hand (bench/results.md):
+        per GPT-2-small matmul on lavapipe 1.2-4.6x the rowwise entry (tools/bench_kernels.py);
+        a decode step of the default model's shape on SwiftShader 2x the tiled entry it used
+        (rowwise was 2.6x slower than tiled there). Real GPUs: designed for them, unmeasured."""
         return K.SPLITK_MAX_TOKENS
 
     @classmethod
