@@ -10,7 +10,8 @@ at int8/q4) it times, on native WebGPU (wgpu-py; lavapipe here):
   * decode (N = 1): matmul.wgsl's rowwise entry (the old default), its tiled entry (what
     SwiftShader used), and matmul_splitk.wgsl's two passes in each shader variant the adapter
     compiles (plain shifts, unpack4xI8, subgroup shuffles);
-  * prefill (N = 64): matmul.wgsl's tiled entry.
+  * prefill (N = 64): matmul.wgsl's tiled entry (the old one) and matmul_prefill.wgsl (64 x 64
+    tiles from 16-byte loads) in each variant.
 Each figure: --reps dispatches of one kernel in one submit (then a 16-byte readback to wait),
 divided by --reps; the median over --rounds rounds, the entries interleaved within each round
 so that load on the machine falls on all of them alike. Wall-clock per dispatch, not GPU
@@ -90,7 +91,11 @@ class Case:
         return layout, self.be.create_bind_group(layout, [(b, 0, b.size) for b in kernel.order(buffers)])
 
     def dispatches(self, entry: str, features=frozenset(), lanes: int = K.SPLITK_LANES) -> list:
-        if entry == "splitk":
+        if entry == "prefill":
+            layout, group = self._group(K.MATMUL_PREFILL, {})
+            launches = [K.prefill_launch(self.n, self.n_out)]
+            kernel = K.MATMUL_PREFILL
+        elif entry == "splitk":
             layout, group = self._group(K.MATMUL_SPLITK, {"part": self.part})
             launches = K.splitk_launches(self.n_in, self.n_out, self.scheme, lanes)
             kernel = K.MATMUL_SPLITK
@@ -118,7 +123,10 @@ class Case:
 def entries_for(be, n: int) -> list[tuple[str, str, frozenset, int]]:
     """(label, entry, shader features, lanes) to time for N tokens."""
     if n > K.ROWWISE_MAX_TOKENS:
-        return [("tiled (matmul.wgsl)", "tiled", frozenset(), 0)]
+        out = [("tiled (old)", "tiled", frozenset(), 0), ("prefill shifts", "prefill", frozenset(), 0)]
+        if "packed4x8" in be.shader_features:
+            out.append(("prefill unpack4xI8", "prefill", frozenset({"packed4x8"}), 0))
+        return out
     out = [("rowwise (old default)", "rowwise", frozenset(), 0), ("tiled", "tiled", frozenset(), 0),
            ("splitk shifts", "splitk", frozenset(), K.SPLITK_LANES)]
     if "packed4x8" in be.shader_features:

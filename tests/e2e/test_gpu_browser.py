@@ -128,10 +128,11 @@ await gpu_test_loss()
     assert got and "lost" in got
 
 
-def test_page_decode_through_the_splitk_matmul_equals_numpy(app, page_gpu):
+def test_page_splitk_and_prefill_matmuls_equal_numpy(app, page_gpu):
     """Issue 15, matmul: decode steps through matmul_splitk.wgsl in the shader variants this
     browser compiles (Tint: unpack4xI8, subgroups where offered), and through matmul.wgsl's
-    tiled entry, equal the numpy reference (the same checkpoint, here and in the page)."""
+    tiled entry, equal the numpy reference (the same checkpoint, here and in the page); so
+    does a 20-token prompt through matmul_prefill.wgsl."""
     got = app.py(f"""
 async def gpu_test_splitk():
     import numpy as np
@@ -145,11 +146,18 @@ async def gpu_test_splitk():
         await engine.forward(np.array({IDS[:4]}), cache=cache, capture="logits")
         out["steps"][splitk] = [(await engine.forward(np.array([t]), cache=cache)).logits[-1].tolist()
                                 for t in {IDS[4:]}]
+    # A 20-token prompt through matmul_prefill.wgsl (64 x 64 tiles), against the page's numpy.
+    engine = await Engine.create(gpu_test_shared, checkpoint, prefill_min_tokens=17)
+    ids = np.arange(20) * 13 % 300
+    gpu = await engine.forward(ids, capture="logits")
+    ref = reference.forward(checkpoint.dequantized(), checkpoint.config, ids, capture=lambda name: False)
+    out["prefill_ratio"] = float((np.abs(gpu.logits - ref.logits) / ({ATOL} + {RTOL} * np.abs(ref.logits))).max())
     return out
 
 await gpu_test_splitk()
 """)
     print(f"shader variants in the page: {got['features']}")
+    assert got["prefill_ratio"] <= 1, f"prefill logits off by {got['prefill_ratio']:.2f} x the tolerance"
     ns = {}
     exec(MODEL, ns)
     checkpoint = ns["make_checkpoint"]("q4")

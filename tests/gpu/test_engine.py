@@ -70,7 +70,19 @@ def test_capture_reads_back_only_what_was_asked(small_engine, run, rng):
         run(engine.forward(ids, capture="everything"))
 
 
-def test_default_model_matches_numpy(run, backend, rng):
+@pytest.mark.parametrize("scheme", ["none", "int8", "q4"])
+def test_prompt_through_the_prefill_matmul_matches_numpy(small_engine, run, rng, scheme):
+    """Issue 15, matmul: 24 tokens (>= K.PREFILL_MIN_TOKENS) take matmul_prefill.wgsl's 64 x 64
+    tiles for every matmul and the logits; full trace against numpy."""
+    engine, checkpoint = small_engine(scheme)
+    assert engine.prefill_min_tokens <= 24
+    ids = rng.integers(0, SMALL.vocab_size, 24)
+    compare_trace(f"prefill small {scheme}", run(engine.forward(ids)),
+                  reference.forward(checkpoint.dequantized(), SMALL, ids), **SMALL_TOL)
+
+
+@pytest.mark.parametrize("n", [8, 40])  # matmul.wgsl's tiled entry; matmul_prefill.wgsl (issue 15)
+def test_default_model_matches_numpy(run, backend, rng, n):
     """The committed small default model (weights/mini: int8, V = 50257), full trace."""
     path = os.path.join(ROOT, "weights", "mini")
     if not os.path.exists(os.path.join(path, weights.MANIFEST)):
@@ -79,11 +91,11 @@ def test_default_model_matches_numpy(run, backend, rng):
         pytest.skip("weights/mini not built yet")
     checkpoint = weights.load_folder(path)
     engine = run(Engine.create(backend, checkpoint))
-    ids = rng.integers(0, checkpoint.config.vocab_size, 8)
+    ids = rng.integers(0, checkpoint.config.vocab_size, n)
     ref = reference.forward(checkpoint.dequantized(), checkpoint.config, ids)
     # Trained weights give larger activations than the random ones (|res| up to ~50), and
     # four layers: 1e-4 + 2e-4*|ref|.
-    compare_trace("default model", run(engine.forward(ids)), ref, atol=1e-4, rtol=2e-4)
+    compare_trace(f"default model N={n}", run(engine.forward(ids)), ref, atol=1e-4, rtol=2e-4)
 
 
 @pytest.fixture(scope="module")

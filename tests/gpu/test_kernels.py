@@ -167,6 +167,52 @@ def test_matmul_splitk(runner, run, rng, backend, scheme, n, IN, epilogue):
         assert_close(label, out["out"], want, **tol)
 
 
+# ----- matmul_prefill (issue 15, matmul): 64 x 64 tiles from 16-byte weight loads
+
+@pytest.mark.parametrize("scheme", ["none", "int8", "q4"])
+@pytest.mark.parametrize("n", [17, 64, 65])
+@pytest.mark.parametrize("IN", [96, 160])  # K-tiles of 32: full; a partial last tile (fp32 and int8)
+@pytest.mark.parametrize("epilogue", ["none", "gelu", "residual"])
+def test_matmul_prefill(runner, run, rng, backend, scheme, n, IN, epilogue):
+    OUT = 100  # not a multiple of the 64-wide tile
+    if not K.prefill_fits(n, IN, scheme):
+        pytest.skip(f"{scheme} rows of {IN} are not in 16-byte blocks")
+    q, scale, w = _quantized((0.2 * rng.standard_normal((OUT, IN))).astype(np.float32), scheme)
+    x = rng.standard_normal((n, IN)).astype(np.float32)
+    bias = rng.standard_normal(OUT).astype(np.float32)
+    res = rng.standard_normal((n, OUT)).astype(np.float32)
+    code = {"none": K.EPILOGUE_NONE, "gelu": K.EPILOGUE_GELU, "residual": K.EPILOGUE_RESIDUAL}[epilogue]
+    pre = reference.linear(x, w, bias)
+    want = {"none": pre, "gelu": reference.gelu(pre), "residual": res + pre}[epilogue]
+    for features in [frozenset()] + ([frozenset({"packed4x8"})] if "packed4x8" in backend.shader_features else []):
+        out = run(runner.run(K.MATMUL_PREFILL, K.prefill_launch(n, OUT),
+                             {"IN": IN, "OUT": OUT, "SCHEME": K.SCHEME_CODES[scheme], "EPILOGUE": code,
+                              "STORE_PRE": code != K.EPILOGUE_NONE},
+                             {"x": x, "res": res, "w": q, "scale": scale, "bias": bias},
+                             {"pre": (n, OUT) if code else (0,), "out": (n, OUT)}, params=(n, n, 0), features=features))
+        tol = dict(atol=1e-5, rtol=1e-5)  # as test_matmul: sums of <= 160 terms of size ~0.2
+        label = f"matmul_prefill {scheme} N={n} IN={IN} {epilogue} {'+'.join(sorted(features)) or 'plain'}"
+        if code:
+            assert_close(label + " pre", out["pre"], pre, **tol)
+        assert_close(label, out["out"], want, **tol)
+
+
+def test_matmul_prefill_column_and_row_blocks(runner, run, rng):
+    """The logits' form for a long prompt: a vocabulary chunk into columns [OFF, OFF + OUT)
+    of [N, STRIDE], tokens [ROW0, ROW0 + ROWS) only (x bound from ROW0)."""
+    IN, OUT, STRIDE, OFF, n, ROW0, ROWS = 64, 70, 200, 90, 100, 20, 70
+    q, scale, w = _quantized(rng.standard_normal((OUT, IN)).astype(np.float32), "int8")
+    x = rng.standard_normal((n, IN)).astype(np.float32)
+    out = run(runner.run(K.MATMUL_PREFILL, K.prefill_launch(ROWS, OUT),
+                         {"IN": IN, "OUT": OUT, "SCHEME": 1, "HAS_BIAS": False, "OUT_STRIDE": STRIDE,
+                          "OUT_OFFSET": OFF, "ROW0": ROW0, "ROWS": ROWS},
+                         {"x": x[ROW0:], "res": None, "w": q, "scale": scale, "bias": None},
+                         {"pre": (0,), "out": (n - ROW0, STRIDE)}, params=(n, n, 0)))
+    want = np.zeros((n - ROW0, STRIDE), np.float32)
+    want[:ROWS, OFF:OFF + OUT] = reference.linear(x[ROW0:ROW0 + ROWS], w, None)
+    assert_close("matmul_prefill blocks", out["out"], want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_matmul_splitk_column_and_row_blocks(runner, run, rng, n):
     """The logits' form (a vocabulary chunk into columns [OFF, OFF + OUT) of [N, STRIDE]),

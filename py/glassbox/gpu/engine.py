@@ -119,7 +119,8 @@ class Engine:
     """
 
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
-                 rowwise_max_tokens: int | None = None, splitk_max_tokens: int | None = None):
+                 rowwise_max_tokens: int | None = None, splitk_max_tokens: int | None = None,
+                 prefill_min_tokens: int | None = None):
         self.backend = backend
         # Runs of up to this many tokens use matmul's row-parallel entry (decode). SwiftShader
         # runs its 16-lane workgroup reductions slowly: a decode step of the default model took
@@ -132,6 +133,9 @@ class Engine:
         if splitk_max_tokens is None:
             splitk_max_tokens = self.default_splitk_max_tokens(backend)
         self.splitk_max_tokens = min(splitk_max_tokens, K.SPLITK_MAX_TOKENS)
+        # Runs of at least this many tokens use matmul_prefill.wgsl (64 x 64 tiles, 16-byte
+        # weight loads) where the row length allows (issue 15, matmul).
+        self.prefill_min_tokens = K.PREFILL_MIN_TOKENS if prefill_min_tokens is None else prefill_min_tokens
         self.shader_features = frozenset(backend.shader_features)
         self.splitk_lanes = (min(K.SPLITK_LANES, backend.subgroup_min_size) if "subgroups" in self.shader_features
                              else K.SPLITK_LANES)
@@ -418,7 +422,8 @@ class Engine:
         async def matmul(x, m: _Matrix, bias, out, epilogue=K.EPILOGUE_NONE, res=None, pre=None, rows=n,
                          **placement):
             """One matmul: matmul_splitk.wgsl's two passes for decode-sized runs where it fits,
-            else matmul.wgsl's rowwise or tiled entry (issue 15, matmul)."""
+            matmul_prefill.wgsl for prompts, else matmul.wgsl's rowwise or tiled entry (issue 15,
+            matmul)."""
             constants = {"IN": m.n_in, "OUT": m.n_out, **scheme, "HAS_BIAS": bias is not None, "EPILOGUE": epilogue,
                          "STORE_PRE": pre is not None, **placement}
             buffers = {"x": x, "res": res or self._dummy_read, "w": m.words, "scale": m.scale,
@@ -427,6 +432,9 @@ class Engine:
                 part = self._buffer("part", part_bytes)
                 for launch in K.splitk_launches(m.n_in, m.n_out, self.scheme, self.splitk_lanes):
                     await dispatch(K.MATMUL_SPLITK, launch, constants, {**buffers, "part": part})
+                return
+            if K.prefill_fits(rows, m.n_in, self.scheme, self.prefill_min_tokens):
+                await dispatch(K.MATMUL_PREFILL, K.prefill_launch(rows, m.n_out), constants, buffers)
                 return
             await dispatch(K.MATMUL, K.matmul_launch(rows, m.n_out, rowwise_max=self.rowwise_max_tokens), constants,
                            buffers)

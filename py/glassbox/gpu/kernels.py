@@ -70,7 +70,8 @@ ATTENTION = Kernel("attention", (
 MATMUL_SPLITK = Kernel("matmul_splitk", (
     ("params", "uniform"), ("x", "read"), ("res", "read"), ("w", "read"), ("scale", "read"), ("bias", "read"),
     ("pre", "read_write"), ("out", "read_write"), ("part", "read_write")))
-KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, MATMUL_SPLITK)
+MATMUL_PREFILL = Kernel("matmul_prefill", MATMUL.bindings)
+KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, MATMUL_SPLITK, MATMUL_PREFILL)
 
 # Shader variants (issue 15, matmul): names a WGSL file tests with "// #if NAME".
 #   packed4x8         the WGSL language feature packed_4x8_integer_dot_product (unpack4xI8)
@@ -175,6 +176,21 @@ def splitk_launches(n_in: int, n_out: int, scheme: str, lanes: int = SPLITK_LANE
     extra = {"KS": ks, "LANES": lanes, "WG": SPLITK_WG}
     return [("partial", extra, (math.ceil(n_out * lanes / SPLITK_WG), math.ceil(n_in / ks), 1)),
             ("reduce", extra, (math.ceil(n_out / SPLITK_WG), 1, 1))]
+
+
+# matmul_prefill.wgsl (issue 15, matmul): 64 x 64 tiles; runs of at least this many tokens
+# (shorter prompts keep matmul.wgsl's 16-token tiles, which waste less of a 64-token tile).
+PREFILL_MIN_TOKENS = 17
+PREFILL_TILE = 64
+
+
+def prefill_fits(rows: int, n_in: int, scheme: str, min_tokens: int = PREFILL_MIN_TOKENS) -> bool:
+    """Whether matmul_prefill.wgsl takes this matmul: enough tokens, rows in 16-byte blocks."""
+    return rows >= min_tokens and n_in % splitk_block(scheme) == 0
+
+
+def prefill_launch(rows: int, n_out: int) -> tuple[str, dict, tuple[int, int, int]]:
+    return "main", {}, (math.ceil(n_out / PREFILL_TILE), math.ceil(rows / PREFILL_TILE), 1)
 
 
 def matmul_max_out(max_workgroups: int) -> int:
