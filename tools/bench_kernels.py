@@ -3,6 +3,7 @@
 
     python3 tools/bench_kernels.py                       # int8, decode N=1 and prefill N=64
     python3 tools/bench_kernels.py --schemes int8 q4 --reps 10 --rounds 5
+    python3 tools/bench_kernels.py --page                # the default model's shape in the page
 
 For each matrix of one GPT-2-small layer (c_attn 768x2304, c_proj 768x768, c_fc 768x3072,
 mlp c_proj 3072x768) and the logits against the tied wte (50257x768, one vocabulary chunk
@@ -12,8 +13,8 @@ at int8/q4) it times, on native WebGPU (wgpu-py; lavapipe here):
     compiles (plain shifts, unpack4xI8, subgroup shuffles);
   * prefill (N = 64): matmul.wgsl's tiled entry (the old one) and matmul_prefill.wgsl (64 x 64
     tiles from 16-byte loads) in each variant.
-Each figure: --reps dispatches of one kernel in one submit (then a 16-byte readback to wait),
-divided by --reps; the median over --rounds rounds, the entries interleaved within each round
+Each figure: --reps dispatches of one kernel in one submit for c_attn at N = 1 (fewer for
+bigger work), then a 16-byte readback to wait, divided by that count; the median over --rounds rounds, the entries interleaved within each round
 so that load on the machine falls on all of them alike. Wall-clock per dispatch, not GPU
 timestamps. Writes a section of bench/results.md naming the adapter. Not a test.
 """
@@ -41,6 +42,7 @@ from glassbox.gpu.backend import Copy, Dispatch  # noqa: E402
 from glassbox.gpu.native import NativeBackend, run_sync  # noqa: E402
 
 BEGIN, END = "<!-- kernel-bench:begin -->", "<!-- kernel-bench:end -->"
+PAGE_BEGIN, PAGE_END = "<!-- kernel-bench-page:begin -->", "<!-- kernel-bench-page:end -->"
 D, F, V = 768, 3072, 50257
 SHAPES = {  # name -> (IN, OUT, epilogue, bias)
     "c_attn 768x2304": (D, 3 * D, K.EPILOGUE_NONE, True),
@@ -120,6 +122,80 @@ class Case:
         return (time.perf_counter() - started) / reps
 
 
+# In the page (--page): the default model's shape (random int8 weights) on the browser's WebGPU
+# adapter (SwiftShader in this project's headless Chromium), whole decode steps and a 64-token
+# forward (logits only), each matmul entry on its own engine, interleaved.
+PAGE_CODE = """
+async def bench_kernels_page():
+    import time, js
+    import numpy as np
+    from pyodide.ffi import to_js
+    from glassbox import weights
+    from glassbox.config import GPTConfig
+    from glassbox.gpu import Engine
+    from glassbox.gpu.browser import BrowserBackend
+    be = await BrowserBackend.create(js.navigator.gpu, to_js, js.Object.fromEntries)
+    config = GPTConfig(n_layer=4, n_head=4, n_embd=128, n_positions=256, vocab_size=50257)
+    ck = weights.random_checkpoint(config, "int8", seed=3)
+    out = {"adapter": be.info.describe(), "features": sorted(be.shader_features), "subgroup_min": be.subgroup_min_size}
+    median = lambda t: sorted(t)[len(t) // 2] * 1000
+    decode = {"matmul.wgsl tiled (old SwiftShader choice)": dict(rowwise_max_tokens=0, splitk_max_tokens=0),
+              "matmul.wgsl rowwise (old default elsewhere)": dict(rowwise_max_tokens=4, splitk_max_tokens=0),
+              "matmul_splitk.wgsl (new default)": dict(rowwise_max_tokens=0, splitk_max_tokens=4)}
+    engines = {name: await Engine.create(be, ck, **options) for name, options in decode.items()}
+    caches = {}
+    for name, e in engines.items():
+        caches[name] = e.new_cache()
+        await e.forward(np.arange(8), cache=caches[name], capture="logits")
+        await e.forward([1], cache=caches[name], capture="logits")
+    times = {name: [] for name in engines}
+    for step in range(STEPS):
+        for name, e in engines.items():
+            t0 = time.perf_counter()
+            await e.forward([step + 2], cache=caches[name], capture="logits")
+            times[name].append(time.perf_counter() - t0)
+    out["decode_ms"] = {name: median(t) for name, t in times.items()}
+    prefill = {"matmul.wgsl tiled (old)": await Engine.create(be, ck, prefill_min_tokens=10 ** 9),
+               "matmul_prefill.wgsl (new default)": await Engine.create(be, ck)}
+    times = {name: [] for name in prefill}
+    ids = np.arange(64) * 7
+    for r in range(ROUNDS + 1):
+        for name, e in prefill.items():
+            t0 = time.perf_counter()
+            await e.forward(ids, capture="logits")
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    out["prefill_ms"] = {name: median(t) for name, t in times.items()}
+    return out
+
+await bench_kernels_page()
+"""
+
+
+def page_figures(steps: int, rounds: int) -> dict:
+    """PAGE_CODE's figures from the page in the e2e tests' headless Chromium (tools/serve.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from serve import serve_in_thread  # tools/serve.py
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from e2e.conftest import CHROMIUM, CHROMIUM_FLAGS  # the e2e tests' browser
+
+    server, _ = serve_in_thread(ROOT)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
+            code = PAGE_CODE.replace("STEPS", str(steps)).replace("ROUNDS", str(rounds))
+            got = page.evaluate("code => window.glassbox_py(code)", code)
+            browser.close()
+    finally:
+        server.shutdown()
+    return got
+
+
 def entries_for(be, n: int) -> list[tuple[str, str, frozenset, int]]:
     """(label, entry, shader features, lanes) to time for N tokens."""
     if n > K.ROWWISE_MAX_TOKENS:
@@ -143,10 +219,23 @@ def main(argv=None) -> int:
     ap.add_argument("--schemes", nargs="+", default=["int8"], choices=["none", "int8", "q4"])
     ap.add_argument("--tokens", nargs="+", type=int, default=[1, 64])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--prefill-shapes", nargs="+", default=[name for name in SHAPES if not name.startswith("logits")],
+                    choices=list(SHAPES), help="shapes timed for N > 4 (the 64-token logits take minutes on lavapipe)")
     ap.add_argument("--reps", type=int, default=8, help="dispatches per timed submit")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    ap.add_argument("--page", action="store_true", help="instead, time whole decode steps and a 64-token forward "
+                    "of the default model's shape in the page (headless Chromium's WebGPU adapter)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     args = ap.parse_args(argv)
+    command = "python3 tools/bench_kernels.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.page:
+        before = machine()
+        page = page_figures(steps=6, rounds=args.rounds)
+        print(page, flush=True)
+        write_section(Path(args.out), PAGE_BEGIN, PAGE_END, "\n".join(
+            [PAGE_BEGIN, "## Matmul entries in the page (issue 15)", "", "```", command.strip(), "```", "",
+             f"- machine at the start: {before}", f"- machine at the end: {machine()}", "", *page_lines(page), PAGE_END]))
+        return 0
     before = machine()
     be = run_sync(NativeBackend.create())
     adapter = be.info.describe()
@@ -155,12 +244,13 @@ def main(argv=None) -> int:
     rows = []
     for scheme in args.schemes:
         for n in args.tokens:
-            for shape in args.shapes:
+            for shape in [s for s in args.shapes if n <= K.ROWWISE_MAX_TOKENS or s in args.prefill_shapes]:
                 n_in, n_out, epilogue, bias = SHAPES[shape]
                 case = Case(be, scheme, n, n_in, n_out, epilogue, bias, rng)
                 entries = entries_for(be, n)
                 lists = [case.dispatches(entry, features, lanes) for _, entry, features, lanes in entries]
-                reps = max(1, args.reps if n == 1 else args.reps // 4)
+                # --reps for c_attn's size at N = 1; fewer for bigger work (the logits: 1).
+                reps = max(1, round(args.reps * D * 3 * D / (n_in * n_out * n)))
                 times = [[] for _ in entries]
                 for _ in range(args.rounds + 1):  # the first round warms up
                     for i, dispatches in enumerate(lists):
@@ -172,17 +262,28 @@ def main(argv=None) -> int:
                     rows.append(row)
                     print(f"{scheme:5} N={n:<3} {shape:26} {label:28} {row['ms']:9.3f} ms  "
                           f"x{row['vs']:.2f} vs {entries[0][0]}", flush=True)
-    command = "python3 tools/bench_kernels.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    body = section(rows, adapter, be, command.strip(), before, args)
-    out = Path(args.out)
+    write_section(Path(args.out), BEGIN, END, section(rows, adapter, be, command.strip(), before, args))
+    return 0
+
+
+def write_section(out: Path, begin: str, end: str, body: str) -> None:
     text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: body, text, flags=re.S)
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: body, text, flags=re.S)
     else:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
-    return 0
+
+
+def page_lines(page: dict) -> list[str]:
+    lines = [f"In the page ({page['adapter']}; shader variants {', '.join(page['features']) or 'none'}, "
+             f"smallest subgroup {page['subgroup_min'] or 'unknown'}): the default model's shape "
+             "(L4 H4 D128, V 50257, random int8), logits only, medians, entries interleaved:", "",
+             "| run | matmul entry | ms |", "|---|---|---:|"]
+    lines += [f"| decode step (T ~ 10) | {name} | {ms:.0f} |" for name, ms in page["decode_ms"].items()]
+    lines += [f"| 64-token forward | {name} | {ms:.0f} |" for name, ms in page["prefill_ms"].items()]
+    return lines
 
 
 def section(rows, adapter, be, command, before, args) -> str:
@@ -193,9 +294,9 @@ def section(rows, adapter, be, command, before, args) -> str:
              f"- shader variants compiled here: {', '.join(sorted(be.shader_features)) or 'none'}"
              f"; smallest subgroup {be.subgroup_min_size or 'unknown'}",
              f"- machine at the start: {before}", f"- machine at the end: {machine()}",
-             f"- wall time per dispatch (pair of dispatches for splitk: partial + reduce): {args.reps} "
-             f"(decode) or {max(1, args.reps // 4)} (prefill) in one submit, median of {args.rounds} "
-             "interleaved rounds after a warm-up", "",
+             f"- wall time per matmul (splitk: its two dispatches, partial + reduce): {args.reps} dispatches "
+             "in one submit for c_attn at N = 1, fewer for bigger work (down to 1), median of "
+             f"{args.rounds} interleaved rounds after a warm-up", "",
              "| scheme | N | matmul | entry | ms per matmul | speed vs first entry |",
              "|---|---:|---|---|---:|---:|"]
     for r in rows:
