@@ -3,9 +3,7 @@
 // For every token n of this dispatch and output o:
 //     pre[n, o] = sum_i x[n, i] * W[o, i] + bias[o]           (bias only if HAS_BIAS)
 //     EPILOGUE 0: out = pre
-//     EPILOGUE 1: out = gelu(pre)      gelu(u) = 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3)))
-//                                      with the tanh argument clamped to [-15, 15] (tanh is
-//                                      exactly +-1 in f32 there; unclamped, exp overflows to NaN)
+//     EPILOGUE 1: out = gelu(pre)      (matmul_common.wgsl: tanh's argument clamped to [-15, 15])
 //     EPILOGUE 2: out = res[n, o] + pre  (the residual add)
 //     STORE_PRE also writes pre (the trace keeps mlp_fc beside mlp_gelu, attn_proj beside res_1).
 // W is read as u32 words in the glassbox.quant layouts:
@@ -33,6 +31,9 @@
 //                      row's first lane then adds the lanes' sums from workgroup memory.
 //                      A workgroup of RW_WG owns RW_WG / RW_LANES rows.
 //                      Dispatch (ceil(OUT * RW_LANES / RW_WG), 1, 1).
+// The engine prefers matmul_splitk.wgsl (decode) and matmul_prefill.wgsl (prompts of 17 tokens
+// or more) where a row is whole 16-byte blocks; these entries take every other shape.
+// "// #include matmul_common" pastes in the helpers shared with those files (finish, gelu).
 
 struct Params {
     N: u32,      // tokens in this run
@@ -74,18 +75,7 @@ var<workgroup> xs: array<f32, 4u * ROWS_Y * BK>;          // tiled: x tile [4 RO
 var<workgroup> ws: array<vec4<f32>, BK * 16u>;            // tiled: W tile [BK, BN / 4] (vec4 of outputs)
 var<workgroup> partial: array<vec4<f32>, RW_WG>;          // rowwise: [RW_WG] per-lane sums (tokens)
 
-fn epw() -> u32 {
-    return select(select(1u, 4u, SCHEME == 1u), 8u, SCHEME == 2u);
-}
-
-fn rows_here() -> u32 {
-    let left = params.N - ROW0;
-    return select(left, min(left, ROWS), ROWS > 0u);
-}
-
-fn stride() -> u32 {
-    return select(OUT_STRIDE, OUT, OUT_STRIDE == 0u);
-}
+// #include matmul_common
 
 // Element e of `word`, which holds W[o, k .. k + EPW), dequantized -- except int8's row
 // scale, which finish() applies once to the row's sum.
@@ -98,34 +88,6 @@ fn weight(word: u32, e: u32, o: u32, k: u32) -> f32 {
         return q * scale[o * (IN / GROUP) + (k + e) / GROUP];
     }
     return bitcast<f32>(word);
-}
-
-fn gelu(u: f32) -> f32 {
-    let inner = 0.7978845608028654 * (u + 0.044715 * u * u * u);
-    return 0.5 * u * (1.0 + tanh(clamp(inner, -15.0, 15.0)));
-}
-
-fn finish(n: u32, o: u32, acc: f32) {
-    var y = acc;
-    if (SCHEME == 1u) {
-        y *= scale[o];  // int8: sum_i x q, then the row scale once
-    }
-    if (HAS_BIAS) {
-        y += bias[o];
-    }
-    let i = n * stride() + OUT_OFFSET + o;
-    if (EPILOGUE == 0u) {
-        out[i] = y;
-        return;
-    }
-    if (STORE_PRE) {
-        pre[i] = y;
-    }
-    if (EPILOGUE == 1u) {
-        out[i] = gelu(y);
-    } else {
-        out[i] = res[i] + y;
-    }
 }
 
 @compute @workgroup_size(16, ROWS_Y)

@@ -17,7 +17,9 @@
 // last K-tile is zero-filled (glassbox.gpu.kernels.prefill_fits says which shapes qualify).
 //
 // Lines between "// #if NAME", "// #else" and "// #endif" are kept or dropped by
-// glassbox.gpu.kernels.Kernel.source for the adapter's features (packed4x8).
+// glassbox.gpu.kernels.Kernel.source for the adapter's features (packed4x8);
+// "// #include matmul_common" pastes in the helpers shared with matmul.wgsl (finish: the
+// scale, bias and epilogue; gelu; int8x4).
 
 struct Params {
     N: u32,      // tokens in this run
@@ -55,27 +57,7 @@ const THREADS: u32 = 128u;
 var<workgroup> xs: array<vec4<f32>, BK * 16u>;  // [BK, BM / 4]: xs[k * 16 + m / 4][m % 4] = x[m, k]
 var<workgroup> ws: array<vec4<f32>, BK * 16u>;  // [BK, BN / 4]: ws[k * 16 + o / 4][o % 4] = W[o, k] (int8 unscaled)
 
-fn epw() -> u32 {
-    return select(select(1u, 4u, SCHEME == 1u), 8u, SCHEME == 2u);
-}
-
-fn rows_here() -> u32 {
-    let left = params.N - ROW0;
-    return select(left, min(left, ROWS), ROWS > 0u);
-}
-
-fn stride() -> u32 {
-    return select(OUT_STRIDE, OUT, OUT_STRIDE == 0u);
-}
-
-// Four int8 (byte 0 first) as f32, sign-extended.
-fn int8x4(word: u32) -> vec4<f32> {
-// #if packed4x8
-    return vec4<f32>(unpack4xI8(word));
-// #else
-    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-// #endif
-}
+// #include matmul_common
 
 fn put(k: u32, o: u32, v: f32) {
     ws[k * 16u + o / 4u][o % 4u] = v;
@@ -108,34 +90,6 @@ fn stage_block(words: vec4<u32>, o: u32, r: u32, k: u32, j: u32) {
             put(j + 8u * i + 2u * e, r, even[e]);
             put(j + 8u * i + 2u * e + 1u, r, odd[e]);
         }
-    }
-}
-
-fn gelu(u: f32) -> f32 {
-    let inner = 0.7978845608028654 * (u + 0.044715 * u * u * u);
-    return 0.5 * u * (1.0 + tanh(clamp(inner, -15.0, 15.0)));
-}
-
-fn finish(n: u32, o: u32, acc: f32) {
-    var y = acc;
-    if (SCHEME == 1u) {
-        y *= scale[o];  // int8: sum_i x q, then the row scale once
-    }
-    if (HAS_BIAS) {
-        y += bias[o];
-    }
-    let i = n * stride() + OUT_OFFSET + o;
-    if (EPILOGUE == 0u) {
-        out[i] = y;
-        return;
-    }
-    if (STORE_PRE) {
-        pre[i] = y;
-    }
-    if (EPILOGUE == 1u) {
-        out[i] = gelu(y);
-    } else {
-        out[i] = res[i] + y;
     }
 }
 

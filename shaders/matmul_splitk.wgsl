@@ -25,7 +25,9 @@
 // that too (glassbox.gpu.kernels.splitk_fits says which shapes qualify).
 //
 // Lines between "// #if NAME", "// #else" and "// #endif" are kept or dropped by
-// glassbox.gpu.kernels.Kernel.source for the adapter's features (packed4x8, subgroups).
+// glassbox.gpu.kernels.Kernel.source for the adapter's features (packed4x8, subgroups);
+// "// #include matmul_common" pastes in the helpers shared with matmul.wgsl (finish: the
+// scale, bias and epilogue; gelu; int8x4).
 
 // #if subgroups-enable
 enable subgroups;
@@ -68,27 +70,7 @@ const MAX_TOKENS: u32 = 4u;
 var<workgroup> xs: array<vec4<f32>, KS>;     // x[0..4, slice] as vec4 over tokens
 var<workgroup> sums: array<vec4<f32>, WG>;   // partial: the lanes' sums (without subgroups)
 
-fn epw() -> u32 {
-    return select(select(1u, 4u, SCHEME == 1u), 8u, SCHEME == 2u);
-}
-
-fn rows_here() -> u32 {
-    let left = params.N - ROW0;
-    return min(select(left, min(left, ROWS), ROWS > 0u), MAX_TOKENS);
-}
-
-fn stride() -> u32 {
-    return select(OUT_STRIDE, OUT, OUT_STRIDE == 0u);
-}
-
-// Four int8 (byte 0 first) as f32, sign-extended.
-fn int8x4(word: u32) -> vec4<f32> {
-// #if packed4x8
-    return vec4<f32>(unpack4xI8(word));
-// #else
-    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-// #endif
-}
+// #include matmul_common
 
 // sum_e x[.., j + e] * W[o, k + e] over the 16-byte block `words`, without int8's row scale.
 // k: the block's first input; j: its place in xs.
@@ -118,34 +100,9 @@ fn block(words: vec4<u32>, o: u32, k: u32, j: u32) -> vec4<f32> {
     return acc;
 }
 
-fn gelu(u: f32) -> f32 {
-    let inner = 0.7978845608028654 * (u + 0.044715 * u * u * u);
-    return 0.5 * u * (1.0 + tanh(clamp(inner, -15.0, 15.0)));
-}
-
-fn finish(n: u32, o: u32, acc: f32) {
-    var y = acc;
-    if (HAS_BIAS) {
-        y += bias[o];
-    }
-    let i = n * stride() + OUT_OFFSET + o;
-    if (EPILOGUE == 0u) {
-        out[i] = y;
-        return;
-    }
-    if (STORE_PRE) {
-        pre[i] = y;
-    }
-    if (EPILOGUE == 1u) {
-        out[i] = gelu(y);
-    } else {
-        out[i] = res[i] + y;
-    }
-}
-
 @compute @workgroup_size(WG)
 fn partial(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let rows = rows_here();
+    let rows = min(rows_here(), MAX_TOKENS);
     let k0 = wid.y * KS;
     let width = min(KS, IN - k0);
     // Tokens past `rows` read token 0's row (their sums are never stored).
@@ -199,10 +156,7 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var s = 0u; s < (IN + KS - 1u) / KS; s++) {
         total += part[s * OUT + o];
     }
-    if (SCHEME == 1u) {
-        total *= scale[o];
-    }
-    for (var n = 0u; n < rows_here(); n++) {
-        finish(n, o, total[n]);
+    for (var n = 0u; n < min(rows_here(), MAX_TOKENS); n++) {
+        finish(n, o, total[n]);  // int8: times scale[o] there, once
     }
 }

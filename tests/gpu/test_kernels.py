@@ -242,6 +242,11 @@ def test_shader_preprocess():
             K.preprocess(bad)
     with pytest.raises(ValueError, match="unknown"):
         K.preprocess(src, {"fast"})
+    # "// #include matmul_common" pastes the shared helpers in, once per kernel that uses it.
+    common = (K.SHADER_DIR / "matmul_common.wgsl").read_text(encoding="utf-8")
+    assert K.include("a\n// #include matmul_common\nb\n") == "a\n" + common + "\nb\n"
+    for kernel in (K.MATMUL, K.MATMUL_SPLITK, K.MATMUL_PREFILL):
+        assert kernel.source().count("fn finish(") == 1 and "\n// #include" not in kernel.source()
 
 
 @pytest.mark.parametrize("scheme", ["none", "int8"])

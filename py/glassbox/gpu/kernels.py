@@ -44,8 +44,9 @@ class Kernel:
         return tuple(name for name, _ in self.bindings)
 
     def source(self, features: frozenset[str] | set[str] = frozenset()) -> str:
-        """The WGSL text, its ``// #if NAME`` blocks resolved for ``features`` (see preprocess)."""
-        return preprocess((SHADER_DIR / f"{self.name}.wgsl").read_text(encoding="utf-8"), features)
+        """The WGSL text with its ``// #include NAME`` lines replaced by shaders/NAME.wgsl and
+        its ``// #if NAME`` blocks resolved for ``features`` (see preprocess)."""
+        return preprocess(include((SHADER_DIR / f"{self.name}.wgsl").read_text(encoding="utf-8")), features)
 
     def order(self, buffers: dict) -> list:
         """The values of ``buffers`` (keyed by binding name) in binding order."""
@@ -79,6 +80,20 @@ KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, MATMUL_SPLITK, MATMUL_PREFI
 #   subgroups-enable  the "enable subgroups;" directive (Chrome needs it; naga rejects it)
 SHADER_FEATURES = ("packed4x8", "subgroups", "subgroups-enable")
 _IF = re.compile(r"^\s*// #(if|else|endif)\b\s*(\S*)")
+
+
+_INCLUDE = re.compile(r"^// #include (\w+)[ \t]*$", re.M)
+
+
+def include(source: str) -> str:
+    """Each ``// #include NAME`` line replaced by the text of shaders/NAME.wgsl (one level:
+    matmul_common.wgsl, helpers the matmul kernels share; issue 15, matmul)."""
+    def text(m: re.Match) -> str:
+        shared = (SHADER_DIR / f"{m.group(1)}.wgsl").read_text(encoding="utf-8")
+        if _INCLUDE.search(shared):
+            raise ValueError(f"{m.group(1)}.wgsl includes another file; includes do not nest")
+        return shared
+    return _INCLUDE.sub(text, source)
 
 
 def preprocess(source: str, features: frozenset[str] | set[str] = frozenset()) -> str:
