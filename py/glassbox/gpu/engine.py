@@ -164,10 +164,13 @@ class Engine:
     @staticmethod
     def default_splitk_max_tokens(backend: Backend) -> int:
         """Issue 15, matmul: decode runs (up to K.SPLITK_MAX_TOKENS tokens) use the split-K GEMV
-        on every adapter. Measured faster on both software adapters at hand (bench/results.md):
-        per GPT-2-small matmul on lavapipe 1.2-4.6x the rowwise entry (tools/bench_kernels.py);
-        a decode step of the default model's shape on SwiftShader 2x the tiled entry it used
-        (rowwise was 2.6x slower than tiled there). Real GPUs: designed for them, unmeasured."""
+        on every adapter. Measured faster on both software adapters at hand (bench/results.md,
+        tools/bench_kernels.py): per GPT-2-small matmul on lavapipe, the variant picked there
+        (subgroups) 1.1-4.5x the rowwise entry;
+        a decode step of the default model's shape on SwiftShader 2-2.4x the tiled entry it
+        used before (rowwise was 2.6-3.4x slower than tiled there). Real GPUs: designed for
+        them (192-1152 workgroups of 64 per GPT-2-small layer matmul; an H100 has 132 SMs), not
+        measured."""
         return K.SPLITK_MAX_TOKENS
 
     @classmethod
