@@ -182,6 +182,15 @@ class Engine:
         if workgroup > self.limits["max_compute_workgroup_storage_size"]:
             raise GPUError(f"attention needs {workgroup} bytes of workgroup memory for C={c.n_positions}, "
                            f"over the {self.limits['max_compute_workgroup_storage_size']} limit")
+        # issue 15, attention: layers without captured stages run flash prefill / split decode.
+        try:
+            self._flash_tile = K.flash_tile(c.head_size, self.limits)
+        except ValueError as e:
+            raise GPUError(str(e)) from None
+        workgroup = K.decode_workgroup_bytes(c.head_size, c.n_positions)
+        if workgroup > self.limits["max_compute_workgroup_storage_size"]:
+            raise GPUError(f"decode attention needs {workgroup} bytes of workgroup memory for C={c.n_positions}, "
+                           f"over the {self.limits['max_compute_workgroup_storage_size']} limit")
         if self._logits_block_rows() < 1:
             raise GPUError(f"one row block of logits [*, {c.vocab_size}] does not fit a binding")
 
@@ -401,6 +410,26 @@ class Engine:
                 "x": x, "res": res or self._dummy_read, "w": m.words, "scale": m.scale, "bias": bias,
                 "pre": pre or dummy_rw[0], "out": out})
 
+        async def attention(layer, capture_stages):
+            """issue 15, attention: a layer whose stages are captured runs attention.wgsl (it writes
+            the four [H, N, T] stages); otherwise decode-sized runs split over keys
+            (attention_decode.wgsl, two passes) and longer ones run flash_attention.wgsl. All three
+            append this run's k and v to the cache and give the same head_out."""
+            qkv_cache = {"qkv": buf["qkv"], "k_cache": kv.k[layer], "v_cache": kv.v[layer]}
+            constants = {"H": H, "K": c.head_size, "SQRT_K": float(np.float32(math.sqrt(c.head_size)))}
+            if capture_stages:
+                stages = {s: buf[s] for s in STAGES}
+                await dispatch(K.ATTENTION, K.attention_launch(n, H), {
+                    **constants, "CTX": c.n_positions, "CAPTURE": True}, {**qkv_cache, **stages, "out": buf["concat"]})
+            elif n <= K.DECODE_MAX_TOKENS:
+                partials = self._buffer("attn_partials", 4 * K.decode_partials_floats(n, H, c.head_size, c.n_positions))
+                for launch in K.attention_decode_launches(n, H, c.n_positions):
+                    await dispatch(K.ATTENTION_DECODE, launch, constants,
+                                   {**qkv_cache, "partials": partials, "out": buf["concat"]})
+            else:
+                await dispatch(K.FLASH_ATTENTION, K.flash_attention_launch(n, H, c.head_size, self._flash_tile),
+                               constants, {**qkv_cache, "out": buf["concat"]})
+
         for chunk in self.wte:
             constants = {"D": D, **scheme, "V0": chunk.v0, "VC": chunk.rows}
             await dispatch(K.EMBEDDING, K.embedding_launch(n, D), constants, {
@@ -414,12 +443,7 @@ class Engine:
             maybe = lambda role: buf[role] if role in kept else None  # noqa: E731
             await layer_norm(buf["x"], w["ln_1"], buf["ln1"], buf["mean1"], buf["var1"])
             await matmul(buf["ln1"], *w["attn.c_attn"], buf["qkv"])
-            capture_stages = any(stage in kept for stage in STAGES)
-            stages = {s: buf[s] if capture_stages else dummy_rw[i] for i, s in enumerate(STAGES)}
-            await dispatch(K.ATTENTION, K.attention_launch(n, H), {
-                "H": H, "K": c.head_size, "CTX": c.n_positions, "SQRT_K": float(np.float32(math.sqrt(c.head_size))),
-                "CAPTURE": capture_stages}, {
-                "qkv": buf["qkv"], "k_cache": kv.k[layer], "v_cache": kv.v[layer], **stages, "out": buf["concat"]})
+            await attention(layer, any(stage in kept for stage in STAGES))
             await matmul(buf["concat"], *w["attn.c_proj"], buf["r1"], K.EPILOGUE_RESIDUAL, res=buf["x"],
                          pre=maybe("proj"))
             await layer_norm(buf["r1"], w["ln_2"], buf["ln2"], buf["mean2"], buf["var2"])

@@ -66,7 +66,14 @@ ATTENTION = Kernel("attention", (
     ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
     ("scores", "read_write"), ("scaled", "read_write"), ("masked", "read_write"), ("att", "read_write"),
     ("out", "read_write")))
-KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION)
+# issue 15, attention: the kernels for layers whose attention stages are not captured.
+FLASH_ATTENTION = Kernel("flash_attention", (
+    ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
+    ("out", "read_write")))
+ATTENTION_DECODE = Kernel("attention_decode", (
+    ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
+    ("partials", "read_write"), ("out", "read_write")))
+KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, FLASH_ATTENTION, ATTENTION_DECODE)
 
 _BINDING = re.compile(r"@binding\((\d+)\)\s*var<(uniform|storage,\s*(read|read_write))>\s*(\w+)")
 
@@ -117,3 +124,58 @@ def attention_launch(n: int, n_head: int) -> tuple[str, dict, tuple[int, int, in
 def attention_workgroup_bytes(head_size: int, context: int) -> int:
     """attention.wgsl's workgroup memory: q_row [K] + row [C] + partial [WG] floats."""
     return 4 * (head_size + context + ATTENTION_WG)
+
+
+# ----- issue 15, attention: flash prefill and split-over-keys decode (no [H, N, T] stages)
+
+DECODE_MAX_TOKENS = 4   # runs of up to this many tokens use attention_decode.wgsl, longer ones flash
+DECODE_SPLITS = 32      # key chunks per (query, head): 32 x 12 heads fill a GPU at T = 1024
+DECODE_MIN_CHUNK = 8    # ... but no more splits than C / 8 (a small model keeps chunks of 8+ keys)
+DECODE_WG = 64
+FLASH_TILES = (16, 8, 4)  # flash_attention.wgsl B, largest first: B x B invocations
+FLASH_MAX_CPL = 16        # flash_attention.wgsl MAX_CPL
+
+
+def flash_workgroup_bytes(head_size: int, tile: int) -> int:
+    """flash_attention.wgsl's workgroup memory: Qs, Vs [B, K], Ks [B, K + 1], S and P [B, B]."""
+    return 4 * (tile * (3 * head_size + 1) + 2 * tile * tile)
+
+
+def flash_tile(head_size: int, limits: dict) -> int:
+    """The largest tile B whose workgroup memory, B*B invocations (WebGPU's default allows
+    256) and channels per lane fit."""
+    for tile in FLASH_TILES:
+        if (flash_workgroup_bytes(head_size, tile) <= limits["max_compute_workgroup_storage_size"]
+                and tile * tile <= limits.get("max_compute_invocations_per_workgroup", 256)
+                and -(-head_size // tile) <= FLASH_MAX_CPL):
+            return tile
+    raise ValueError(f"flash attention: no tile fits head size {head_size} within the workgroup limits")
+
+
+def flash_attention_launch(n: int, n_head: int, head_size: int, tile: int) -> tuple[str, dict, tuple[int, int, int]]:
+    return "main", {"B": tile, "CPL": -(-head_size // tile)}, (math.ceil(n / tile), n_head, 1)
+
+
+def decode_splits(context: int, splits: int = DECODE_SPLITS) -> tuple[int, int]:
+    """(SPLITS, CHUNK): key chunks per (query, head) and the most keys one chunk holds."""
+    splits = max(1, min(splits, context // DECODE_MIN_CHUNK))
+    return splits, -(-context // splits)
+
+
+def decode_workgroup_bytes(head_size: int, context: int, splits: int = DECODE_SPLITS) -> int:
+    """attention_decode.wgsl's workgroup memory: q_row [K], Ks [CHUNK, K + 1], row [CHUNK], partial [WG]."""
+    chunk = decode_splits(context, splits)[1]
+    return 4 * (head_size + chunk * (head_size + 2) + DECODE_WG)
+
+
+def attention_decode_launches(n: int, n_head: int, context: int, splits: int = DECODE_SPLITS):
+    """The split pass then the combine pass: two (entry, constants, workgroups), and the
+    partials' size in floats."""
+    count, chunk = decode_splits(context, splits)
+    constants = {"SPLITS": count, "CHUNK": chunk, "WG": DECODE_WG}
+    return (("split", constants, (count, n_head, n)), ("combine", constants, (n_head, n, 1)))
+
+
+def decode_partials_floats(n: int, n_head: int, head_size: int, context: int, splits: int = DECODE_SPLITS) -> int:
+    """attention_decode.wgsl's partials [N, H, SPLITS, K + 2]."""
+    return n * n_head * decode_splits(context, splits)[0] * (head_size + 2)

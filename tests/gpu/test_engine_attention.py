@@ -1,0 +1,83 @@
+"""Issue 15, attention: the engine's per-layer choice of attention kernel, whole forward
+against numpy. A layer whose stages (scores/scaled/masked/att) are captured runs attention.wgsl;
+the others run flash_attention.wgsl (more than K.DECODE_MAX_TOKENS tokens) or
+attention_decode.wgsl (split over keys). All must give the reference's trace, and a KV-cached
+decode through the new kernels must equal a full recompute.
+
+Tolerance: test_engine's SMALL_TOL (3e-5 + 1e-4*|ref|, ~10x the measured error).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from glassbox import reference
+from glassbox.gpu import kernels as K
+from glassbox.gpu.engine import STAGES
+from glassbox.trace import all_names, capture_layer
+from gpu_helpers import SMALL, assert_close
+from test_engine import SMALL_TOL, compare_trace
+
+
+def _no_stages(name: str) -> bool:
+    return not name.endswith(STAGES)
+
+
+def _attention_kernels(engine) -> list[str]:
+    """The attention kernel names of the engine's newest plan, in dispatch order."""
+    names = {id(pipeline): key[0] for key, pipeline in engine._pipelines.items()}
+    plan = list(engine._plans.values())[-1]
+    return [names[id(cmd.pipeline)] for cmd in plan.commands
+            if names.get(id(getattr(cmd, "pipeline", None)), "").startswith(("attention", "flash"))]
+
+
+@pytest.mark.parametrize("start,n", [(0, 1), (0, 4), (0, 5), (0, 23), (6, 1), (6, 3), (6, 17), (30, 2)])
+def test_forward_without_stages_matches_numpy(small_engine, run, rng, start, n):
+    """Every tensor but the four stages, read back from every layer, with and without a cache."""
+    engine, checkpoint = small_engine("int8")
+    params = checkpoint.dequantized()
+    ids = rng.integers(0, SMALL.vocab_size, start + n)
+    gpu_cache, ref_cache = engine.new_cache(), reference.KVCache(SMALL)
+    if start:
+        run(engine.forward(ids[:start], cache=gpu_cache, capture="logits"))
+        reference.forward(params, SMALL, ids[:start], cache=ref_cache)
+    gpu = run(engine.forward(ids[start:], cache=gpu_cache, capture=_no_stages))
+    kind = "attention_decode" if n <= K.DECODE_MAX_TOKENS else "flash_attention"
+    per_layer = 2 if kind == "attention_decode" else 1  # split + combine
+    assert _attention_kernels(engine) == [kind] * (per_layer * SMALL.n_layer)
+    ref = reference.forward(params, SMALL, ids[start:], cache=ref_cache, capture=_no_stages)
+    assert not any(name.endswith(STAGES) for name in gpu.tensors)
+    compare_trace(f"no-stages start={start} N={n}", gpu, ref, **SMALL_TOL)
+
+
+@pytest.mark.parametrize("n", [1, 9])
+def test_viewed_layer_keeps_the_stage_kernel(small_engine, run, rng, n):
+    """capture=layer: that layer runs attention.wgsl (its stages are shown), the other the new kernel."""
+    engine, checkpoint = small_engine("none")
+    ids = rng.integers(0, SMALL.vocab_size, n)
+    for layer in range(SMALL.n_layer):
+        gpu = run(engine.forward(ids, capture=layer))
+        new = "attention_decode" if n <= K.DECODE_MAX_TOKENS else "flash_attention"
+        want = [[new] * (2 if new == "attention_decode" else 1) if l != layer else ["attention"]
+                for l in range(SMALL.n_layer)]
+        assert _attention_kernels(engine) == [k for ks in want for k in ks]
+        ref = reference.forward(checkpoint.dequantized(), SMALL, ids, capture=capture_layer(layer))
+        compare_trace(f"viewed layer {layer} N={n}", gpu, ref, **SMALL_TOL)
+
+
+def test_cached_decode_equals_full_recompute(small_engine, run, rng):
+    """Prefill by flash, decode by the split kernel (one token, then three), flash again with a
+    cache: the logits equal one uncached forward of the whole sequence with every stage
+    captured (attention.wgsl only), row by row, up to the full context."""
+    engine, _ = small_engine("q4")
+    sequence = rng.integers(0, SMALL.vocab_size, SMALL.n_positions)
+    cache = engine.new_cache()
+    parts, pos = [], 0
+    for size in (7, 1, 1, 3, 1, 6, *[1] * 13):
+        parts.append(run(engine.forward(sequence[pos:pos + size], cache=cache, capture="logits")).logits)
+        pos += size
+    assert pos == cache.length == SMALL.n_positions
+    full = run(engine.forward(sequence, capture="all"))
+    assert list(full.tensors) == all_names(SMALL)
+    assert_close("decoded vs full logits", np.concatenate(parts), full.logits, **SMALL_TOL)
