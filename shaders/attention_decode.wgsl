@@ -5,10 +5,11 @@
 // whose attention stages are not captured.
 //
 // Same result as attention.wgsl's out: head_out of numpy glassbox.reference.attention,
-// heads merged (glassbox.reference.merge_heads), and the same append of this run's k and v to cache
-// rows start .. start + N - 1 (glassbox.reference.KVCache.append; split 0 writes them). Keys
-// are cut into SPLITS chunks of chunk = ceil(T / SPLITS) positions, so every split works at any
-// T (one plan serves a whole decode loop). For query n (position start + n), split s covers the
+// heads merged (glassbox.reference.merge_heads), and the same append of this run's k and v to
+// cache rows start .. start + N - 1 (glassbox.reference.KVCache.append; split 0 writes them).
+// Keys are cut into chunks of chunk = max(MIN_KEYS, ceil(T / SPLITS)) positions, so one plan
+// serves a whole decode loop (any T) and short contexts leave the later splits empty (cheap)
+// instead of giving each a key or two. For query n (position start + n), split s covers the
 // visible keys t of [s * chunk, (s + 1) * chunk) with t <= start + n:
 //     s_t = (sum_c q[n, hK + c] * k[t, hK + c]) / SQRT_K,  m_s = max_t s_t,
 //     l_s = sum_t exp(s_t - m_s),  acc_s[c] = sum_t exp(s_t - m_s) * v[t, hK + c]
@@ -17,10 +18,12 @@
 //
 // Threads: split workgroup (s, h, n) = workgroup_id of WG invocations copies its chunk's key
 // rows into workgroup memory (consecutive invocations read consecutive channels of one [C, D]
-// row: coalesced), invocation j scores keys j, j + WG, ..., tree reductions give m_s and l_s,
-// then invocation j sums channel j, j + WG, ... reading value rows straight from memory (again
-// coalesced). Combine workgroup (h, n): invocation j merges channels j, j + WG, ...
-// Dispatch split (SPLITS, H, N), then combine (H, N, 1).
+// row: coalesced); invocation j scores keys j, j + WG, ...; each invocation then reads the
+// chunk's scores for the max (broadcast reads: three barriers in all, no tree reductions),
+// invocation j writes p for keys j, j + WG, ..., and sums channels j, j + WG, ... of p @ v
+// reading value rows straight from memory (again coalesced). Combine workgroup (h, n):
+// invocation j merges channels j, j + WG, ... Dispatch split (SPLITS, H, N), then combine
+// (H, N, 1).
 
 struct Params {
     N: u32,      // tokens in this run (queries)
@@ -33,7 +36,8 @@ override H: u32;          // heads
 override K: u32;          // head size, D / H
 override SQRT_K: f32;     // float32(sqrt(K)), as the numpy reference divides by it
 override SPLITS: u32;     // key chunks per (query, head)
-override CHUNK: u32;      // the most keys a chunk can have: ceil(C / SPLITS)
+override MIN_KEYS: u32;   // the fewest keys a chunk has (but T)
+override CHUNK: u32;      // the most keys a chunk can have: max(MIN_KEYS, ceil(C / SPLITS)), at most C
 override WG: u32 = 64u;   // invocations per workgroup (a power of two)
 
 const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
@@ -47,8 +51,8 @@ const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
 
 var<workgroup> q_row: array<f32, K>;
 var<workgroup> Ks: array<f32, CHUNK * (K + 1u)>;  // the chunk's keys, rows padded to K + 1
-var<workgroup> row: array<f32, CHUNK>;            // scores, then their exp
-var<workgroup> partial: array<f32, WG>;
+var<workgroup> row: array<f32, CHUNK>;            // scaled scores
+var<workgroup> P: array<f32, CHUNK>;              // exp(score - m_s)
 
 fn key(t: u32, c: u32) -> f32 {
     let D = H * K;
@@ -66,34 +70,6 @@ fn value(t: u32, c: u32) -> f32 {
     return qkv[(t - params.start) * 3u * D + 2u * D + c];
 }
 
-fn workgroup_max(j: u32, x: f32) -> f32 {
-    partial[j] = x;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (j < s) {
-            partial[j] = max(partial[j], partial[j + s]);
-        }
-        workgroupBarrier();
-    }
-    let result = partial[0];
-    workgroupBarrier();
-    return result;
-}
-
-fn workgroup_sum(j: u32, x: f32) -> f32 {
-    partial[j] = x;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (j < s) {
-            partial[j] += partial[j + s];
-        }
-        workgroupBarrier();
-    }
-    let result = partial[0];
-    workgroupBarrier();
-    return result;
-}
-
 @compute @workgroup_size(WG)
 fn split(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let D = H * K;
@@ -105,7 +81,7 @@ fn split(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: ve
     }
     let base = h * K;
     let slot = ((n * H + h) * SPLITS + sp) * (K + 2u);
-    let chunk = (params.T + SPLITS - 1u) / SPLITS;
+    let chunk = max(MIN_KEYS, (params.T + SPLITS - 1u) / SPLITS);
     let k0 = sp * chunk;
     let k1 = min(k0 + chunk, params.start + n + 1u);  // past the last visible key
     for (var c = j; c < K; c += WG) {
@@ -131,30 +107,32 @@ fn split(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: ve
     }
     workgroupBarrier();
 
-    var best = MASK_VALUE;
     for (var r = j; r < count; r += WG) {
         var s = 0.0;
         for (var c = 0u; c < K; c++) {
             s += q_row[c] * Ks[r * KP + c];
         }
-        let sc = s / SQRT_K;
-        row[r] = sc;
-        best = max(best, sc);
+        row[r] = s / SQRT_K;
     }
-    let m = workgroup_max(j, best);
+    workgroupBarrier();
 
-    var total = 0.0;
+    var m = MASK_VALUE;
+    for (var r = 0u; r < count; r++) {
+        m = max(m, row[r]);
+    }
     for (var r = j; r < count; r += WG) {
-        let p = exp(row[r] - m);
-        row[r] = p;
-        total += p;
+        P[r] = exp(row[r] - m);
     }
-    let l = workgroup_sum(j, total);  // its barriers also publish row
+    workgroupBarrier();
 
+    var l = 0.0;
+    for (var r = 0u; r < count; r++) {
+        l += P[r];
+    }
     for (var c = j; c < K; c += WG) {
         var acc = 0.0;
         for (var r = 0u; r < count; r++) {
-            acc += row[r] * value(k0 + r, base + c);
+            acc += P[r] * value(k0 + r, base + c);
         }
         partials[slot + 2u + c] = acc;
     }

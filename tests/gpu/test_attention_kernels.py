@@ -66,12 +66,12 @@ def run_flash(runner, run, qkv, k_cache, v_cache, H, Kh, start, tile=None):
                           params=(n, start + n, start), readback=("k_cache", "v_cache")))
 
 
-def run_decode(runner, run, qkv, k_cache, v_cache, H, Kh, start, splits=K.DECODE_SPLITS):
+def run_decode(runner, run, qkv, k_cache, v_cache, H, Kh, start, splits=K.DECODE_SPLITS, min_keys=K.DECODE_MIN_KEYS):
     """The split pass, then the combine pass on its partials (two submits: the partials come
     back and go up again, which also checks their layout)."""
     n, C = qkv.shape[0], k_cache.shape[0]
     D = H * Kh
-    split, combine = K.attention_decode_launches(n, H, C, splits)
+    split, combine = K.attention_decode_launches(n, H, C, splits, min_keys)
     constants = _constants(H, Kh)
     size = K.decode_partials_floats(n, H, Kh, C, splits)
     first = run(runner.run(K.ATTENTION_DECODE, split, constants,
@@ -108,28 +108,31 @@ def test_flash_attention_every_tile(runner, run, rng, tile):
     assert_close(f"flash head_out B={tile}", out["out"], _want(qkv, k_cache, v_cache, H, start), **TOL)
 
 
-def test_decode_every_length(runner, run, rng):
-    """N = 1 at every T = 1 .. C, with more splits than keys early on and chunks of 2 later."""
+@pytest.mark.parametrize("min_keys", [1, 8, K.DECODE_MIN_KEYS])
+def test_decode_every_length(runner, run, rng, min_keys):
+    """N = 1 at every T = 1 .. C: with chunks of 1 key, 32 splits at T = 1 mostly empty and
+    chunks of 2 keys at T = C; with chunks of 8+ or 32+ keys (the engine's), fewer splits."""
     H, Kh, C = 4, 32, 64
     for start in range(C):
         qkv, k_cache, v_cache = _inputs(rng, H, Kh, C, start, 1)
-        out = run_decode(runner, run, qkv, k_cache, v_cache, H, Kh, start)
+        out = run_decode(runner, run, qkv, k_cache, v_cache, H, Kh, start, min_keys=min_keys)
         assert_close(f"decode head_out T={start + 1}", out["out"], _want(qkv, k_cache, v_cache, H, start), **TOL)
         for name, part in (("k_cache", 1), ("v_cache", 2)):
             _check_append(f"decode {name} T={start + 1}", out[name], qkv, (k_cache, v_cache)[part - 1], start, 1,
                           part, H * Kh)
 
 
-@pytest.mark.parametrize("H,Kh,C,start,n,splits", [
-    (12, 64, 1024, 63, 1, 32), (12, 64, 1024, 255, 1, 32), (12, 64, 1024, 1023, 1, 32), (12, 64, 1024, 700, 4, 32),
-    (1, 64, 1024, 1000, 3, 32), (4, 20, 48, 9, 2, 5), (4, 32, 64, 30, 1, 1),
+@pytest.mark.parametrize("H,Kh,C,start,n,splits,min_keys", [
+    (12, 64, 1024, 63, 1, 32, 32), (12, 64, 1024, 255, 1, 32, 32), (12, 64, 1024, 1023, 1, 32, 32),
+    (12, 64, 1024, 700, 4, 32, 32), (1, 64, 1024, 1000, 3, 32, 32), (4, 20, 48, 9, 2, 5, 1), (4, 32, 64, 30, 1, 1, 32),
+    (2, 32, 200, 190, 2, 7, 3),
 ])
-def test_decode_long_context(runner, run, rng, H, Kh, C, start, n, splits):
+def test_decode_long_context(runner, run, rng, H, Kh, C, start, n, splits, min_keys):
     """GPT-2-small's shape (12 heads x 64, C = 1024) up to a full context, a few queries at
-    once, an odd split count and a single split."""
+    once, odd split counts and chunk sizes, and a single split."""
     qkv, k_cache, v_cache = _inputs(rng, H, Kh, C, start, n)
-    out = run_decode(runner, run, qkv, k_cache, v_cache, H, Kh, start, splits)
-    label = f"H={H} K={Kh} T={start + n} N={n} splits={splits}"
+    out = run_decode(runner, run, qkv, k_cache, v_cache, H, Kh, start, splits, min_keys)
+    label = f"H={H} K={Kh} T={start + n} N={n} splits={splits} min_keys={min_keys}"
     assert_close(f"decode head_out {label}", out["out"], _want(qkv, k_cache, v_cache, H, start), **TOL)
     for name, part in (("k_cache", 1), ("v_cache", 2)):
         _check_append(f"decode {name} {label}", out[name], qkv, (k_cache, v_cache)[part - 1], start, n, part, H * Kh)
@@ -143,7 +146,8 @@ def test_plans_fit_webgpu_default_limits():
     assert K.flash_tile(64, DEFAULT_LIMITS) == 16
     assert K.flash_workgroup_bytes(64, 16) <= limit
     assert K.decode_workgroup_bytes(64, 1024) <= limit
-    assert K.decode_splits(1024) == (32, 32) and K.decode_splits(16) == (2, 8)
+    assert K.decode_splits(1024) == {"SPLITS": 32, "MIN_KEYS": 32, "CHUNK": 32}
+    assert K.decode_splits(16)["CHUNK"] == 16 and K.decode_splits(4096)["SPLITS"] == 128
     assert K.flash_tile(128, DEFAULT_LIMITS) == 8  # a larger head still fits, with smaller tiles
     with pytest.raises(ValueError, match="head size"):
         K.flash_tile(1024, DEFAULT_LIMITS)

@@ -6,7 +6,9 @@ keeps each KV cache on the GPU, and for every forward:
 1. writes the Params uniform (N, T, start) and the token ids;
 2. encodes every step in one command encoder: embedding, then per layer
    ln_1 -> c_attn -> attention (appends to the KV cache) -> c_proj + residual -> ln_2 ->
-   c_fc + GELU -> c_proj + residual, then ln_f and the logits against the tied wte;
+   c_fc + GELU -> c_proj + residual, then ln_f and the logits against the tied wte
+   (attention: attention.wgsl where the layer's four [H, N, T] stages are read back, else
+   flash_attention.wgsl for prompts and attention_decode.wgsl, split over keys, for a few tokens);
 3. copies the trace tensors the caller asked for into readback buffers (after the segment
    that produced them: the embeddings, each layer, the end), submits once, maps once.
 

@@ -130,7 +130,8 @@ def attention_workgroup_bytes(head_size: int, context: int) -> int:
 
 DECODE_MAX_TOKENS = 4   # runs of up to this many tokens use attention_decode.wgsl, longer ones flash
 DECODE_SPLITS = 32      # key chunks per (query, head): 32 x 12 heads fill a GPU at T = 1024
-DECODE_MIN_CHUNK = 8    # ... but no more splits than C / 8 (a small model keeps chunks of 8+ keys)
+DECODE_MIN_KEYS = 32    # ... but chunks of at least 32 keys: a short context uses fewer splits
+DECODE_MAX_CHUNK = 32   # ... and of at most 32 keys (unless MIN_KEYS is more): more splits for a longer C
 DECODE_WG = 64
 FLASH_TILES = (16, 8, 4)  # flash_attention.wgsl B, largest first: B x B invocations
 FLASH_MAX_CPL = 16        # flash_attention.wgsl MAX_CPL
@@ -156,26 +157,29 @@ def flash_attention_launch(n: int, n_head: int, head_size: int, tile: int) -> tu
     return "main", {"B": tile, "CPL": -(-head_size // tile)}, (math.ceil(n / tile), n_head, 1)
 
 
-def decode_splits(context: int, splits: int = DECODE_SPLITS) -> tuple[int, int]:
-    """(SPLITS, CHUNK): key chunks per (query, head) and the most keys one chunk holds."""
-    splits = max(1, min(splits, context // DECODE_MIN_CHUNK))
-    return splits, -(-context // splits)
+def decode_splits(context: int, splits: int = DECODE_SPLITS, min_keys: int = DECODE_MIN_KEYS) -> dict:
+    """attention_decode.wgsl's SPLITS, MIN_KEYS and CHUNK (the most keys one chunk holds).
+    A context over splits x DECODE_MAX_CHUNK keys gets more splits, so that CHUNK x head size
+    stays within workgroup memory."""
+    splits = max(1, min(max(splits, -(-context // DECODE_MAX_CHUNK)), context))
+    return {"SPLITS": splits, "MIN_KEYS": min_keys, "CHUNK": min(context, max(min_keys, -(-context // splits)))}
 
 
-def decode_workgroup_bytes(head_size: int, context: int, splits: int = DECODE_SPLITS) -> int:
-    """attention_decode.wgsl's workgroup memory: q_row [K], Ks [CHUNK, K + 1], row [CHUNK], partial [WG]."""
-    chunk = decode_splits(context, splits)[1]
-    return 4 * (head_size + chunk * (head_size + 2) + DECODE_WG)
+def decode_workgroup_bytes(head_size: int, context: int, splits: int = DECODE_SPLITS,
+                           min_keys: int = DECODE_MIN_KEYS) -> int:
+    """attention_decode.wgsl's workgroup memory: q_row [K], Ks [CHUNK, K + 1], row and P [CHUNK]."""
+    chunk = decode_splits(context, splits, min_keys)["CHUNK"]
+    return 4 * (head_size + chunk * (head_size + 3))
 
 
-def attention_decode_launches(n: int, n_head: int, context: int, splits: int = DECODE_SPLITS):
-    """The split pass then the combine pass: two (entry, constants, workgroups), and the
-    partials' size in floats."""
-    count, chunk = decode_splits(context, splits)
-    constants = {"SPLITS": count, "CHUNK": chunk, "WG": DECODE_WG}
+def attention_decode_launches(n: int, n_head: int, context: int, splits: int = DECODE_SPLITS,
+                              min_keys: int = DECODE_MIN_KEYS):
+    """The split pass then the combine pass: two (entry, constants, workgroups)."""
+    constants = {**decode_splits(context, splits, min_keys), "WG": DECODE_WG}
+    count = constants["SPLITS"]
     return (("split", constants, (count, n_head, n)), ("combine", constants, (n_head, n, 1)))
 
 
 def decode_partials_floats(n: int, n_head: int, head_size: int, context: int, splits: int = DECODE_SPLITS) -> int:
     """attention_decode.wgsl's partials [N, H, SPLITS, K + 2]."""
-    return n * n_head * decode_splits(context, splits)[0] * (head_size + 2)
+    return n * n_head * decode_splits(context, splits)["SPLITS"] * (head_size + 2)
