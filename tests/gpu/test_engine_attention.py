@@ -81,3 +81,21 @@ def test_cached_decode_equals_full_recompute(small_engine, run, rng):
     full = run(engine.forward(sequence, capture="all"))
     assert list(full.tensors) == all_names(SMALL)
     assert_close("decoded vs full logits", np.concatenate(parts), full.logits, **SMALL_TOL)
+
+
+def test_fast_attention_off_runs_the_stage_kernel_everywhere(run, backend, small_params, rng):
+    """Engine(fast_attention=False) (the benchmark's "old"): attention.wgsl in every layer,
+    without stages, and the same logits as the new kernels."""
+    from glassbox.gpu import Engine
+    from gpu_helpers import random_checkpoint
+
+    checkpoint = random_checkpoint(SMALL, "int8", params=small_params)
+    old = run(Engine.create(backend, checkpoint, fast_attention=False))
+    new = run(Engine.create(backend, checkpoint))
+    for ids in (rng.integers(0, SMALL.vocab_size, 12), rng.integers(0, SMALL.vocab_size, 1)):
+        got = run(old.forward(ids, capture=_no_stages))
+        assert _attention_kernels(old) == ["attention"] * SMALL.n_layer
+        ref = reference.forward(checkpoint.dequantized(), SMALL, ids, capture=_no_stages)
+        compare_trace(f"fast_attention off N={ids.size}", got, ref, **SMALL_TOL)
+        assert_close(f"fast_attention off vs on N={ids.size}", got.logits,
+                     run(new.forward(ids, capture="logits")).logits, **SMALL_TOL)

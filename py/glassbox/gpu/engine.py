@@ -120,8 +120,11 @@ class Engine:
     """
 
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
-                 rowwise_max_tokens: int | None = None):
+                 rowwise_max_tokens: int | None = None, fast_attention: bool = True):
         self.backend = backend
+        # issue 15, attention: False runs attention.wgsl for every layer, as before flash prefill
+        # and split decode existed (tools/bench_attention.py compares the two in one run).
+        self.fast_attention = fast_attention
         # Runs of up to this many tokens use matmul's row-parallel entry (decode). SwiftShader
         # runs its 16-lane workgroup reductions slowly: a decode step of the default model took
         # 2.1 s there against 0.44 s with the tiled entry (on llvmpipe rowwise wins, 80 vs 140 ms).
@@ -419,10 +422,11 @@ class Engine:
             append this run's k and v to the cache and give the same head_out."""
             qkv_cache = {"qkv": buf["qkv"], "k_cache": kv.k[layer], "v_cache": kv.v[layer]}
             constants = {"H": H, "K": c.head_size, "SQRT_K": float(np.float32(math.sqrt(c.head_size)))}
-            if capture_stages:
-                stages = {s: buf[s] for s in STAGES}
+            if capture_stages or not self.fast_attention:
+                stages = {s: buf[s] if capture_stages else dummy_rw[i] for i, s in enumerate(STAGES)}
                 await dispatch(K.ATTENTION, K.attention_launch(n, H), {
-                    **constants, "CTX": c.n_positions, "CAPTURE": True}, {**qkv_cache, **stages, "out": buf["concat"]})
+                    **constants, "CTX": c.n_positions, "CAPTURE": capture_stages},
+                    {**qkv_cache, **stages, "out": buf["concat"]})
             elif n <= K.DECODE_MAX_TOKENS:
                 partials = self._buffer("attn_partials", 4 * K.decode_partials_floats(n, H, c.head_size, c.n_positions))
                 for launch in K.attention_decode_launches(n, H, c.n_positions):
