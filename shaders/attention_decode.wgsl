@@ -41,11 +41,12 @@ override CHUNK: u32;      // the most keys a chunk can have: max(MIN_KEYS, ceil(
 override WG: u32 = 64u;   // invocations per workgroup (a power of two)
 
 const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
+alias CacheT = f32;             // the KV cache's element: f16 in the f16-cache variant (kernels.py)
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;             // [N, 3D] this run's q | k | v
-@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;   // [C, D] keys by position
-@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;   // [C, D] values by position
+@group(0) @binding(2) var<storage, read_write> k_cache: array<CacheT>;  // [C, D] keys by position
+@group(0) @binding(3) var<storage, read_write> v_cache: array<CacheT>;  // [C, D] values by position
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;  // [N, H, SPLITS, K + 2]: m, l, acc
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;       // [N, D] heads merged
 
@@ -57,7 +58,7 @@ var<workgroup> P: array<f32, CHUNK>;              // exp(score - m_s)
 fn key(t: u32, c: u32) -> f32 {
     let D = H * K;
     if (t < params.start) {
-        return k_cache[t * D + c];
+        return f32(k_cache[t * D + c]);
     }
     return qkv[(t - params.start) * 3u * D + D + c];
 }
@@ -65,7 +66,7 @@ fn key(t: u32, c: u32) -> f32 {
 fn value(t: u32, c: u32) -> f32 {
     let D = H * K;
     if (t < params.start) {
-        return v_cache[t * D + c];
+        return f32(v_cache[t * D + c]);
     }
     return qkv[(t - params.start) * 3u * D + 2u * D + c];
 }
@@ -88,8 +89,8 @@ fn split(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: ve
         let src = n * 3u * D + base + c;
         q_row[c] = qkv[src];
         if (sp == 0u) {
-            k_cache[(params.start + n) * D + base + c] = qkv[src + D];
-            v_cache[(params.start + n) * D + base + c] = qkv[src + 2u * D];
+            k_cache[(params.start + n) * D + base + c] = CacheT(qkv[src + D]);
+            v_cache[(params.start + n) * D + base + c] = CacheT(qkv[src + 2u * D]);
         }
     }
     if (k0 >= k1) {  // no visible key in this chunk (uniform per workgroup)

@@ -37,11 +37,12 @@ override CPL: u32;      // channels per lane: ceil(K / B), at most MAX_CPL
 
 const MAX_CPL: u32 = 16u;
 const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
+alias CacheT = f32;             // the KV cache's element: f16 in the f16-cache variant (kernels.py)
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;             // [N, 3D] this run's q | k | v
-@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;   // [C, D] keys by position
-@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;   // [C, D] values by position
+@group(0) @binding(2) var<storage, read_write> k_cache: array<CacheT>;  // [C, D] keys by position
+@group(0) @binding(3) var<storage, read_write> v_cache: array<CacheT>;  // [C, D] values by position
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [N, D] heads merged
 
 var<workgroup> Qs: array<f32, B * K>;         // the tile's queries (head h)
@@ -73,8 +74,8 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: vec
         if (n < N) {
             let src = n * 3u * D + base + c;
             q = qkv[src];
-            k_cache[(start + n) * D + base + c] = qkv[src + D];
-            v_cache[(start + n) * D + base + c] = qkv[src + 2u * D];
+            k_cache[(start + n) * D + base + c] = CacheT(qkv[src + D]);
+            v_cache[(start + n) * D + base + c] = CacheT(qkv[src + 2u * D]);
         }
         Qs[e] = q;
     }
@@ -92,7 +93,7 @@ fn main(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: vec
             let t = k0 + r;
             var kv = vec2<f32>(0.0, 0.0);
             if (t < start) {
-                kv = vec2<f32>(k_cache[t * D + base + c], v_cache[t * D + base + c]);
+                kv = vec2<f32>(f32(k_cache[t * D + base + c]), f32(v_cache[t * D + base + c]));
             } else if (t < keys) {
                 let src = (t - start) * 3u * D + D + base + c;
                 kv = vec2<f32>(qkv[src], qkv[src + D]);

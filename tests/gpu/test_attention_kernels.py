@@ -151,3 +151,67 @@ def test_plans_fit_webgpu_default_limits():
     assert K.flash_tile(128, DEFAULT_LIMITS) == 8  # a larger head still fits, with smaller tiles
     with pytest.raises(ValueError, match="head size"):
         K.flash_tile(1024, DEFAULT_LIMITS)
+
+
+# ----- the f16 KV cache option (issue 15): every attention kernel, cache elements f16
+
+class _F16Cache(K.Kernel):
+    """A kernel whose source is its f16-cache variant (kernels.cache_variant)."""
+
+    def source(self) -> str:
+        return K.cache_variant(K.Kernel(self.name, self.bindings), True)
+
+
+@pytest.fixture(scope="module")
+def f16_backend(run, backend):
+    """A second device on the same adapter, with shader-f16 where the adapter has it."""
+    from glassbox.gpu.native import NativeBackend
+
+    f16 = run(NativeBackend.create(optional_features=[K.F16_FEATURE]))
+    if K.F16_FEATURE not in f16.features:
+        pytest.skip(f"the adapter lacks {K.F16_FEATURE}")
+    return f16
+
+
+@pytest.fixture(scope="module")
+def f16_runner(f16_backend):
+    return KernelRunner(f16_backend)
+
+
+@pytest.mark.parametrize("kernel", ["attention", "flash_attention", "attention_decode"])
+@pytest.mark.parametrize("start,n", [(0, 9), (13, 1), (20, 3), (6, 26)])
+def test_f16_cache(f16_runner, run, rng, kernel, start, n):
+    """With the cache's rows rounded to f16 on the numpy side too, the f16 variant gives the
+    f32 tolerance (the kernels convert to f32 on read and sum in f32); the rows it appends are
+    f16(k) and f16(v) exactly."""
+    H, Kh, C = 4, 32, 64
+    D = H * Kh
+    qkv, k32, v32 = _inputs(rng, H, Kh, C, start, n)
+    k16, v16 = k32.astype(np.float16), v32.astype(np.float16)
+    base = K.Kernel(kernel, getattr(K, {"attention": "ATTENTION", "flash_attention": "FLASH_ATTENTION",
+                                        "attention_decode": "ATTENTION_DECODE"}[kernel]).bindings)
+    f16 = _F16Cache(base.name, base.bindings)
+    caches = {"qkv": qkv, "k_cache": k16, "v_cache": v16}
+    params = (n, start + n, start)
+    if kernel == "attention":
+        out = run(f16_runner.run(f16, K.attention_launch(n, H), {**_constants(H, Kh), "CTX": C, "CAPTURE": False},
+                                 caches, {"scores": (0,), "scaled": (0,), "masked": (0,), "att": (0,), "out": (n, D)},
+                                 params=params, readback=("k_cache", "v_cache")))
+    elif kernel == "flash_attention":
+        out = run(f16_runner.run(f16, K.flash_attention_launch(n, H, Kh, 16), _constants(H, Kh), caches,
+                                 {"out": (n, D)}, params=params, readback=("k_cache", "v_cache")))
+    else:
+        split, combine = K.attention_decode_launches(n, H, C, 8, 4)
+        size = K.decode_partials_floats(n, H, Kh, C, 8)
+        out = run(f16_runner.run(f16, split, _constants(H, Kh), caches, {"partials": (size,), "out": (0,)},
+                                 params=params, readback=("k_cache", "v_cache")))
+        out["out"] = run(f16_runner.run(f16, combine, _constants(H, Kh), {
+            "qkv": None, "k_cache": None, "v_cache": None, "partials": out["partials"]}, {"out": (n, D)},
+            params=params))["out"]
+    want = _want(qkv, k16.astype(np.float32), v16.astype(np.float32), H, start)
+    assert_close(f"f16-cache {kernel} head_out start={start} N={n}", out["out"], want, **TOL)
+    for name, part, old in (("k_cache", 1, k16), ("v_cache", 2, v16)):
+        got = out[name].view(np.float16)[:C * D].reshape(C, D)
+        np.testing.assert_array_equal(got[:start], old[:start])
+        np.testing.assert_array_equal(got[start:start + n], qkv[:, part * D:(part + 1) * D].astype(np.float16))
+        np.testing.assert_array_equal(got[start + n:], old[start + n:])

@@ -99,3 +99,35 @@ def test_fast_attention_off_runs_the_stage_kernel_everywhere(run, backend, small
         compare_trace(f"fast_attention off N={ids.size}", got, ref, **SMALL_TOL)
         assert_close(f"fast_attention off vs on N={ids.size}", got.logits,
                      run(new.forward(ids, capture="logits")).logits, **SMALL_TOL)
+
+
+def test_f16_kv_cache(run, backend, small_params, rng):
+    """Engine(kv_cache='f16'): prefill, then KV-cached steps through every attention kernel
+    (stages captured in one step). Against the f32 engine's uncached forward: the cache holds
+    k and v rounded to f16 (relative error <= 2^-11 = 4.9e-4 each), so attention outputs move
+    by up to ~5e-4 x |v|; on these weights the logits moved by 2e-5 (f32: 7e-7). Bound
+    5e-4 + 5e-4*|ref|: the f16 rounding of values of size ~1, and a wrong row or index would
+    still show as O(0.1).
+    A device without shader-f16 is refused with a clear message."""
+    from glassbox.gpu import Engine, GPUError
+    from glassbox.gpu.native import NativeBackend
+    from gpu_helpers import random_checkpoint
+
+    checkpoint = random_checkpoint(SMALL, "int8", params=small_params)
+    with pytest.raises(GPUError, match="shader-f16"):
+        Engine(backend, checkpoint, kv_cache="f16")  # the session's device did not ask for it
+    f16_backend = run(NativeBackend.create(optional_features=[K.F16_FEATURE]))
+    if K.F16_FEATURE not in f16_backend.features:
+        pytest.skip(f"the adapter lacks {K.F16_FEATURE}")
+    engine = run(Engine.create(f16_backend, checkpoint, kv_cache="f16"))
+    cache = engine.new_cache()
+    assert cache.k[0].size == SMALL.n_positions * SMALL.n_embd * 2
+    sequence = rng.integers(0, SMALL.vocab_size, 20)
+    parts, pos = [], 0
+    for size, capture in ((6, "logits"), (1, "logits"), (3, "logits"), (1, "all"), (9, "logits")):
+        parts.append(run(engine.forward(sequence[pos:pos + size], cache=cache, capture=capture)).logits)
+        pos += size
+    f32 = run(Engine.create(backend, checkpoint))
+    full = run(f32.forward(sequence, capture="logits")).logits
+    assert_close("f16 kv cache logits vs f32", np.concatenate(parts), full, atol=5e-4, rtol=5e-4)
+    assert_close("f16 kv cache, prompt logits (no cached keys read)", parts[0], full[:6], **SMALL_TOL)

@@ -120,8 +120,15 @@ class Engine:
     """
 
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
-                 rowwise_max_tokens: int | None = None, fast_attention: bool = True):
+                 rowwise_max_tokens: int | None = None, fast_attention: bool = True, kv_cache: str = "f32"):
         self.backend = backend
+        # issue 15, attention: kv_cache "f16" halves the KV cache (needs the shader-f16 feature,
+        # requested with NativeBackend/BrowserBackend.create(optional_features=["shader-f16"])).
+        if kv_cache not in ("f32", "f16"):
+            raise ValueError(f"kv_cache must be 'f32' or 'f16', got {kv_cache!r}")
+        if kv_cache == "f16" and K.F16_FEATURE not in getattr(backend, "features", ()):
+            raise GPUError(f"an f16 KV cache needs the device feature {K.F16_FEATURE!r}, which this device lacks")
+        self.kv_cache = kv_cache
         # issue 15, attention: False runs attention.wgsl for every layer, as before flash prefill
         # and split decode existed (tools/bench_attention.py compares the two in one run).
         self.fast_attention = fast_attention
@@ -139,7 +146,7 @@ class Engine:
                                   self.limits["max_storage_buffer_binding_size"])
         self._check_fits()
         self._layouts = {k.name: backend.create_layout(k.kinds) for k in K.KERNELS}
-        self._shader_code = {k.name: k.source() for k in K.KERNELS}
+        self._shader_code = {k.name: K.cache_variant(k, kv_cache == "f16") for k in K.KERNELS}
         self._pipelines: dict = {}
         self._bind_groups: dict = {}
         self._scratch: dict[str, Buffer] = {}
@@ -161,10 +168,10 @@ class Engine:
         return self.backend.info.describe()
 
     def new_cache(self) -> GPUCache:
-        """An empty KV cache on the GPU (L x 2 buffers of C x D floats). When it is garbage
+        """An empty KV cache on the GPU (L x 2 buffers of C x D f32, or f16). When it is garbage
         collected, the plans and bind groups that use it go too, freeing its memory."""
         c = self.config
-        cache = GPUCache(self.backend, c.n_layer, c.n_positions * c.n_embd * 4)
+        cache = GPUCache(self.backend, c.n_layer, c.n_positions * c.n_embd * (2 if self.kv_cache == "f16" else 4))
         weakref.finalize(cache, _forget_buffers, weakref.ref(self), {b.serial for b in cache.k + cache.v})
         return cache
 

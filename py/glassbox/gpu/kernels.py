@@ -183,3 +183,21 @@ def attention_decode_launches(n: int, n_head: int, context: int, splits: int = D
 def decode_partials_floats(n: int, n_head: int, head_size: int, context: int, splits: int = DECODE_SPLITS) -> int:
     """attention_decode.wgsl's partials [N, H, SPLITS, K + 2]."""
     return n * n_head * decode_splits(context, splits)["SPLITS"] * (head_size + 2)
+
+
+# ----- issue 15, attention: the f16 KV cache option (WebGPU's "shader-f16" feature)
+
+CACHE_KERNELS = ("attention", "flash_attention", "attention_decode")  # the kernels that bind the KV cache
+F16_FEATURE = "shader-f16"
+_CACHE_ALIAS = "alias CacheT = f32;"
+
+
+def cache_variant(kernel: Kernel, f16: bool) -> str:
+    """The kernel's source with its KV cache elements f16 (``enable f16;`` and CacheT = f16; it
+    converts on every cache read and write) or unchanged (f32)."""
+    source = kernel.source()
+    if not f16 or kernel.name not in CACHE_KERNELS:
+        return source
+    if _CACHE_ALIAS not in source:
+        raise ValueError(f"{kernel.name}.wgsl does not declare '{_CACHE_ALIAS}'")
+    return "enable f16;\n" + source.replace(_CACHE_ALIAS, "alias CacheT = f16;")
