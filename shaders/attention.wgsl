@@ -37,11 +37,12 @@ override CAPTURE: bool = false;
 override WG: u32 = 64u;         // invocations per workgroup (a power of two)
 
 const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
+alias CacheT = f32;             // the KV cache's element: f16 in the f16-cache variant (kernels.py)
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;             // [N, 3D] this run's q | k | v
-@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;   // [C, D] keys by position
-@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;   // [C, D] values by position
+@group(0) @binding(2) var<storage, read_write> k_cache: array<CacheT>;  // [C, D] keys by position
+@group(0) @binding(3) var<storage, read_write> v_cache: array<CacheT>;  // [C, D] values by position
 @group(0) @binding(4) var<storage, read_write> scores: array<f32>;    // [H, N, T] (CAPTURE)
 @group(0) @binding(5) var<storage, read_write> scaled: array<f32>;    // [H, N, T] (CAPTURE)
 @group(0) @binding(6) var<storage, read_write> masked: array<f32>;    // [H, N, T] (CAPTURE)
@@ -55,7 +56,7 @@ var<workgroup> partial: array<f32, WG>;
 fn key(t: u32, c: u32) -> f32 {
     let D = H * K;
     if (t < params.start) {
-        return k_cache[t * D + c];
+        return f32(k_cache[t * D + c]);
     }
     return qkv[(t - params.start) * 3u * D + D + c];
 }
@@ -63,7 +64,7 @@ fn key(t: u32, c: u32) -> f32 {
 fn value(t: u32, c: u32) -> f32 {
     let D = H * K;
     if (t < params.start) {
-        return v_cache[t * D + c];
+        return f32(v_cache[t * D + c]);
     }
     return qkv[(t - params.start) * 3u * D + 2u * D + c];
 }
@@ -114,8 +115,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     for (var c = j; c < K; c += WG) {
         let src = n * 3u * D;
         q_row[c] = qkv[src + base + c];
-        k_cache[(params.start + n) * D + base + c] = qkv[src + D + base + c];
-        v_cache[(params.start + n) * D + base + c] = qkv[src + 2u * D + base + c];
+        k_cache[(params.start + n) * D + base + c] = CacheT(qkv[src + D + base + c]);
+        v_cache[(params.start + n) * D + base + c] = CacheT(qkv[src + 2u * D + base + c]);
     }
     workgroupBarrier();
 

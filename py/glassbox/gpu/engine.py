@@ -6,7 +6,9 @@ keeps each KV cache on the GPU, and for every forward:
 1. writes the Params uniform (N, T, start) and the token ids;
 2. encodes every step in one command encoder: embedding, then per layer
    ln_1 -> c_attn -> attention (appends to the KV cache) -> c_proj + residual -> ln_2 ->
-   c_fc + GELU -> c_proj + residual, then ln_f and the logits against the tied wte;
+   c_fc + GELU -> c_proj + residual, then ln_f and the logits against the tied wte
+   (attention: attention.wgsl where the layer's four [H, N, T] stages are read back, else
+   flash_attention.wgsl for prompts and attention_decode.wgsl, split over keys, for a few tokens);
 3. copies the trace tensors the caller asked for into readback buffers (after the segment
    that produced them: the embeddings, each layer, the end), submits once, maps once.
 
@@ -120,8 +122,18 @@ class Engine:
 
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
                  rowwise_max_tokens: int | None = None, splitk_max_tokens: int | None = None,
-                 prefill_min_tokens: int | None = None):
+                 prefill_min_tokens: int | None = None, fast_attention: bool = True, kv_cache: str = "f32"):
         self.backend = backend
+        # issue 15, attention: kv_cache "f16" halves the KV cache (needs the shader-f16 feature,
+        # requested with NativeBackend/BrowserBackend.create(optional_features=["shader-f16"])).
+        if kv_cache not in ("f32", "f16"):
+            raise ValueError(f"kv_cache must be 'f32' or 'f16', got {kv_cache!r}")
+        if kv_cache == "f16" and K.F16_FEATURE not in getattr(backend, "features", ()):
+            raise GPUError(f"an f16 KV cache needs the device feature {K.F16_FEATURE!r}, which this device lacks")
+        self.kv_cache = kv_cache
+        # issue 15, attention: False runs attention.wgsl for every layer, as before flash prefill
+        # and split decode existed (tools/bench_attention.py compares the two in one run).
+        self.fast_attention = fast_attention
         # Runs of up to this many tokens use matmul's row-parallel entry (decode). SwiftShader
         # runs its 16-lane workgroup reductions slowly: a decode step of the default model took
         # 2.1 s there against 0.44 s with the tiled entry (on llvmpipe rowwise wins, 80 vs 140 ms).
@@ -149,7 +161,7 @@ class Engine:
                                   self.limits["max_storage_buffer_binding_size"])
         self._check_fits()
         self._layouts = {k.name: backend.create_layout(k.kinds) for k in K.KERNELS}
-        self._shader_code = {k.name: k.source(self.shader_features) for k in K.KERNELS}
+        self._shader_code = {k.name: K.cache_variant(k, kv_cache == "f16", self.shader_features) for k in K.KERNELS}
         self._pipelines: dict = {}
         self._bind_groups: dict = {}
         self._scratch: dict[str, Buffer] = {}
@@ -183,10 +195,10 @@ class Engine:
         return self.backend.info.describe()
 
     def new_cache(self) -> GPUCache:
-        """An empty KV cache on the GPU (L x 2 buffers of C x D floats). When it is garbage
+        """An empty KV cache on the GPU (L x 2 buffers of C x D f32, or f16). When it is garbage
         collected, the plans and bind groups that use it go too, freeing its memory."""
         c = self.config
-        cache = GPUCache(self.backend, c.n_layer, c.n_positions * c.n_embd * 4)
+        cache = GPUCache(self.backend, c.n_layer, c.n_positions * c.n_embd * (2 if self.kv_cache == "f16" else 4))
         weakref.finalize(cache, _forget_buffers, weakref.ref(self), {b.serial for b in cache.k + cache.v})
         return cache
 
@@ -208,6 +220,15 @@ class Engine:
         workgroup = K.attention_workgroup_bytes(c.head_size, c.n_positions)
         if workgroup > self.limits["max_compute_workgroup_storage_size"]:
             raise GPUError(f"attention needs {workgroup} bytes of workgroup memory for C={c.n_positions}, "
+                           f"over the {self.limits['max_compute_workgroup_storage_size']} limit")
+        # issue 15, attention: layers without captured stages run flash prefill / split decode.
+        try:
+            self._flash_tile = K.flash_tile(c.head_size, self.limits)
+        except ValueError as e:
+            raise GPUError(str(e)) from None
+        workgroup = K.decode_workgroup_bytes(c.head_size, c.n_positions)
+        if workgroup > self.limits["max_compute_workgroup_storage_size"]:
+            raise GPUError(f"decode attention needs {workgroup} bytes of workgroup memory for C={c.n_positions}, "
                            f"over the {self.limits['max_compute_workgroup_storage_size']} limit")
         if self._logits_block_rows() < 1:
             raise GPUError(f"one row block of logits [*, {c.vocab_size}] does not fit a binding")
@@ -444,6 +465,27 @@ class Engine:
             await dispatch(K.MATMUL, K.matmul_launch(rows, m.n_out, rowwise_max=self.rowwise_max_tokens), constants,
                            buffers)
 
+        async def attention(layer, capture_stages):
+            """issue 15, attention: a layer whose stages are captured runs attention.wgsl (it writes
+            the four [H, N, T] stages); otherwise decode-sized runs split over keys
+            (attention_decode.wgsl, two passes) and longer ones run flash_attention.wgsl. All three
+            append this run's k and v to the cache and give the same head_out."""
+            qkv_cache = {"qkv": buf["qkv"], "k_cache": kv.k[layer], "v_cache": kv.v[layer]}
+            constants = {"H": H, "K": c.head_size, "SQRT_K": float(np.float32(math.sqrt(c.head_size)))}
+            if capture_stages or not self.fast_attention:
+                stages = {s: buf[s] if capture_stages else dummy_rw[i] for i, s in enumerate(STAGES)}
+                await dispatch(K.ATTENTION, K.attention_launch(n, H), {
+                    **constants, "CTX": c.n_positions, "CAPTURE": capture_stages},
+                    {**qkv_cache, **stages, "out": buf["concat"]})
+            elif n <= K.DECODE_MAX_TOKENS:
+                partials = self._buffer("attn_partials", 4 * K.decode_partials_floats(n, H, c.head_size, c.n_positions))
+                for launch in K.attention_decode_launches(n, H, c.n_positions):
+                    await dispatch(K.ATTENTION_DECODE, launch, constants,
+                                   {**qkv_cache, "partials": partials, "out": buf["concat"]})
+            else:
+                await dispatch(K.FLASH_ATTENTION, K.flash_attention_launch(n, H, c.head_size, self._flash_tile),
+                               constants, {**qkv_cache, "out": buf["concat"]})
+
         for chunk in self.wte:
             constants = {"D": D, **scheme, "V0": chunk.v0, "VC": chunk.rows}
             await dispatch(K.EMBEDDING, K.embedding_launch(n, D), constants, {
@@ -457,12 +499,7 @@ class Engine:
             maybe = lambda role: buf[role] if role in kept else None  # noqa: E731
             await layer_norm(buf["x"], w["ln_1"], buf["ln1"], buf["mean1"], buf["var1"])
             await matmul(buf["ln1"], *w["attn.c_attn"], buf["qkv"])
-            capture_stages = any(stage in kept for stage in STAGES)
-            stages = {s: buf[s] if capture_stages else dummy_rw[i] for i, s in enumerate(STAGES)}
-            await dispatch(K.ATTENTION, K.attention_launch(n, H), {
-                "H": H, "K": c.head_size, "CTX": c.n_positions, "SQRT_K": float(np.float32(math.sqrt(c.head_size))),
-                "CAPTURE": capture_stages}, {
-                "qkv": buf["qkv"], "k_cache": kv.k[layer], "v_cache": kv.v[layer], **stages, "out": buf["concat"]})
+            await attention(layer, any(stage in kept for stage in STAGES))
             await matmul(buf["concat"], *w["attn.c_proj"], buf["r1"], K.EPILOGUE_RESIDUAL, res=buf["x"],
                          pre=maybe("proj"))
             await layer_norm(buf["r1"], w["ln_2"], buf["ln2"], buf["mean2"], buf["var2"])

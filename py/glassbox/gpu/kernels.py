@@ -72,7 +72,6 @@ MATMUL_SPLITK = Kernel("matmul_splitk", (
     ("params", "uniform"), ("x", "read"), ("res", "read"), ("w", "read"), ("scale", "read"), ("bias", "read"),
     ("pre", "read_write"), ("out", "read_write"), ("part", "read_write")))
 MATMUL_PREFILL = Kernel("matmul_prefill", MATMUL.bindings)
-KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, MATMUL_SPLITK, MATMUL_PREFILL)
 
 # Shader variants (issue 15, matmul): names a WGSL file tests with "// #if NAME".
 #   packed4x8         the WGSL language feature packed_4x8_integer_dot_product (unpack4xI8)
@@ -116,6 +115,15 @@ def preprocess(source: str, features: frozenset[str] | set[str] = frozenset()) -
     if state is not None:
         raise ValueError("an '// #if' block is not closed")
     return "".join(kept)
+# issue 15, attention: the kernels for layers whose attention stages are not captured.
+FLASH_ATTENTION = Kernel("flash_attention", (
+    ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
+    ("out", "read_write")))
+ATTENTION_DECODE = Kernel("attention_decode", (
+    ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
+    ("partials", "read_write"), ("out", "read_write")))
+KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, MATMUL_SPLITK, MATMUL_PREFILL, FLASH_ATTENTION,
+           ATTENTION_DECODE)
 
 _BINDING = re.compile(r"@binding\((\d+)\)\s*var<(uniform|storage,\s*(read|read_write))>\s*(\w+)")
 
@@ -220,3 +228,80 @@ def attention_launch(n: int, n_head: int) -> tuple[str, dict, tuple[int, int, in
 def attention_workgroup_bytes(head_size: int, context: int) -> int:
     """attention.wgsl's workgroup memory: q_row [K] + row [C] + partial [WG] floats."""
     return 4 * (head_size + context + ATTENTION_WG)
+
+
+# ----- issue 15, attention: flash prefill and split-over-keys decode (no [H, N, T] stages)
+
+DECODE_MAX_TOKENS = 4   # runs of up to this many tokens use attention_decode.wgsl, longer ones flash
+DECODE_SPLITS = 32      # key chunks per (query, head): 32 x 12 heads fill a GPU at T = 1024
+DECODE_MIN_KEYS = 32    # ... but chunks of at least 32 keys: a short context uses fewer splits
+DECODE_MAX_CHUNK = 32   # ... and of at most 32 keys (unless MIN_KEYS is more): more splits for a longer C
+DECODE_WG = 64
+FLASH_TILES = (16, 8, 4)  # flash_attention.wgsl B, largest first: B x B invocations
+FLASH_MAX_CPL = 16        # flash_attention.wgsl MAX_CPL
+
+
+def flash_workgroup_bytes(head_size: int, tile: int) -> int:
+    """flash_attention.wgsl's workgroup memory: Qs, Vs [B, K], Ks [B, K + 1], S and P [B, B]."""
+    return 4 * (tile * (3 * head_size + 1) + 2 * tile * tile)
+
+
+def flash_tile(head_size: int, limits: dict) -> int:
+    """The largest tile B whose workgroup memory, B*B invocations (WebGPU's default allows
+    256) and channels per lane fit."""
+    for tile in FLASH_TILES:
+        if (flash_workgroup_bytes(head_size, tile) <= limits["max_compute_workgroup_storage_size"]
+                and tile * tile <= limits.get("max_compute_invocations_per_workgroup", 256)
+                and -(-head_size // tile) <= FLASH_MAX_CPL):
+            return tile
+    raise ValueError(f"flash attention: no tile fits head size {head_size} within the workgroup limits")
+
+
+def flash_attention_launch(n: int, n_head: int, head_size: int, tile: int) -> tuple[str, dict, tuple[int, int, int]]:
+    return "main", {"B": tile, "CPL": -(-head_size // tile)}, (math.ceil(n / tile), n_head, 1)
+
+
+def decode_splits(context: int, splits: int = DECODE_SPLITS, min_keys: int = DECODE_MIN_KEYS) -> dict:
+    """attention_decode.wgsl's SPLITS, MIN_KEYS and CHUNK (the most keys one chunk holds).
+    A context over splits x DECODE_MAX_CHUNK keys gets more splits, so that CHUNK x head size
+    stays within workgroup memory."""
+    splits = max(1, min(max(splits, -(-context // DECODE_MAX_CHUNK)), context))
+    return {"SPLITS": splits, "MIN_KEYS": min_keys, "CHUNK": min(context, max(min_keys, -(-context // splits)))}
+
+
+def decode_workgroup_bytes(head_size: int, context: int, splits: int = DECODE_SPLITS,
+                           min_keys: int = DECODE_MIN_KEYS) -> int:
+    """attention_decode.wgsl's workgroup memory: q_row [K], Ks [CHUNK, K + 1], row and P [CHUNK]."""
+    chunk = decode_splits(context, splits, min_keys)["CHUNK"]
+    return 4 * (head_size + chunk * (head_size + 3))
+
+
+def attention_decode_launches(n: int, n_head: int, context: int, splits: int = DECODE_SPLITS,
+                              min_keys: int = DECODE_MIN_KEYS):
+    """The split pass then the combine pass: two (entry, constants, workgroups)."""
+    constants = {**decode_splits(context, splits, min_keys), "WG": DECODE_WG}
+    count = constants["SPLITS"]
+    return (("split", constants, (count, n_head, n)), ("combine", constants, (n_head, n, 1)))
+
+
+def decode_partials_floats(n: int, n_head: int, head_size: int, context: int, splits: int = DECODE_SPLITS) -> int:
+    """attention_decode.wgsl's partials [N, H, SPLITS, K + 2]."""
+    return n * n_head * decode_splits(context, splits)["SPLITS"] * (head_size + 2)
+
+
+# ----- issue 15, attention: the f16 KV cache option (WebGPU's "shader-f16" feature)
+
+CACHE_KERNELS = ("attention", "flash_attention", "attention_decode")  # the kernels that bind the KV cache
+F16_FEATURE = "shader-f16"
+_CACHE_ALIAS = "alias CacheT = f32;"
+
+
+def cache_variant(kernel: Kernel, f16: bool, features: frozenset[str] | set[str] = frozenset()) -> str:
+    """The kernel's source with its KV cache elements f16 (``enable f16;`` and CacheT = f16; it
+    converts on every cache read and write) or unchanged (f32); ``features`` as Kernel.source."""
+    source = kernel.source(features)
+    if not f16 or kernel.name not in CACHE_KERNELS:
+        return source
+    if _CACHE_ALIAS not in source:
+        raise ValueError(f"{kernel.name}.wgsl does not declare '{_CACHE_ALIAS}'")
+    return "enable f16;\n" + source.replace(_CACHE_ALIAS, "alias CacheT = f16;")
