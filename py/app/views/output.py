@@ -97,11 +97,11 @@ def render(dist: Distribution, sampled: int | None, vocab, *, focus: int | None 
         rows.append(
             f'<li class="{cls}" data-testid="prediction" data-token-id="{i}" data-prob="{exact(p)}" '
             f'data-prob-before="{exact(before)}" data-rank="{rank}"{" aria-current=true" if is_sampled else ""}>'
-            f'<button type="button" data-action="focus-token" data-token-id="{i}" aria-pressed="{str(i == focus).lower()}" '
-            f'aria-label="{escape(_label(vocab, i))}: {said}{"; sampled" if is_sampled else ""}. Explain it">'
-            f'<span class="pred-token">{escape(_label(vocab, i))}</span>'
-            f'<span class="bar-track">{bar}</span>'
-            f'<span class="pred-prob">{shown}</span>{badge}</button></li>')
+            # The visible text is the start of the name (WCAG 2.5.3, issue 16); the rest is for ears only.
+            f'<button type="button" data-action="focus-token" data-token-id="{i}" aria-pressed="{str(i == focus).lower()}">'
+            f'<span class="pred-token">{escape(_label(vocab, i))}</span> '
+            f'<span class="bar-track">{bar}</span> '
+            f'<span class="pred-prob">{shown}</span> {badge}<span class="visually-hidden"> ({said}). Explain it</span></button></li>')
 
     # The pipeline table: logits -> /T -> filter -> softmax for the shown tokens.
     T = dist.temperature
