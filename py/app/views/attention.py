@@ -32,7 +32,7 @@ from glassbox.reference import MASK_VALUE
 from glassbox.trace import Trace, layer_name
 
 from .common import (MASKED_RGBA, Heat, View, canvas_html, check_shape, check_tokens, css_color, diverging, exact, fmt,
-                     legend_html, prob_heat, robust_scale, signed_heat, tex, text_on, token_label, viridis)
+                     legend_html, prob_heat, robust_scale, scroll_box, signed_heat, tex, text_on, token_label, viridis)
 from .embedding import labels_column, row_labels
 from .mathtex import panel as math_panel
 from .weights import button as weight_button
@@ -333,7 +333,7 @@ def numbers_table(m: np.ndarray, labels: list[str], kind: str, caption: str, mas
                 cells.append(f'<td style="background:{css_color(c)};color:{text_on(c)}" '
                              f'title="{escape(labels[i])} · {escape(labels[j])} = {fmt(m[i, j], 6)}">{fmt(m[i, j], 3)}</td>')
         body.append(f'<tr><th scope="row">{escape(labels[i])}</th>{"".join(cells)}</tr>')
-    return (f'<div class="table-scroll"><table class="matrix"><caption>{escape(caption)}</caption>'
+    return (f'{scroll_box(caption)}<table class="matrix"><caption>{escape(caption)}</caption>'
             f'<thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 

@@ -108,6 +108,12 @@ def text_on(rgba) -> str:
     return "#000" if contrast(rgba, (0, 0, 0)) >= contrast(rgba, (255, 255, 255)) else "#fff"
 
 
+def scroll_box(label: str, cls: str = "table-scroll") -> str:
+    """The opening tag of a box that may scroll (a wide table on a phone): focusable and named,
+    so a keyboard can reach and scroll it (WCAG 2.1.1, axe scrollable-region-focusable; issue 16)."""
+    return f'<div class="{cls}" tabindex="0" role="region" aria-label="{escape(label)}">'
+
+
 def robust_scale(values: np.ndarray) -> float:
     """The 99.5th percentile of |values| (the max when there are few), never 0."""
     a = np.abs(np.asarray(values, dtype=np.float32)).ravel()

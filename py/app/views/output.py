@@ -18,7 +18,7 @@ import numpy as np
 
 from glassbox.sampling import Distribution
 
-from .common import View, canvas_html, exact, fmt, robust_scale, signed_heat, token_label
+from .common import View, canvas_html, exact, fmt, robust_scale, scroll_box, signed_heat, token_label
 from .mathtex import panel as math_panel
 
 TOP_N = 20
@@ -119,7 +119,7 @@ def render(dist: Distribution, sampled: int | None, vocab, *, focus: int | None 
         filters.append(f"top-k = {dist.top_k}" if dist.top_k else "top-k off")
         filters.append(f"top-p = {fmt(dist.top_p, 3)} (over all {V} tokens)" if dist.top_p < 1 else "top-p off")
     pipeline = (
-        f'<div class="table-scroll"><table class="numbers pipeline" data-testid="pipeline"><caption>From logits to '
+        f'{scroll_box("From logits to probabilities")}<table class="numbers pipeline" data-testid="pipeline"><caption>From logits to '
         f'probabilities ({t_text}; {", ".join(filters)}; {n_kept} of {V} tokens kept)</caption><thead><tr>'
         f'<th>token</th><th>id</th><th>logit z</th><th>z / T</th><th>filter</th><th>softmax(z/T), all</th>'
         f'<th>p, sampled from</th></tr></thead><tbody>{table_rows}</tbody></table></div>')
