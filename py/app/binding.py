@@ -104,7 +104,9 @@ class Binding:
                                 dict_converter=js.Object.fromEntries)
                 rendered = str(katex.renderToString(source, options))
                 self.tex_cache[key] = rendered
-            return f'<span class="{cls} katex-done">{rendered}</span>'
+            # A display formula may scroll sideways on a phone: focusable, so keys can scroll it (issue 16).
+            focus = ' tabindex="0"' if display else ""
+            return f'<span class="{cls} katex-done"{focus}>{rendered}</span>'
 
         return _TEX.sub(swap, html)
 

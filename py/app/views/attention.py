@@ -32,7 +32,7 @@ from glassbox.reference import MASK_VALUE
 from glassbox.trace import Trace, layer_name
 
 from .common import (MASKED_RGBA, Heat, View, canvas_html, check_shape, check_tokens, css_color, diverging, exact, fmt,
-                     legend_html, prob_heat, robust_scale, signed_heat, tex, text_on, token_label, viridis)
+                     legend_html, prob_heat, robust_scale, scroll_box, signed_heat, tex, text_on, token_label, viridis)
 from .embedding import labels_column, row_labels
 from .mathtex import panel as math_panel
 from .weights import button as weight_button
@@ -157,41 +157,44 @@ def matrix_svg(att: np.ndarray, tokens: list[str], layer: int, head: int, start:
         f'aria-label="Attention of layer {layer + 1}, head {head + 1}, zoomed: queries {start + r0} to '
         f'{start + rows[-1]} by keys {start + c0} to {start + cols[-1]}. Arrow keys move between cells." '
         f'data-testid="attention-window">',
-        '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+        '<defs aria-hidden="true"><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
         '<rect width="6" height="6" fill="#e6e8ee"/><line x1="0" y1="0" x2="0" y2="6" stroke="#aab0bd" stroke-width="2"/>'
         '</pattern></defs>',
     ]
-    for i in rows:
-        y = margin_top + (i - r0) * cell + cell / 2
-        parts.append(f'<text class="qlabel" data-q="{start + i}" x="{margin_left - 6}" y="{y:.1f}" font-size="{font}" '
-                     f'text-anchor="end" dominant-baseline="middle">{escape(labels[i])}</text>')
+    # A real grid for assistive technology (issue 16): a header row of keys, then one row per
+    # query with its row header and a named gridcell per key; the cursor and hatch are hidden.
+    header = [f'<text class="axis" role="columnheader" x="4" y="{margin_top - 4}" font-size="10">query ↓ key →</text>']
     for j in cols:
         x = margin_left + (j - c0) * cell + cell / 2
-        parts.append(f'<text class="klabel" data-k="{start + j}" x="{x:.1f}" y="{margin_top - 6}" font-size="{font}" '
-                     f'transform="rotate(-60 {x:.1f} {margin_top - 6})">{escape(labels[j])}</text>')
+        header.append(f'<text class="klabel" role="columnheader" data-k="{start + j}" x="{x:.1f}" y="{margin_top - 6}" '
+                      f'font-size="{font}" transform="rotate(-60 {x:.1f} {margin_top - 6})">{escape(labels[j])}</text>')
+    parts.append(f'<g role="row">{"".join(header)}</g>')
     colors = viridis(scale_weights(att[r0:r0 + WINDOW], scale)[:, c0:c0 + WINDOW])
     for i in rows:
         y = margin_top + (i - r0) * cell
+        row = [f'<text class="qlabel" role="rowheader" data-q="{start + i}" x="{margin_left - 6}" y="{y + cell / 2:.1f}" '
+               f'font-size="{font}" text-anchor="end" dominant-baseline="middle">{escape(labels[i])}</text>']
         for j in cols:
             x = margin_left + (j - c0) * cell
             value = att[i, j]
             if j > i:
-                parts.append(
-                    f'<rect class="cell masked" data-testid="attention-cell" data-q="{start + i}" data-k="{start + j}" '
-                    f'data-value="{exact(value)}" data-masked="true" x="{x}" y="{y}" width="{cell}" height="{cell}" '
-                    f'fill="url(#hatch)"/>')
+                row.append(
+                    f'<g role="gridcell" aria-label="masked"><rect class="cell masked" data-testid="attention-cell" '
+                    f'data-q="{start + i}" data-k="{start + j}" data-value="{exact(value)}" data-masked="true" '
+                    f'x="{x}" y="{y}" width="{cell}" height="{cell}" fill="url(#hatch)"/></g>')
                 continue
             color = colors[i - r0, j - c0]
-            parts.append(
-                f'<rect class="cell" data-testid="attention-cell" data-q="{start + i}" data-k="{start + j}" '
-                f'data-value="{exact(value)}" x="{x}" y="{y}" width="{cell}" height="{cell}" '
-                f'fill="{css_color(color)}"/>')
-            if numbers:
-                parts.append(f'<text class="cellnum" x="{x + cell / 2:.1f}" y="{y + cell / 2:.1f}" font-size="{10 if cell >= 36 else 9}" '
-                             f'text-anchor="middle" dominant-baseline="middle" fill="{text_on(color)}">'
-                             f'{value:.2f}</text>')
-    parts.append(f'<rect class="grid-cursor" x="0" y="0" width="{cell}" height="{cell}" visibility="hidden"/>')
-    parts.append(f'<text class="axis" x="4" y="{margin_top - 4}" font-size="10">query ↓ key →</text>')
+            # The cell's name is its printed number, or its value when the window is too big for numbers.
+            number = (f'<text class="cellnum" x="{x + cell / 2:.1f}" y="{y + cell / 2:.1f}" font-size="{10 if cell >= 36 else 9}" '
+                      f'text-anchor="middle" dominant-baseline="middle" fill="{text_on(color)}">{value:.2f}</text>'
+                      if numbers else "")
+            named = "" if numbers else f' aria-label="{fmt(value, 3)}"'
+            row.append(
+                f'<g role="gridcell"{named}><rect class="cell" data-testid="attention-cell" '
+                f'data-q="{start + i}" data-k="{start + j}" data-value="{exact(value)}" x="{x}" y="{y}" '
+                f'width="{cell}" height="{cell}" fill="{css_color(color)}"/>{number}</g>')
+        parts.append(f'<g role="row">{"".join(row)}</g>')
+    parts.append(f'<rect class="grid-cursor" aria-hidden="true" x="0" y="0" width="{cell}" height="{cell}" visibility="hidden"/>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -330,7 +333,7 @@ def numbers_table(m: np.ndarray, labels: list[str], kind: str, caption: str, mas
                 cells.append(f'<td style="background:{css_color(c)};color:{text_on(c)}" '
                              f'title="{escape(labels[i])} · {escape(labels[j])} = {fmt(m[i, j], 6)}">{fmt(m[i, j], 3)}</td>')
         body.append(f'<tr><th scope="row">{escape(labels[i])}</th>{"".join(cells)}</tr>')
-    return (f'<div class="table-scroll"><table class="matrix"><caption>{escape(caption)}</caption>'
+    return (f'{scroll_box(caption)}<table class="matrix"><caption>{escape(caption)}</caption>'
             f'<thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 

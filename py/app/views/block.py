@@ -17,7 +17,8 @@ import numpy as np
 from glassbox.reference import gelu
 from glassbox.trace import Trace, layer_name
 
-from .common import View, canvas_html, check_shape, check_tokens, exact, fmt, legend_html, robust_scale, signed_heat, token_label
+from .common import (View, canvas_html, check_shape, check_tokens, exact, fmt, legend_html, robust_scale, scroll_box,
+                     signed_heat, token_label)
 from .embedding import labels_column, row_labels
 from .mathtex import panel as math_panel
 
@@ -98,7 +99,8 @@ def render(trace: Trace, tokens, layer: int, position: int, popovers: dict | Non
             f'<td data-testid="{which}-var" data-value="{exact(var[i])}">{fmt(var[i], 5)}</td>'
             f'<td>{fmt(np.sqrt(var[i] + eps), 5)}</td></tr>'
             for i in range(n))
-        return (f'<div class="table-scroll short"><table class="numbers stats"><caption>{which}: statistics of each token'
+        return (f'{scroll_box(f"{which}: statistics of each token", "table-scroll short")}'
+                f'<table class="numbers stats"><caption>{which}: statistics of each token'
                 f'</caption><thead><tr><th>token</th><th>mean μ</th><th>variance σ²</th><th>√(σ²+ε)</th></tr></thead>'
                 f'<tbody>{rows}</tbody></table></div>')
 

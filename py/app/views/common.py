@@ -90,10 +90,28 @@ def css_color(rgba) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def luminance(rgb) -> float:
+    """WCAG 2.1 relative luminance of an sRGB colour given as 0-255 channels."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (int(v) / 255 for v in rgb[:3])]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a, b) -> float:
+    """WCAG 2.1 contrast ratio of two sRGB colours (1 to 21)."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
 def text_on(rgba) -> str:
-    """Black or white text, whichever reads better on this background."""
-    r, g, b = (int(v) for v in rgba[:3])
-    return "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#fff"
+    """Black or white text, whichever has the higher WCAG contrast on this background: at
+    least 4.58:1 on any colour, so numbers on heat cells meet WCAG AA (issue 16)."""
+    return "#000" if contrast(rgba, (0, 0, 0)) >= contrast(rgba, (255, 255, 255)) else "#fff"
+
+
+def scroll_box(label: str, cls: str = "table-scroll") -> str:
+    """The opening tag of a box that may scroll (a wide table on a phone): focusable and named,
+    so a keyboard can reach and scroll it (WCAG 2.1.1, axe scrollable-region-focusable; issue 16)."""
+    return f'<div class="{cls}" tabindex="0" role="region" aria-label="{escape(label)}">'
 
 
 def robust_scale(values: np.ndarray) -> float:

@@ -235,7 +235,7 @@ def frame(config: GPTConfig, examples=EXAMPLES, text: str = "", temperature: flo
       data-testid="console-run">Run Python</button>
       <button type="button" id="console-clear" data-action="console-clear">Clear</button></div>
     <pre class="console-output" data-testid="console-output" data-slot="console-output" tabindex="0"
-      aria-label="Console output" aria-live="polite"></pre>
+      role="log" aria-label="Console output" aria-live="polite"></pre>
   </section>
 
   <div data-slot="tour"></div>

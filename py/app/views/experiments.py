@@ -137,7 +137,7 @@ def ablation_section(p: Panel) -> str:
     toggles = _head_grid(c, lambda l, h: (
         f'<button type="button" class="exp-head" data-action="exp-head" data-layer="{l}" data-head="{h}" '
         f'data-testid="exp-head" aria-pressed="{"true" if (l, h) in p.heads else "false"}" '
-        f'aria-label="ablate layer {l} head {h}">{l}.{h}</button>'))
+        f'aria-label="ablate head {l}.{h} (layer {l}, head {h})">{l}.{h}</button>'))
     mode = (f'<label>Ablation <select data-action="exp-mean" data-testid="exp-mean" id="exp-mean">'
             f'<option value="zero"{"" if p.mean else " selected"}>zero</option>'
             f'<option value="mean"{" selected" if p.mean else ""}>mean over positions</option></select></label>')

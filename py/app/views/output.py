@@ -18,7 +18,7 @@ import numpy as np
 
 from glassbox.sampling import Distribution
 
-from .common import View, canvas_html, exact, fmt, robust_scale, signed_heat, token_label
+from .common import View, canvas_html, exact, fmt, robust_scale, scroll_box, signed_heat, token_label
 from .mathtex import panel as math_panel
 
 TOP_N = 20
@@ -97,11 +97,11 @@ def render(dist: Distribution, sampled: int | None, vocab, *, focus: int | None 
         rows.append(
             f'<li class="{cls}" data-testid="prediction" data-token-id="{i}" data-prob="{exact(p)}" '
             f'data-prob-before="{exact(before)}" data-rank="{rank}"{" aria-current=true" if is_sampled else ""}>'
-            f'<button type="button" data-action="focus-token" data-token-id="{i}" aria-pressed="{str(i == focus).lower()}" '
-            f'aria-label="{escape(_label(vocab, i))}: {said}{"; sampled" if is_sampled else ""}. Explain it">'
-            f'<span class="pred-token">{escape(_label(vocab, i))}</span>'
-            f'<span class="bar-track">{bar}</span>'
-            f'<span class="pred-prob">{shown}</span>{badge}</button></li>')
+            # The visible text is the start of the name (WCAG 2.5.3, issue 16); the rest is for ears only.
+            f'<button type="button" data-action="focus-token" data-token-id="{i}" aria-pressed="{str(i == focus).lower()}">'
+            f'<span class="pred-token">{escape(_label(vocab, i))}</span> '
+            f'<span class="bar-track">{bar}</span> '
+            f'<span class="pred-prob">{shown}</span> {badge}<span class="visually-hidden"> ({said}). Explain it</span></button></li>')
 
     # The pipeline table: logits -> /T -> filter -> softmax for the shown tokens.
     T = dist.temperature
@@ -119,7 +119,7 @@ def render(dist: Distribution, sampled: int | None, vocab, *, focus: int | None 
         filters.append(f"top-k = {dist.top_k}" if dist.top_k else "top-k off")
         filters.append(f"top-p = {fmt(dist.top_p, 3)} (over all {V} tokens)" if dist.top_p < 1 else "top-p off")
     pipeline = (
-        f'<div class="table-scroll"><table class="numbers pipeline" data-testid="pipeline"><caption>From logits to '
+        f'{scroll_box("From logits to probabilities")}<table class="numbers pipeline" data-testid="pipeline"><caption>From logits to '
         f'probabilities ({t_text}; {", ".join(filters)}; {n_kept} of {V} tokens kept)</caption><thead><tr>'
         f'<th>token</th><th>id</th><th>logit z</th><th>z / T</th><th>filter</th><th>softmax(z/T), all</th>'
         f'<th>p, sampled from</th></tr></thead><tbody>{table_rows}</tbody></table></div>')

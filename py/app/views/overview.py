@@ -199,7 +199,7 @@ def mini_map(n_layer: int, layer: int, opened: set[str] = frozenset()) -> str:
     def button(part: str, text: str, label: str, cls: str = "") -> str:
         pressed = "true" if part in opened else "false"
         return (f'<button type="button" class="mini-part{cls}" data-action="open-part" data-part="{part}" '
-                f'aria-pressed="{pressed}" aria-label="{escape(label)}" title="{escape(label)}">{text}</button>')
+                f'aria-pressed="{pressed}" aria-label="{escape(text)}: {escape(label)}" title="{escape(label)}">{text}</button>')
 
     blocks = "".join(
         f'<span class="mini-block{" current" if b == layer else ""}">'

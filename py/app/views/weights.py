@@ -89,9 +89,10 @@ def weight_heat(key: str, title: str, w: np.ndarray, max_rows: int = MAX_ROWS, m
 def button(pop_id: str, label: str, title: str) -> str:
     """A button that opens the popover ``pop_id`` (more than one may point at the same one)."""
     # data-testid="weights-button" on every such button (issue 10); the label keeps the older
-    # per-popover test id "weights-<pop_id>" (a click on it is a click on the button).
+    # per-popover test id "weights-<pop_id>" (a click on it is a click on the button). Its
+    # accessible name starts with the visible label (WCAG 2.5.3, issue 16).
     return (f'<button type="button" class="weights-button" popovertarget="{escape(pop_id)}" data-testid="weights-button" '
-            f'data-pop="{escape(pop_id)}" aria-label="Show the weights {escape(title)}">'
+            f'data-pop="{escape(pop_id)}" aria-label="{escape(label)}, {escape(title)}">'
             f'<span data-testid="weights-{escape(pop_id)}">{escape(label)}</span></button>')
 
 
