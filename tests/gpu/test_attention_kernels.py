@@ -158,8 +158,8 @@ def test_plans_fit_webgpu_default_limits():
 class _F16Cache(K.Kernel):
     """A kernel whose source is its f16-cache variant (kernels.cache_variant)."""
 
-    def source(self) -> str:
-        return K.cache_variant(K.Kernel(self.name, self.bindings), True)
+    def source(self, features=frozenset()) -> str:
+        return K.cache_variant(K.Kernel(self.name, self.bindings), True, features)
 
 
 @pytest.fixture(scope="module")
