@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Audit the served page with Lighthouse (desktop and mobile presets); write bench/audit.md.
 
-    python3 tools/audit.py [--presets desktop,mobile] [--output bench/audit.md] [--path ""]
+    python3 tools/audit.py [--presets desktop,mobile] [--output bench/audit.md] [--path ""] [--isolated]
+    python3 tools/audit.py --from-raw --note "..."   # rewrite the report from the last JSON reports
 
 Not a test: a measurement, like tools/bench*.py. It serves the repository with tools/serve.py
 on a free 127.0.0.1 port (so the precompressed .br/.gz copies are used, as a well-set static
@@ -74,14 +75,31 @@ def config_file(preset: str, folder: Path) -> Path:
 def run_lighthouse(url: str, preset: str, report: Path) -> dict:
     """Lighthouse's result (lhr) for url with a preset; the JSON report is kept at ``report``."""
     report.parent.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)  # a report left from an earlier run must not pass for this one
     with tempfile.TemporaryDirectory() as folder:
         command = ["node", str(LIGHTHOUSE), url, f"--config-path={config_file(preset, Path(folder))}",
                    "--output=json", f"--output-path={report}", f"--chrome-flags={CHROME_FLAGS}", "--quiet"]
         result = subprocess.run(command, env={**os.environ, "CHROME_PATH": CHROME}, capture_output=True,
                                 text=True, timeout=MAX_WAIT_MS / 1000 + 600)
     if result.returncode != 0 or not report.is_file():
-        raise SystemExit(f"audit: lighthouse failed ({preset}, exit {result.returncode}):\n{result.stderr[-3000:]}")
+        raise LighthouseFailed(f"lighthouse failed ({preset}, exit {result.returncode}):\n{result.stderr[-3000:]}")
     return json.loads(report.read_text(encoding="utf-8"))
+
+
+class LighthouseFailed(Exception):
+    """A Lighthouse run that ended without a report (on a busy machine, a DevTools protocol
+    call can time out while Pyodide holds the page's main thread: main() tries again)."""
+
+
+def run_with_retries(url: str, preset: str, report: Path, tries: int = 3) -> dict:
+    for attempt in range(1, tries + 1):
+        try:
+            return run_lighthouse(url, preset, report)
+        except LighthouseFailed as failure:
+            print(f"audit: try {attempt} of {tries}: {failure}", file=sys.stderr, flush=True)
+            if attempt == tries:
+                raise SystemExit(f"audit: {failure}") from None
+    raise AssertionError("unreachable")
 
 
 def metric_text(audit: dict, unit: str) -> str:
@@ -131,13 +149,14 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({model or 'unknown CPU'})"
 
 
-def render(results: dict[str, dict], when: str, node: str) -> str:
+def render(results: dict[str, dict], when: str, node: str, isolated: bool = False, note: str = "") -> str:
     first = next(iter(results.values()))
     lines = [
         "# Lighthouse audit of the served page",
         "",
         "Written by `tools/audit.py` (not a test): Lighthouse against the page served by tools/serve.py "
-        "(precompressed .br/.gz on), in headless Chromium without WebGPU (the numpy backend). Mobile is "
+        f"(precompressed .br/.gz on{', COOP/COEP: cross-origin isolated' if isolated else ''}), "
+        "in headless Chromium without WebGPU (the numpy backend). Mobile is "
         "Lighthouse's default (simulated slow 4G and 4x CPU slowdown: TBT/TTI are estimates), desktop its "
         "desktop preset; the wait for load is widened to "
         f"{MAX_WAIT_MS // 1000} s with {QUIET_MS // 1000} s network/CPU quiet windows so the Pyodide boot is traced.",
@@ -146,6 +165,7 @@ def render(results: dict[str, dict], when: str, node: str) -> str:
         f"- machine: {machine()}; Lighthouse benchmark index {first['environment'].get('benchmarkIndex', 'n/a')}",
         f"- Lighthouse {first['lighthouseVersion']}, {first['environment'].get('hostUserAgent', '')}",
         f"- Node {node}, Python {platform.python_version()}",
+        *([f"- note: {note}"] if note else []),
         "",
         "| | " + " | ".join(results) + " |",
         "| --- | " + " | ".join("---:" for _ in results) + " |",
@@ -171,6 +191,11 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", default="desktop,mobile", help="comma-separated: desktop, mobile")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "audit.md")
     parser.add_argument("--path", default="", help="the page's path and query under the site (default: /)")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. what else ran on the machine)")
+    parser.add_argument("--from-raw", action="store_true",
+                        help="write the report from the last run's bench/raw/lighthouse-*.json, running nothing")
+    parser.add_argument("--isolated", action="store_true",
+                        help="serve with COOP/COEP (cross-origin isolated, tools/serve.py --isolated)")
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     if not set(presets) <= {"desktop", "mobile"}:
@@ -182,20 +207,25 @@ def main(argv=None) -> int:
         print(f"audit: no Chromium at {CHROME}: apt-get install chromium, or set CHROME_PATH", file=sys.stderr)
         return 2
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip().lstrip("v")
-    server, _ = serve_in_thread(ROOT)
-    url = f"http://127.0.0.1:{server.server_address[1]}/{args.path}"
+    raw = {preset: ROOT / "bench" / "raw" / f"lighthouse-{preset}.json" for preset in presets}
     results = {}
-    try:
-        for preset in presets:
-            print(f"audit: lighthouse {preset} on {url} ...", flush=True)
-            results[preset] = run_lighthouse(url, preset, ROOT / "bench" / "raw" / f"lighthouse-{preset}.json")
-            scores = ", ".join(f"{c} {results[preset]['categories'][c]['score']:.2f}" for c in CATEGORIES)
-            print(f"audit: {preset}: {scores}", flush=True)
-    finally:
-        server.shutdown()
-        server.server_close()
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    args.output.write_text(render(results, when, node), encoding="utf-8")
+    if args.from_raw:
+        results = {preset: json.loads(path.read_text(encoding="utf-8")) for preset, path in raw.items()}
+    else:
+        server, _ = serve_in_thread(ROOT, isolated=args.isolated)
+        url = f"http://127.0.0.1:{server.server_address[1]}/{args.path}"
+        try:
+            for preset in presets:
+                print(f"audit: lighthouse {preset} on {url} ...", flush=True)
+                results[preset] = run_with_retries(url, preset, raw[preset])
+                scores = ", ".join(f"{c} {results[preset]['categories'][c]['score']:.2f}" for c in CATEGORIES)
+                print(f"audit: {preset}: {scores}", flush=True)
+        finally:
+            server.shutdown()
+            server.server_close()
+    fetched = dt.datetime.fromisoformat(next(iter(results.values()))["fetchTime"].replace("Z", "+00:00"))
+    when = fetched.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    args.output.write_text(render(results, when, node, args.isolated, args.note), encoding="utf-8")
     print(f"audit: wrote {args.output}")
     return 0
 
