@@ -62,7 +62,7 @@ def test_language_title_and_description():
 def test_noscript_explains_and_hides_the_loading_screen():
     text = " ".join(parsed().noscript.split())
     assert "needs JavaScript" in text and "reload" in text
-    assert "#status { display: none; }" in text  # no endless "Loading the page…" under it
+    assert "#status, #status-chip { display: none !important; }" in text  # no endless "Loading the page…"
 
 
 def test_the_layout_stylesheet_comes_last():
