@@ -102,6 +102,19 @@ def test_an_edited_original_makes_its_copies_stale_until_rerun(tree):
     assert compress.stale(tree) == []
 
 
+def test_a_changed_original_with_its_old_mtime_is_caught_by_decoding(tree):
+    """npm extracts every file with one fixed date: a new version can keep the old mtime."""
+    compress.compress(tree, log=lambda _line: None)
+    page = tree / "index.html"
+    stamp = page.stat().st_mtime_ns
+    page.write_text("<!doctype html><title>v2</title>" + "<p>changed</p>" * 400)
+    os.utime(page, ns=(stamp, stamp))
+    assert compress.stale(tree) == ["index.html"]
+    compress.compress(tree, log=lambda _line: None)
+    assert gzip.decompress((tree / "index.html.gz").read_bytes()) == page.read_bytes()
+    assert compress.stale(tree) == []
+
+
 def test_a_missing_copy_of_text_is_stale(tree):
     compress.compress(tree, log=lambda _line: None)
     (tree / "index.html.gz").unlink()

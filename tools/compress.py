@@ -14,9 +14,10 @@ any copy left from before is removed). Pyodide's 9.6 MiB pyodide.asm.wasm become
 
 Reproducible bytes: brotli at quality 11 from the pinned PyPI ``brotli`` (requirements-build.txt)
 and gzip level 9 from Python's zlib with mtime 0 and no file name, so the same input always
-gives the same copy. Each copy gets its original's mtime, which is how a rerun knows it is
-current (a copy whose mtime differs from its original's is rebuilt), so a second run takes a
-second; the first takes minutes (quality 11 is slow; it runs once per changed file).
+gives the same copy. Each copy gets its original's mtime: tools/serve.py sends a copy only
+while the mtimes agree, and a rerun redoes a copy whose mtime differs or that does not decode
+to its original, so a second run takes a second or two; the first takes minutes (quality 11
+is slow; it runs once per changed file).
 
 The copies are build outputs: git-ignored (``*.br``, ``*.gz``), not in the precache list (the
 service worker keeps the originals; the browser decodes a compressed response before anyone
@@ -60,7 +61,14 @@ def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
+def brotli_decoded(data: bytes) -> bytes:
+    import brotli
+
+    return brotli.decompress(data)
+
+
 COMPRESSORS = {".br": brotli_bytes, ".gz": gzip_bytes}
+DECOMPRESSORS = {".br": brotli_decoded, ".gz": gzip.decompress}
 
 
 def candidates(root: Path = ROOT) -> list[str]:
@@ -78,9 +86,18 @@ def copy_paths(original: Path) -> list[Path]:
 
 
 def is_current(original: Path) -> bool:
-    """Both copies exist with the original's mtime (the mark compress() leaves)."""
+    """Both copies exist with the original's mtime (the mark compress() leaves) and decode to
+    the original's bytes. The decoding (about a second for all files) is what catches a
+    changed file that kept its mtime: npm gives every extracted file the same fixed date."""
     mtime = original.stat().st_mtime_ns
-    return all(copy.is_file() and copy.stat().st_mtime_ns == mtime for copy in copy_paths(original))
+    copies = copy_paths(original)
+    if not all(copy.is_file() and copy.stat().st_mtime_ns == mtime for copy in copies):
+        return False
+    data = original.read_bytes()
+    try:
+        return all(DECOMPRESSORS[copy.suffix](copy.read_bytes()) == data for copy in copies)
+    except Exception:  # noqa: BLE001  (a truncated or corrupt copy: brotli.error, zlib.error, EOFError)
+        return False
 
 
 def write_copy(path: Path, data: bytes, mtime_ns: int) -> None:
