@@ -16,8 +16,11 @@ serve: vendor
 test: vendor $(VENV)/.test-requirements
 	$(PY) -m pytest
 
+# vendor/ assembled, then .br/.gz copies of what the page downloads (tools/compress.py: minutes
+# the first time, a second after), then the service worker's list.
 vendor: node_modules/.package-lock.json $(VENV)/.requirements kernels
 	$(PY) tools/vendor.py
+	$(PY) tools/compress.py --quiet
 	$(PY) tools/precache.py
 
 # The numpy fallback's WebAssembly SIMD128 int8 matmul (wasm/linear_i8.c), an Emscripten
@@ -52,6 +55,6 @@ $(VENV)/.requirements: requirements.txt | $(PY)
 	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/glassbox-src.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)/py"
 	touch $@
 
-$(VENV)/.test-requirements: requirements-test.txt requirements.txt | $(PY)
+$(VENV)/.test-requirements: requirements-test.txt requirements.txt requirements-build.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
 	touch $@

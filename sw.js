@@ -63,7 +63,11 @@ async function download(cache, path, expected) {
     throw new Error(`${path}: expected sha256 ${expected}, got ${actual} (the site changed while ` +
       "updating; the next visit tries again)");
   }
-  await cache.put(urlOf(path), new Response(body, { status: 200, headers: response.headers }));
+  // issue 16: the body is already decoded (a .br/.gz answer): its coding and length go.
+  const headers = new Headers(response.headers);
+  headers.delete("Content-Encoding");
+  headers.delete("Content-Length");
+  await cache.put(urlOf(path), new Response(body, { status: 200, headers }));
   return body.byteLength;
 }
 

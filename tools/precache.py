@@ -64,7 +64,7 @@ def wanted_paths(root: Path = ROOT) -> list[str]:
                 rel = path.relative_to(root)
                 if (path.is_file() and not SKIP_PARTS & set(rel.parts)
                         and not any(p.startswith(".") for p in rel.parts)
-                        and not path.name.endswith((".part", ".pyc"))):
+                        and not path.name.endswith((".part", ".pyc", ".br", ".gz"))):
                     found.add(rel.as_posix())
     return sorted(found)
 

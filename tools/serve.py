@@ -29,6 +29,14 @@ cross-origin isolated (``crossOriginIsolated``), which WebAssembly threads need
 (SharedArrayBuffer). Glassbox does not need it; tools/bench_peer.py serves that way so the
 peer's WASM backend can use 2 threads.
 
+Precompressed copies (issue 16): when tools/compress.py (``make vendor``) has written
+``NAME.br`` / ``NAME.gz`` beside a file and the request's ``Accept-Encoding`` allows it
+(brotli preferred), the copy is sent with ``Content-Encoding``, the ORIGINAL's Content-Type
+and ``Vary: Accept-Encoding``; a copy is used only while its mtime equals the original's (the
+mark compress.py leaves), so an edited file is never shadowed by a stale copy. A request with
+a ``Range`` header gets the original (this server answers ranges with the whole file, 200).
+The copies themselves are served too when asked for by name.
+
 Tests import ``make_server(root, host, port)`` and run it in a thread on a free port.
 Standard library only.
 """
@@ -143,6 +151,50 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def accepted_encodings(header: str | None) -> set[str]:
+    """The content codings an Accept-Encoding header allows (q > 0), lower case; '*' kept."""
+    found = set()
+    for item in (header or "").split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name.strip() and q > 0:
+            found.add(name.strip().lower())
+    return found
+
+
+# (Content-Encoding, suffix of tools/compress.py's copy), best first.
+PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
+
+
+def precompressed(real: Path, accept: str | None) -> tuple[str | None, Path | None, bool]:
+    """(coding, copy) of the best current precompressed copy of ``real`` that ``accept``
+    allows, or (None, None); and whether any current copy exists (then the answer varies
+    with Accept-Encoding)."""
+    allowed = accepted_encodings(accept)
+    try:
+        mtime = real.stat().st_mtime_ns
+    except OSError:
+        return None, None, False
+    varies = False
+    for coding, suffix in PRECOMPRESSED:
+        copy = real.with_name(real.name + suffix)
+        try:
+            current = copy.is_file() and copy.stat().st_mtime_ns == mtime
+        except OSError:
+            current = False
+        varies |= current
+        if current and (coding in allowed or "*" in allowed):
+            return coding, copy, True
+    return None, None, varies
+
+
 class Handler(SimpleHTTPRequestHandler):
     """Static files with Glassbox's MIME types, no-cache, and the bench-results endpoint."""
 
@@ -172,7 +224,20 @@ class Handler(SimpleHTTPRequestHandler):
             self.send_error(refused.status, refused.reason)
             return None
         self._checked = str(real)  # what translate_path answers for this request
+        self._coding, self._vary, self._type = None, False, None
+        if real.is_file() and "Range" not in self.headers:
+            coding, copy, self._vary = precompressed(real, self.headers.get("Accept-Encoding"))
+            if copy is not None:
+                self._checked, self._coding, self._type = str(copy), coding, self.guess_type(str(real))
         return super().send_head()
+
+    def guess_type(self, path):
+        # A precompressed copy is sent with its original's type (send_head sets _type).
+        return getattr(self, "_type", None) or super().guess_type(path)
+
+    def send_response(self, code, message=None):
+        self._status = code
+        super().send_response(code, message)
 
     def translate_path(self, path: str) -> str:
         # Only send_head's checked path is ever served; anything else names no file (404).
@@ -186,6 +251,11 @@ class Handler(SimpleHTTPRequestHandler):
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if getattr(self, "_vary", False):
+            self.send_header("Vary", "Accept-Encoding")
+            if self._coding and getattr(self, "_status", None) == HTTPStatus.OK:
+                self.send_header("Content-Encoding", self._coding)
+        self._coding, self._vary, self._type = None, False, None
         if self.isolated:
             self.send_header("Cross-Origin-Opener-Policy", "same-origin")
             self.send_header("Cross-Origin-Embedder-Policy", "require-corp")

@@ -141,7 +141,9 @@ def sync_tree(src: Path, dst: Path) -> int:
             copied += copy_file(path, dst / rel)
     for path in sorted(dst.rglob("*"), reverse=True):
         rel = path.relative_to(dst)
-        if path.is_file() and rel not in wanted:
+        # issue 16: tools/compress.py's NAME.br / NAME.gz beside a kept file stay (it renews them).
+        precompressed = path.suffix in (".br", ".gz") and rel.with_suffix("") in wanted
+        if path.is_file() and rel not in wanted and not precompressed:
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()

@@ -46,6 +46,23 @@ CHROMIUM_FLAGS = [
 ]
 BOOT_TIMEOUT_MS = 180_000
 SETTLED = "['ready', 'error'].includes(document.documentElement.dataset.state)"
+# issue 16 (no layout shift): every page records its layout shifts (PerformanceObserver,
+# buffered, those without recent input) and when it first became ready; layout_shift() sums them.
+LAYOUT_SHIFTS_JS = """
+window.__glassboxShifts = []; window.__glassboxReadyAt = null;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    if (e.hadRecentInput) continue;
+    window.__glassboxShifts.push({value: e.value, at: e.startTime, sources: (e.sources || []).map((s) =>
+      s.node ? (s.node.id ? '#' + s.node.id : s.node.nodeName + '.' + String(s.node.className || '')) : '?')});
+  }
+}).observe({type: 'layout-shift', buffered: true});
+new MutationObserver(() => {
+  if (window.__glassboxReadyAt === null && document.documentElement.dataset.state === 'ready') {
+    window.__glassboxReadyAt = performance.now();
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-state']});
+"""
 LOCAL_HOST = "127.0.0.1"
 
 
@@ -88,6 +105,7 @@ def _open_page(browser, site: str, path: str = "", route=None) -> AppPage:
     ``route(context)`` may install extra Playwright routes (e.g. to break a file on purpose).
     """
     context = browser.new_context()
+    context.add_init_script(LAYOUT_SHIFTS_JS)  # issue 16
     app = AppPage(page=None)
     _PAGES.append(app)
 
@@ -110,6 +128,16 @@ def _open_page(browser, site: str, path: str = "", route=None) -> AppPage:
     app.started = time.perf_counter()
     page.goto(f"{site}/{path}")
     return app
+
+
+def layout_shift(page, after_ready_ms: float = 2000.0) -> tuple[float, list[dict]]:
+    """(CLS, shifts) of a page opened with LAYOUT_SHIFTS_JS: the layout shifts without recent
+    input from navigation until ``after_ready_ms`` after it became ready (the frames that first
+    show the ready page included); waits for that moment. Issue 16."""
+    page.wait_for_function("window.__glassboxReadyAt !== null", timeout=BOOT_TIMEOUT_MS)
+    page.wait_for_function(f"performance.now() > window.__glassboxReadyAt + {after_ready_ms}")
+    shifts = page.evaluate(f"window.__glassboxShifts.filter((s) => s.at <= window.__glassboxReadyAt + {after_ready_ms})")
+    return sum(s["value"] for s in shifts), shifts
 
 
 @pytest.fixture(scope="package")

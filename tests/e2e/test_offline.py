@@ -8,7 +8,8 @@
 * an interrupted download (the 2nd shard's request aborted once) resumes on reload without
   fetching the finished shard again (a multi-shard copy of weights/mini, route-served);
 * a 360x740 touch phone picks light mode (q4 weights, the viewed layer only), loads,
-  predicts, has no horizontal scroll, and the switch moves it to full mode and remembers.
+  predicts, has no horizontal scroll, and the switch moves it to full mode and remembers;
+  its boot shifts the layout by less than 0.1 (CLS, issue 16).
 
 Each test opens its own browser context (fresh storage), sparingly: about 8 boots in all.
 The service-worker tests serve a snapshot of the site from a second server (vendor/ linked,
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import precache  # noqa: E402
 import serve  # noqa: E402
 
-from .conftest import BOOT_TIMEOUT_MS, SETTLED, LOCAL_HOST  # noqa: E402
+from .conftest import BOOT_TIMEOUT_MS, LAYOUT_SHIFTS_JS, LOCAL_HOST, SETTLED, layout_shift  # noqa: E402
 
 MODEL_CACHE = "glassbox-models-v1"
 SHARD = json.loads((ROOT / "weights" / "mini" / "manifest.json").read_text())["shards"][0]
@@ -261,11 +262,14 @@ def test_phone_viewport_light_mode_loads_predicts_and_switches(browser, site):
     requests: list[str] = []
     context = new_context(browser, requests, viewport={"width": 360, "height": 740},
                           is_mobile=True, has_touch=True, device_scale_factor=2)
+    context.add_init_script(LAYOUT_SHIFTS_JS)  # issue 16: this boot also measures the phone's CLS
     page = context.new_page()
     py = lambda code: page.evaluate("code => window.glassbox_py(code)", code)  # noqa: E731
     try:
         page.goto(f"{site}/?sw=off")
         assert settle(page) == "ready", error_text(page)
+        cls, shifts = layout_shift(page)
+        assert cls < 0.1, f"cumulative layout shift {cls:.3f} on a 360 px phone while booting: {shifts}"
         assert page.evaluate("document.documentElement.dataset.mode") == "light"
         assert "phone-sized (360×740 px)" in page.text_content("[data-testid=mode-why]")
         assert any("/weights/mini-q4/" in u for u in requests)
