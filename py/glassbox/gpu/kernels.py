@@ -66,7 +66,9 @@ ATTENTION = Kernel("attention", (
     ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
     ("scores", "read_write"), ("scaled", "read_write"), ("masked", "read_write"), ("att", "read_write"),
     ("out", "read_write")))
-KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION)
+TOP_K = Kernel("top_k", (  # issue 15 (g15): sampling on the GPU
+    ("params", "uniform"), ("logits", "read"), ("top", "read_write")))
+KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, TOP_K)
 
 _BINDING = re.compile(r"@binding\((\d+)\)\s*var<(uniform|storage,\s*(read|read_write))>\s*(\w+)")
 
@@ -112,6 +114,21 @@ def matmul_max_out(max_workgroups: int) -> int:
 
 def attention_launch(n: int, n_head: int) -> tuple[str, dict, tuple[int, int, int]]:
     return "main", {"WG": ATTENTION_WG}, (n, n_head, 1)
+
+
+TOP_K_WG = 256  # top_k.wgsl WG: one invocation per histogram bin
+
+
+def top_k_launch(k: int) -> tuple[str, dict, tuple[int, int, int]]:
+    """top_k.wgsl: one workgroup selects the k largest logits of the last row."""
+    if not 1 <= k <= TOP_K_WG:
+        raise ValueError(f"top_k keeps 1..{TOP_K_WG} logits, got {k}")
+    return "main", {"KT": k, "WG": TOP_K_WG}, (1, 1, 1)
+
+
+def top_k_words(k: int) -> int:
+    """u32 words of top_k.wgsl's top buffer: k value bits, k ids, the non-finite count."""
+    return 2 * k + 1
 
 
 def attention_workgroup_bytes(head_size: int, context: int) -> int:
