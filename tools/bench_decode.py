@@ -51,11 +51,13 @@ async def g15_bench(config, steps):
     engine.backend.destroy()
     return {"rows": out, "adapter": engine.describe()}
 
-await g15_bench(%s, %d)
+await g15_bench(%r, %d)
 """
 
 
-def native(models: list[str], steps: int) -> tuple[list[dict], list[dict], str]:
+def native(models: list[str], steps: int, kernels_only: bool = False) -> tuple[list[dict], list[dict], str]:
+    """The decode modes' figures (unless ``kernels_only``) and Engine.profile's GPU time per
+    kernel where the adapter has 'timestamp-query'."""
     from glassbox import weights
     from glassbox.gpu import Engine
     from glassbox.gpu.decode_bench import MODES, decode_figures
@@ -66,7 +68,7 @@ def native(models: list[str], steps: int) -> tuple[list[dict], list[dict], str]:
         rows, kernels = [], []
         for name in models:
             engine = await Engine.create(backend, weights.random_checkpoint(MODELS[name], "int8", seed=1))
-            for mode in MODES:
+            for mode in () if kernels_only else MODES:
                 rows.append({"model": name, **await decode_figures(engine, mode, steps=steps)})
                 print("native", rows[-1], flush=True)
             if backend.can_time:
@@ -76,7 +78,8 @@ def native(models: list[str], steps: int) -> tuple[list[dict], list[dict], str]:
                         await engine.forward(list(range(8)), cache=cache, capture="none")
                     await engine.profile(ids, cache=engine.new_cache(), top=64)  # compile first
                     profile = await engine.profile(ids, cache=cache, top=64)
-                    kernels.append({"model": name, "run": label, "profile": profile})
+                    kernels.append({"model": name, "run": label, "profile": [[l, float(t)] for l, t in profile]})
+                    print("kernels", name, label, flush=True)
         return rows, kernels, backend.info.describe(), backend.can_time
 
     rows, kernels, adapter, can_time = asyncio.run(go())
@@ -102,7 +105,7 @@ def page(models: list[str], steps: int) -> tuple[list[dict], str, str]:
             page_.set_default_timeout(1_800_000)
             for name in models:
                 got = page_.evaluate("code => window.glassbox_py(code)",
-                                     PAGE_CODE % (json.dumps(asdict(MODELS[name])), steps))
+                                     PAGE_CODE % (asdict(MODELS[name]), steps))
                 adapter = got["adapter"]
                 for row in got["rows"]:
                     rows.append({"model": name, **row})
@@ -173,17 +176,30 @@ def write(rows_by_where: dict, kernels: list[dict], adapters: dict, command: str
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["default", "gpt2-small"], choices=sorted(MODELS))
-    parser.add_argument("--where", nargs="+", default=["native", "page"], choices=["native", "page"])
+    parser.add_argument("--where", nargs="+", default=["native", "kernels", "page"],
+                        choices=["native", "kernels", "page"],
+                        help="native: the modes through wgpu-py; kernels: Engine.profile through wgpu-py; "
+                             "page: the modes in the page (each kept in bench/raw/decode-WHERE.json)")
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args(argv)
     command = "python3 tools/bench_decode.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    rows, kernels, adapters = {}, [], {}
-    if "native" in args.where:
-        rows["native"], kernels, adapters["native (wgpu-py)"] = native(args.models, args.steps)
-    if "page" in args.where:
-        rows["page"], adapter, browser = page(args.models, args.steps)
-        adapters["page"] = f"{adapter}, {browser}"
-    write(rows, kernels, adapters, command.strip(), args.steps)
+    raw = ROOT / "bench" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for where in args.where:
+        if where == "page":
+            rows, adapter, browser = page(args.models, args.steps)
+            got = {"rows": rows, "adapter": f"{adapter}, {browser}"}
+        else:
+            rows, kernels, adapter = native(args.models, args.steps, kernels_only=where == "kernels")
+            got = {"rows": rows, "kernels": kernels, "adapter": adapter}
+        got["command"] = command.strip()
+        (raw / f"decode-{where}.json").write_text(json.dumps(got), encoding="utf-8")
+    found = {where: json.loads((raw / f"decode-{where}.json").read_text(encoding="utf-8"))
+             for where in ("native", "kernels", "page") if (raw / f"decode-{where}.json").exists()}
+    rows = {where: got["rows"] for where, got in found.items() if got["rows"]}
+    adapters = {where: got["adapter"] for where, got in found.items()}
+    commands = sorted({got["command"] for got in found.values()})
+    write(rows, found.get("kernels", {}).get("kernels", []), adapters, "`, `".join(commands), args.steps)
     return 0
 
 
