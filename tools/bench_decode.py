@@ -132,26 +132,29 @@ def kernel_table(kernels: list[dict]) -> list[str]:
     return lines
 
 
-def write(rows_by_where: dict, kernels: list[dict], adapters: dict, command: str, steps: int) -> None:
+def write(rows_by_where: dict, kernels: list[dict], adapters: dict, command: str) -> None:
     lines = [BEGIN, "## Decode step: host side, readback and GPU time per kernel (issue 15)", "",
              f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}` "
              f"on {machine()}. No real GPU: CPU adapters only — these are figures of the host side "
-             "(what the issue asks to cut), not of GPU speed.", ""]
+             "(what the issue asks to cut), not of GPU speed. The counts (dispatches, copies, bytes, calls "
+             "into JS) are exact; the times are medians on a machine shared with other jobs (see the load "
+             "average) and move by 2-3x between runs.", ""]
     for where, adapter in adapters.items():
         lines.append(f"- {where}: {adapter}")
-    lines += ["", "Per decode step after an 8-token prompt (median of "
-              f"{steps} greedy steps, random int8 weights). Modes: before-trace = every tensor read back, "
+    lines += ["", "Per decode step after an 8-token prompt (median over the greedy steps of the steps "
+              "column, random int8 weights). Modes: before-trace = every tensor read back, "
               "encoded command by command (the page's runner before); before-logits = the logits [1, V]; "
               "after-top = `forward_top` (the 64 largest logits: 516 bytes), plan replayed with one call "
               "into JS; after-shown = the top-k and one layer's tensors, `keep=True` (every other tensor "
               "stays on the GPU for `read_layer`). Host = Python side up to the wait for the readback "
               "(plan, writes, encoding or replay, submit); wall = the whole step.", "",
-              "| where | model | mode | dispatches | readback copies | readback bytes | GPU copies | "
-              "host ms | wall ms | calls into JS |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| where | model | mode | steps | dispatches | readback copies | readback bytes | GPU copies | "
+              "host ms | wall ms | calls into JS |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for where, rows in rows_by_where.items():
         for r in rows:
             calls = "" if r["js_calls"] is None else f"{r['js_calls']:.0f}"
-            lines.append(f"| {where} | {r['model']} | {r['mode']} | {r['dispatches']} | {r['readback_copies']} | "
+            lines.append(f"| {where} | {r['model']} | {r['mode']} | {r['steps']} | {r['dispatches']} | "
+                         f"{r['readback_copies']} | "
                          f"{r['readback_bytes']:,} | {r['gpu_copies']} | {r['host_ms']:.2f} | {r['wall_ms']:.1f} | "
                          f"{calls} |")
     if kernels:
@@ -181,7 +184,11 @@ def main(argv=None) -> int:
                         help="native: the modes through wgpu-py; kernels: Engine.profile through wgpu-py; "
                              "page: the modes in the page (each kept in bench/raw/decode-WHERE.json)")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--write-only", action="store_true",
+                        help="measure nothing: rewrite the section from bench/raw/decode-*.json")
     args = parser.parse_args(argv)
+    if args.write_only:
+        args.where = []
     command = "python3 tools/bench_decode.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     raw = ROOT / "bench" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -199,7 +206,7 @@ def main(argv=None) -> int:
     rows = {where: got["rows"] for where, got in found.items() if got["rows"]}
     adapters = {where: got["adapter"] for where, got in found.items()}
     commands = sorted({got["command"] for got in found.values()})
-    write(rows, found.get("kernels", {}).get("kernels", []), adapters, "`, `".join(commands), args.steps)
+    write(rows, found.get("kernels", {}).get("kernels", []), adapters, "`, `".join(commands))
     return 0
 
 
