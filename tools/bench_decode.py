@@ -146,7 +146,8 @@ def write(rows_by_where: dict, kernels: list[dict], adapters: dict, command: str
               "encoded command by command (the page's runner before); before-logits = the logits [1, V]; "
               "after-top = `forward_top` (the 64 largest logits: 516 bytes), plan replayed with one call "
               "into JS; after-shown = the top-k and one layer's tensors, `keep=True` (every other tensor "
-              "stays on the GPU for `read_layer`). Host = Python side up to the wait for the readback "
+              "stays on the GPU for `read_layer`). Calls into JS are 1 more on a step that records a new plan "
+              "(after-shown records one per step: its attention stages' size depends on T). Host = Python side up to the wait for the readback "
               "(plan, writes, encoding or replay, submit); wall = the whole step.", "",
               "| where | model | mode | steps | dispatches | readback copies | readback bytes | GPU copies | "
               "host ms | wall ms | calls into JS |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
