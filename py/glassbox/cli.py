@@ -75,15 +75,12 @@ class _Backend:
     def generate(self, prompt, n: int, rng_for, temperature: float, top_k: int, top_p: float) -> list[int]:
         """``n`` sampled tokens after ``prompt``; ``rng_for()`` gives a fresh seeded generator (a
         fallback in the middle of generation starts again on numpy with the same seed)."""
-        from .sampling import distribution, sample
-
         if self.engine is not None:
-            from .gpu import native
+            from .gpu import native, sampler  # issue 15 (g15): sampler reads back the top-k only
 
             rng = rng_for()
             try:
-                return native.run_sync(self.engine.generate(prompt.ids, n, lambda logits: sample(
-                    distribution(logits, temperature, top_k, top_p), rng)))
+                return native.run_sync(sampler.generate(self.engine, prompt.ids, n, temperature, top_k, top_p, rng))
             except _gpu_failures() as e:
                 self._fall_back(e)
         return self.model.generate_ids(prompt, n, rng_for(), temperature, top_k, top_p)

@@ -229,3 +229,10 @@ def forward(params: Params, config: GPTConfig, ids, cache: KVCache | None = None
         x = block(x, params, layer, config, cache, keep, edit)
     trace["logits"] = unembed(params, final_norm(params, config, x, keep))
     return trace
+
+
+def top_k(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest values of one row [V] and their ids, largest first, the lower id first
+    on ties (np.argmax's order: ids[0] == np.argmax(row)). [V] -> [k], [k]"""
+    order = np.lexsort((np.arange(row.size), -row))[:k]
+    return row[order], order

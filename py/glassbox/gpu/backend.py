@@ -90,6 +90,7 @@ USAGE_COPY_SRC = 0x0004
 USAGE_COPY_DST = 0x0008
 USAGE_UNIFORM = 0x0040
 USAGE_STORAGE = 0x0080
+USAGE_QUERY_RESOLVE = 0x0200
 MAP_READ = 0x0001
 
 BUFFER_USAGES = {
@@ -165,6 +166,59 @@ class Copy:
     size: int
 
 
+@dataclass(frozen=True)
+class EncoderNames:
+    """A platform's method names for encoding (wgpu-py snake_case, JS camelCase)."""
+
+    begin_pass: str
+    end: str
+    set_pipeline: str
+    set_bind_group: str
+    dispatch: str
+    copy: str
+
+
+def encode(encoder: Any, commands: Sequence["Dispatch | Copy"], names: EncoderNames,
+           timed: Any = None) -> int:
+    """Encode commands into ``encoder``: consecutive dispatches share a compute pass (a copy
+    ends it); with ``timed(begin, i)`` (calls ``begin`` with dispatch i's timestamp writes and
+    returns the pass) each dispatch gets its own pass. Returns the calls made on encoder and
+    passes."""
+    compute, pipeline, calls, index = None, None, 0, 0
+    for c in commands:
+        if isinstance(c, Dispatch):
+            if compute is None:
+                begin = getattr(encoder, names.begin_pass)
+                compute, pipeline = (begin() if timed is None else timed(begin, index)), None
+                calls += 2  # begin, end
+            if c.pipeline is not pipeline:
+                getattr(compute, names.set_pipeline)(c.pipeline)
+                pipeline = c.pipeline
+                calls += 1
+            getattr(compute, names.set_bind_group)(0, c.bind_group)
+            getattr(compute, names.dispatch)(*c.workgroups)
+            calls += 2
+            index += 1
+            if timed is not None:
+                getattr(compute, names.end)()
+                compute = None
+        else:
+            if compute is not None:
+                getattr(compute, names.end)()
+                compute = None
+            getattr(encoder, names.copy)(c.src.handle, c.src_offset, c.dst.handle, c.dst_offset, c.size)
+            calls += 1
+    if compute is not None:
+        getattr(compute, names.end)()
+    return calls
+
+
+def timestamps_ns(raw: memoryview, dispatches: int, period: float = 1.0) -> list[float]:
+    """GPU time per dispatch from resolved timestamp pairs (u64 begin, end) times ns per tick."""
+    ticks = np.frombuffer(raw, dtype=np.uint64)[:2 * dispatches].astype(np.float64)
+    return list((ticks[1::2] - ticks[0::2]) * period)
+
+
 class Backend(abc.ABC):
     """An adapter + device. Subclasses are built by their async ``create`` factory."""
 
@@ -222,6 +276,31 @@ class Backend(abc.ABC):
     def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
         """Encode all commands in one command encoder (consecutive dispatches share a compute
         pass) and submit it once."""
+
+    def record(self, commands: Sequence[Dispatch | Copy]) -> Any:
+        """Prepare a command list that will be submitted many times (a forward plan); the
+        result goes to :meth:`replay`. Here: the list itself (the browser prepares it in JS)."""
+        return list(commands)
+
+    def replay(self, recording: Any, writes: Sequence[tuple["Buffer", np.ndarray]] = ()) -> None:
+        """queue.writeBuffer each (buffer, array) of ``writes`` at offset 0, then submit a
+        :meth:`record`-ed command list."""
+        for buffer, data in writes:
+            self.write_buffer(buffer, data)
+        self.submit(recording)
+
+    # ----- profiling (issue 15, g15)
+
+    @property
+    def can_time(self) -> bool:
+        """Whether the device has 'timestamp-query' (requested at creation) for submit_timed."""
+        return "timestamp-query" in getattr(self, "features", ())
+
+    async def submit_timed(self, commands: Sequence[Dispatch | Copy]) -> list[float]:
+        """Submit like :meth:`submit`, each dispatch in its own compute pass with timestamps
+        at its start and end; return the GPU time of each dispatch in nanoseconds (in the
+        order of the dispatches). Needs :attr:`can_time`."""
+        raise GPUError(f"{self.info.describe()} has no timestamp queries in this backend")
 
     # ----- waiting (coroutines)
 

@@ -12,6 +12,14 @@ keeps each KV cache on the GPU, and for every forward:
 3. copies the trace tensors the caller asked for into readback buffers (after the segment
    that produced them: the embeddings, each layer, the end), submits once, maps once.
 
+Reading back only what is shown (issue 15): ``forward(..., keep=True)`` also keeps every
+other tensor of the run on the GPU — GPU-to-GPU copies of the tensors a later segment
+overwrites, the rest left in place in the scratch buffers — until the next forward;
+``await read_layer(l)`` / ``read_kept(capture)`` then read them without recomputing.
+``forward_top`` reads back the K largest logits of the last row (top_k.wgsl) instead of the
+logits [N, V]: a decode step's readback is a few hundred bytes (glassbox.gpu.sampler samples
+from it exactly as glassbox.sampling does where that is possible).
+
 Pipelines are cached by kernel + entry point + override constants, bind groups by the exact
 buffers they bind; scratch buffers only grow, so a decode loop rebuilds nothing.
 
@@ -55,23 +63,32 @@ assert set(FINAL_SOURCES) == set(FINAL_NAMES)
 
 MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # each layer's (issue 15, matmul)
 READBACK_ALIGN = 256  # offsets of regions inside a readback buffer (mapAsync needs 8)
+TOP_K = 64  # logits forward_top reads back by default
+KEEP_LIMIT = 256 * 1024 * 1024  # bytes of GPU-to-GPU copies keep=True may hold (default)
+# Roles written once per forward: a kept run leaves them in place (no copy). Every other role
+# is rewritten by the next layer, so a kept run copies it out after its segment — except in
+# the last layer, which nothing overwrites before the next forward.
+WRITTEN_ONCE = {"tok", "pos", "lnf", "meanf", "varf", "logits"}
 MAX_PLANS = 32  # forward plans kept (by N, T when attention stages are read, cache, captures)
 
 Capture = Callable[[str], bool] | str | int | None
 
 
 def capture_predicate(capture: Capture) -> Callable[[str], bool]:
-    """None or 'all' -> everything; 'logits' -> logits only; an int -> that layer (with the
+    """None or 'all' -> everything; 'logits' -> logits only; 'none' -> nothing (forward still
+    reads the logits; forward_top only its top-k); an int -> that layer (with the
     embeddings, ln_f and logits, as trace.capture_layer); a callable is used as is."""
     if capture is None or capture == "all":
         return lambda name: True
     if capture == "logits":
         return lambda name: name == "logits"
+    if capture == "none":
+        return lambda name: False
     if isinstance(capture, int) and not isinstance(capture, bool):
         return capture_layer(capture)
     if callable(capture):
         return capture
-    raise ValueError(f"capture must be None, 'all', 'logits', a layer number or a callable, got {capture!r}")
+    raise ValueError(f"capture must be None, 'all', 'logits', 'none', a layer number or a callable, got {capture!r}")
 
 
 @dataclass
@@ -90,6 +107,31 @@ class _Plan:
     copies: list  # ((segment, role), (readback buffer, offset, size)) in readback order
     shapes: dict[str, tuple[int, ...]]
     ids: Buffer
+    kept: dict = None  # keep=True: (segment, role) -> (GPU buffer, offset, size) holding it
+    top: tuple | None = None  # forward_top: the readback region of top_k.wgsl's top
+    recording: object = None  # backend.record(commands), replayed by every run
+
+
+@dataclass(frozen=True)
+class Top:
+    """The k largest logits of the last row, largest first, lower id first on ties (so
+    ``ids[0]`` is np.argmax of the row), and how many of the row's V logits are not finite."""
+
+    values: np.ndarray  # [k] float32 logits (no temperature)
+    ids: np.ndarray  # [k] int64 token ids
+    nonfinite: int
+    vocab_size: int
+
+
+@dataclass
+class _LastRun:
+    """What read_kept needs of the last forward run with keep=True."""
+
+    ids: np.ndarray
+    start: int
+    shapes: dict[str, tuple[int, ...]]
+    read: dict  # (segment, role) -> array already read back
+    kept: dict  # (segment, role) -> (buffer, offset, size) on the GPU
 
 
 @dataclass
@@ -122,8 +164,10 @@ class Engine:
 
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
                  rowwise_max_tokens: int | None = None, splitk_max_tokens: int | None = None,
-                 prefill_min_tokens: int | None = None, fast_attention: bool = True, kv_cache: str = "f32"):
+                 prefill_min_tokens: int | None = None, fast_attention: bool = True, kv_cache: str = "f32",
+                 keep_limit: int = KEEP_LIMIT):
         self.backend = backend
+        self.keep_limit = keep_limit
         # issue 15, attention: kv_cache "f16" halves the KV cache (needs the shader-f16 feature,
         # requested with NativeBackend/BrowserBackend.create(optional_features=["shader-f16"])).
         if kv_cache not in ("f32", "f16"):
@@ -163,9 +207,13 @@ class Engine:
         self._layouts = {k.name: backend.create_layout(k.kinds) for k in K.KERNELS}
         self._shader_code = {k.name: K.cache_variant(k, kv_cache == "f16", self.shader_features) for k in K.KERNELS}
         self._pipelines: dict = {}
+        self._labels: dict[int, str] = {}  # id(pipeline) -> "kernel.entry [OUT x IN]" (profile)
         self._bind_groups: dict = {}
         self._scratch: dict[str, Buffer] = {}
         self._readback: list[Buffer] = []
+        self._kept: list[Buffer] = []  # keep=True: storage buffers the tensors are copied into
+        self._last: _LastRun | None = None
+        self.last_plan: _Plan | None = None
         self._plans: dict = {}  # plan key (N, T or 0, KV cache serial, copies) -> _Plan
         self._lock = asyncio.Lock()
         self._params = backend.create_buffer(16, "uniform", "params")
@@ -285,6 +333,7 @@ class Engine:
             pipeline = await self.backend.create_pipeline(self._shader_code[kernel.name], entry, constants,
                                                           self._layouts[kernel.name], f"{kernel.name}.{entry}")
             self._pipelines[key] = pipeline
+            self._labels[id(pipeline)] = _label(kernel.name, entry, constants)
         return pipeline
 
     def _bind(self, kernel: K.Kernel, buffers: dict):
@@ -309,8 +358,11 @@ class Engine:
             buffer = self._scratch[role] = self.backend.create_buffer(size, "storage", role)
         return buffer
 
-    def _readback_regions(self, sizes: list[int]) -> list[tuple[Buffer, int, int]]:
-        """Place regions of the given sizes in readback buffers, each within max_buffer_size."""
+    def _readback_regions(self, sizes: list[int], pool: list[Buffer] | None = None,
+                          usage: str = "readback") -> list[tuple[Buffer, int, int]]:
+        """Place regions of the given sizes in readback buffers (or ``pool``'s buffers of
+        ``usage``), each within max_buffer_size."""
+        pool = self._readback if pool is None else pool
         limit = self.limits["max_buffer_size"]
         ends = [0]  # bytes used in each readback buffer
         placed = []
@@ -320,13 +372,12 @@ class Engine:
             placed.append((len(ends) - 1, ends[-1], size))
             ends[-1] += -(-size // READBACK_ALIGN) * READBACK_ALIGN
         for i, end in enumerate(ends):
-            if i == len(self._readback):
-                self._readback.append(self.backend.create_buffer(end, "readback", f"readback{i}"))
-            elif self._readback[i].size < end:
-                self._readback[i] = self.backend.create_buffer(max(end, 2 * self._readback[i].size), "readback",
-                                                               f"readback{i}")
+            if i == len(pool):
+                pool.append(self.backend.create_buffer(max(end, 16), usage, f"{usage}{i}"))
+            elif pool[i].size < end:
+                pool[i] = self.backend.create_buffer(min(max(end, 2 * pool[i].size), limit), usage, f"{usage}{i}")
                 self._plans.clear()
-        return [(self._readback[i], offset, size) for i, offset, size in placed]
+        return [(pool[i], offset, size) for i, offset, size in placed]
 
     # ----- the forward pass
 
@@ -347,24 +398,78 @@ class Engine:
         shapes.update({stage: (H, n, t) for stage in STAGES})
         return shapes
 
-    async def forward(self, ids, cache: GPUCache | None = None, capture: Capture = None) -> Trace:
+    async def forward(self, ids, cache: GPUCache | None = None, capture: Capture = None, *,
+                      keep: bool = False) -> Trace:
         """Run token ids [N] (continuing ``cache`` if given) and return the Trace.
 
         ``capture`` picks the tensors read back (see capture_predicate); the logits always are.
+        ``keep``: keep every other tensor of this run on the GPU for read_kept / read_layer
+        (until the next forward).
         """
+        _, trace = await self._forward(ids, cache, capture, keep, 0, logits=True)
+        return trace
+
+    async def forward_top(self, ids, cache: GPUCache | None = None, capture: Capture = "none", *,
+                          k: int = TOP_K, keep: bool = False) -> tuple[Top, Trace]:
+        """Like forward, but reads back the k largest logits of the last row (a Top) instead of
+        the logits [N, V]; the Trace holds what ``capture`` asks for (the logits only if it
+        asks for them)."""
+        return await self._forward(ids, cache, capture, keep, k, logits=False)
+
+    async def read_layer(self, layer: int) -> Trace:
+        """Layer ``layer``'s tensors of the last forward run with keep=True, without recomputing."""
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.config.n_layer:
+            raise ValueError(f"layer must be 0..{self.config.n_layer - 1}, got {layer!r}")
+        prefix = f"h.{layer}."
+        return await self.read_kept(lambda name: name.startswith(prefix))
+
+    async def read_kept(self, capture: Capture = None) -> Trace:
+        """The tensors ``capture`` picks (see capture_predicate) of the last forward, read from
+        what it kept on the GPU (or already read back). Every forward keeps the tensors no
+        later step overwrites (tok_emb, pos_emb, ln_f's, the logits); keep=True keeps all.
+        Raises GPUError for a tensor the last forward did not keep."""
+        want = capture_predicate(capture)
+        async with self._lock:
+            last = self._last
+            if last is None:
+                raise GPUError("nothing is kept: no forward has run since the engine was made (or the last failed)")
+            names = [name for name in all_names(self.config) if want(name)]
+            keys = sorted({self._source(name) for name in names})
+            fetch = [key for key in keys if key not in last.read]
+            missing = [name for name in names if self._source(name) not in last.read
+                       and self._source(name) not in last.kept]
+            if missing:
+                raise GPUError(f"{missing[0]} was not kept: run forward with keep=True to read it later")
+            regions = self._readback_regions([last.kept[key][2] for key in fetch])
+            arrays = dict(last.read)
+            if fetch:
+                self.backend.submit([Copy(src, offset, dst, dst_offset, size) for key, (src, offset, size), (
+                    dst, dst_offset, _) in zip(fetch, (last.kept[key] for key in fetch), regions)])
+                data = await self.backend.read(regions)
+                arrays.update({key: np.frombuffer(blob, dtype=np.float32).reshape(last.shapes[key[1]])
+                               for key, blob in zip(fetch, data)})
+        trace = Trace(config=self.config, ids=last.ids, start=last.start)
+        for name in names:
+            trace[name] = _view(name, arrays[self._source(name)], self.config)
+        return trace
+
+    async def _forward(self, ids, cache, capture, keep: bool, top: int, logits: bool) -> tuple[Top | None, Trace]:
         c = self.config
         start = cache.length if cache is not None else 0
         ids = reference.check_ids(c, ids, start)
         want = capture_predicate(capture)
-        names = [name for name in all_names(c) if name == "logits" or want(name)]
-        if "logits" not in names:
+        names = [name for name in all_names(c) if want(name)]
+        if logits and "logits" not in names:
             names.append("logits")
+        if top and not 1 <= top <= K.TOP_K_WG:
+            raise ValueError(f"k must be 1..{K.TOP_K_WG}, got {top}")
         async with self._lock:
             self.backend.check()
+            self._last = None
             try:
                 if cache is None and self._own_cache is None:
                     self._own_cache = self.new_cache()
-                trace = await self._run(ids, start, cache or self._own_cache, names)
+                result = await self._run(ids, start, cache or self._own_cache, names, keep, top)
             except GPUError:
                 raise
             except Exception as e:
@@ -372,22 +477,30 @@ class Engine:
                 raise
             if cache is not None:
                 cache.length = start + ids.size
-        return trace
+        return result
 
-    async def _run(self, ids: np.ndarray, start: int, kv: GPUCache, names: list[str]) -> Trace:
+    async def _run(self, ids: np.ndarray, start: int, kv: GPUCache, names: list[str], keep: bool,
+                   top: int) -> tuple[Top | None, Trace]:
         n, t = int(ids.size), start + int(ids.size)
         source = {name: self._source(name) for name in names}
-        plan = await self._plan(n, t, kv, sorted(set(source.values())))
-        self.backend.write_buffer(self._params, K.params_array(n, t, start))
-        self.backend.write_buffer(plan.ids, ids.astype(np.uint32))
-        self.backend.submit(plan.commands)
-        data = await self.backend.read([region for _, region in plan.copies])
+        plan = await self._plan(n, t, kv, sorted(set(source.values())), keep, top)
+        self.backend.replay(plan.recording, [(self._params, K.params_array(n, t, start)),
+                                             (plan.ids, ids.astype(np.uint32))])
+        regions = [region for _, region in plan.copies] + ([plan.top] if top else [])
+        data = await self.backend.read(regions)
         arrays = {key: np.frombuffer(blob, dtype=np.float32).reshape(plan.shapes[key[1]])
                   for (key, _), blob in zip(plan.copies, data)}
         trace = Trace(config=self.config, ids=ids, start=start)
         for name in names:
             trace[name] = _view(name, arrays[source[name]], self.config)
-        return trace
+        self._last = _LastRun(ids, start, plan.shapes, arrays, plan.kept)
+        found = None
+        if top:
+            words = np.frombuffer(data[-1], dtype=np.uint32)
+            count = int(np.count_nonzero(words[top:2 * top] != 0xFFFFFFFF))
+            found = Top(words[:count].view(np.float32).copy(), words[top:top + count].astype(np.int64),
+                        int(words[2 * top]), self.config.vocab_size)
+        return found, trace
 
     def _source(self, name: str) -> tuple[int, str]:
         """(segment, role): the buffer holding a trace tensor and the segment after which it is
@@ -399,30 +512,47 @@ class Engine:
         layer, short = name[2:].split(".", 1)
         return int(layer), LAYER_SOURCES[short]
 
-    async def _plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]]) -> "_Plan":
+    async def _plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]], keep: bool = False,
+                    top: int = 0) -> "_Plan":
         """The commands of a forward over n tokens (T = t), cached: a decode loop reuses one."""
-        stages_needed = any(role in STAGES for _, role in copies)
-        key = (n, t if stages_needed else 0, kv.k[0].serial, tuple(copies))
+        stages_needed = keep or any(role in STAGES for _, role in copies)
+        key = (n, t if stages_needed else 0, kv.k[0].serial, tuple(copies), keep, top)
         plan = self._plans.get(key)
         if plan is None:
-            plan = await self._build_plan(n, t, kv, copies)
+            plan = await self._build_plan(n, t, kv, copies, keep, top)
+            plan.recording = self.backend.record(plan.commands)
             while len(self._plans) >= MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
+        self.last_plan = plan  # the plan of the last forward (benchmarks count its commands)
         return plan
 
-    async def _build_plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]]) -> "_Plan":
+    async def _build_plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]], keep: bool = False,
+                          top: int = 0) -> "_Plan":
         c = self.config
         D, H, V = c.n_embd, c.n_head, c.vocab_size
         shapes = self._shapes(n, t)
         nbytes = {role: 4 * math.prod(shape) for role, shape in shapes.items()}
-        captured = {role for _, role in copies}
+        kept_keys = [key for key in self._keep_keys(copies) if keep or key[1] in WRITTEN_ONCE]
+        captured = {role for _, role in copies + kept_keys}
         if captured & set(STAGES):
             captured |= set(STAGES)  # attention writes all four stages or none
         buf = {role: self._buffer(role, nbytes[role]) for role in shapes
                if role not in CAPTURE_ONLY or role in captured}
         buf["ids"] = self._buffer("ids", 4 * n)
-        region_of = dict(zip(copies, self._readback_regions([nbytes[role] for _, role in copies])))
+        top_words = K.top_k_words(top) if top else 0
+        placed = self._readback_regions(([4 * top_words] if top else []) + [nbytes[role] for _, role in copies])
+        top_region = placed.pop(0) if top else None
+        region_of = dict(zip(copies, placed))
+        # keep=True (issue 15, g15): where each kept tensor stays — its own scratch buffer when
+        # nothing overwrites it before the next forward, else a copy in the kept pool.
+        copied = [key for key in kept_keys if not self._kept_in_place(*key)]
+        if sum(nbytes[role] for _, role in copied) > self.keep_limit:
+            raise GPUError(f"keep=True would hold {sum(nbytes[role] for _, role in copied) / 2**20:.0f} MiB "
+                           f"on the GPU for {n} tokens, over the {self.keep_limit / 2**20:.0f} MiB limit: "
+                           "capture one layer instead")
+        kept_at = dict(zip(copied, self._readback_regions([nbytes[role] for _, role in copied], self._kept,
+                                                          "storage")))
         cmds: list = []
         params = self._params
         scheme = {"SCHEME": K.SCHEME_CODES[self.scheme], "GROUP": self.group}
@@ -437,7 +567,7 @@ class Engine:
             cmds.append(Dispatch(pipeline, self._bind(kernel, {"params": params, **buffers}), grid))
 
         def copy_segment(segment):
-            for key, (dst, offset, size) in region_of.items():
+            for key, (dst, offset, size) in (*region_of.items(), *kept_at.items()):
                 if key[0] == segment:
                     cmds.append(Copy(buf[key[1]], 0, dst, offset, size))
 
@@ -495,7 +625,7 @@ class Engine:
         copy_segment(-1)
 
         for layer, w in enumerate(self.layers):
-            kept = {role for seg, role in copies if seg == layer}
+            kept = {role for seg, role in copies + kept_keys if seg == layer}  # g15: + kept
             maybe = lambda role: buf[role] if role in kept else None  # noqa: E731
             await layer_norm(buf["x"], w["ln_1"], buf["ln1"], buf["mean1"], buf["var1"])
             await matmul(buf["ln1"], *w["attn.c_attn"], buf["qkv"])
@@ -517,8 +647,56 @@ class Engine:
             for chunk in self.wte:
                 await matmul(x, chunk.matrix, None, out, rows=rows, OUT_STRIDE=V, OUT_OFFSET=chunk.v0, ROW0=r0,
                              ROWS=block)
+        if top:  # issue 15 (g15): the last row's top-k, from the logits block holding that row
+            r0 = (n - 1) // block * block
+            logits_block = (buf["logits"], 4 * V * r0, min(buf["logits"].size - 4 * V * r0, 4 * V * block))
+            top_buf = self._buffer("top_k", 4 * top_words)
+            await dispatch(K.TOP_K, K.top_k_launch(top), {"V": V, "R0": r0}, {"logits": logits_block, "top": top_buf})
+            cmds.append(Copy(top_buf, 0, *top_region))
         copy_segment(c.n_layer)
-        return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"])
+        kept = {key: region for key, region in kept_at.items()}
+        kept.update({key: (buf[key[1]], 0, nbytes[key[1]]) for key in kept_keys if key not in kept_at})
+        return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"], kept=kept,
+                     top=top_region)
+
+    def _keep_keys(self, copies: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """(segment, role) of every trace tensor a keep=True run holds on the GPU: all those
+        not read back."""
+        read = set(copies)
+        return sorted({self._source(name) for name in all_names(self.config)} - read)
+
+    def _kept_in_place(self, segment: int, role: str) -> bool:
+        """Whether a role's scratch buffer still holds a segment's tensor after the forward."""
+        return role in WRITTEN_ONCE or segment == self.config.n_layer - 1
+
+    async def profile(self, ids, cache: GPUCache | None = None, capture: Capture = "none", *,
+                      top: int = 0) -> list[tuple[str, float]]:
+        """One forward (continuing ``cache`` like forward; nothing read back) with each
+        dispatch in its own pass between timestamp queries: [(kernel label, GPU ns)] in
+        dispatch order. Needs a backend created with the 'timestamp-query' feature."""
+        if not self.backend.can_time:
+            raise GPUError(f"{self.describe()}: this device has no 'timestamp-query' (request it at creation; "
+                           "Chrome also needs --enable-webgpu-developer-features for full resolution)")
+        c = self.config
+        start = cache.length if cache is not None else 0
+        ids = reference.check_ids(c, ids, start)
+        want = capture_predicate(capture)
+        names = [name for name in all_names(c) if want(name)]
+        async with self._lock:
+            self.backend.check()
+            self._last = None
+            kv = cache or self._own_cache or self.new_cache()
+            if cache is None:
+                self._own_cache = kv
+            n, t = int(ids.size), start + int(ids.size)
+            plan = await self._plan(n, t, kv, sorted({self._source(name) for name in names}), False, top)
+            self.backend.write_buffer(self._params, K.params_array(n, t, start))
+            self.backend.write_buffer(plan.ids, ids.astype(np.uint32))
+            times = await self.backend.submit_timed(plan.commands)
+            if cache is not None:
+                cache.length = t
+        labels = [self._labels.get(id(cmd.pipeline), "?") for cmd in plan.commands if isinstance(cmd, Dispatch)]
+        return list(zip(labels, times))
 
     async def generate(self, ids, n: int, pick: Callable[[np.ndarray], int]) -> list[int]:
         """Continue ``ids`` by up to ``n`` tokens with the KV cache; ``pick(logits [V]) -> id``.
@@ -541,6 +719,13 @@ def _forget_buffers(engine_ref, serials: set[int]) -> None:
     engine = engine_ref()
     if engine is not None:
         engine._forget(serials)
+
+
+def _label(kernel: str, entry: str, constants: dict) -> str:
+    """A dispatch's name in profiles: kernel.entry, with matmul's [OUT x IN]."""
+    if "OUT" in constants and "IN" in constants:
+        return f"{kernel}.{entry} [{constants['OUT']}x{constants['IN']}]"
+    return f"{kernel}.{entry}"
 
 
 def _view(name: str, array: np.ndarray, config) -> np.ndarray:

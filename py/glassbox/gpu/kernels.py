@@ -115,6 +115,8 @@ def preprocess(source: str, features: frozenset[str] | set[str] = frozenset()) -
     if state is not None:
         raise ValueError("an '// #if' block is not closed")
     return "".join(kept)
+
+
 # issue 15, attention: the kernels for layers whose attention stages are not captured.
 FLASH_ATTENTION = Kernel("flash_attention", (
     ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
@@ -122,8 +124,10 @@ FLASH_ATTENTION = Kernel("flash_attention", (
 ATTENTION_DECODE = Kernel("attention_decode", (
     ("params", "uniform"), ("qkv", "read"), ("k_cache", "read_write"), ("v_cache", "read_write"),
     ("partials", "read_write"), ("out", "read_write")))
+TOP_K = Kernel("top_k", (  # issue 15 (g15): sampling on the GPU
+    ("params", "uniform"), ("logits", "read"), ("top", "read_write")))
 KERNELS = (EMBEDDING, LAYER_NORM, MATMUL, ATTENTION, MATMUL_SPLITK, MATMUL_PREFILL, FLASH_ATTENTION,
-           ATTENTION_DECODE)
+           ATTENTION_DECODE, TOP_K)
 
 _BINDING = re.compile(r"@binding\((\d+)\)\s*var<(uniform|storage,\s*(read|read_write))>\s*(\w+)")
 
@@ -223,6 +227,21 @@ def matmul_max_out(max_workgroups: int) -> int:
 
 def attention_launch(n: int, n_head: int) -> tuple[str, dict, tuple[int, int, int]]:
     return "main", {"WG": ATTENTION_WG}, (n, n_head, 1)
+
+
+TOP_K_WG = 256  # top_k.wgsl WG: one invocation per histogram bin
+
+
+def top_k_launch(k: int) -> tuple[str, dict, tuple[int, int, int]]:
+    """top_k.wgsl: one workgroup selects the k largest logits of the last row."""
+    if not 1 <= k <= TOP_K_WG:
+        raise ValueError(f"top_k keeps 1..{TOP_K_WG} logits, got {k}")
+    return "main", {"KT": k, "WG": TOP_K_WG}, (1, 1, 1)
+
+
+def top_k_words(k: int) -> int:
+    """u32 words of top_k.wgsl's top buffer: k value bits, k ids, the non-finite count."""
+    return 2 * k + 1
 
 
 def attention_workgroup_bytes(head_size: int, context: int) -> int:

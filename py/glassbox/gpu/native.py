@@ -19,7 +19,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backend import (BUFFER_USAGES, DEFAULT_LIMITS, MAP_READ, AdapterInfo, Backend, Buffer, Copy, Dispatch,
-                      GPUUnavailableError, bind_group_entries, layout_entries, plan_limits)
+                      EncoderNames, GPUUnavailableError, bind_group_entries, encode, layout_entries, plan_limits,
+                      timestamps_ns)
+
+NAMES = EncoderNames("begin_compute_pass", "end", "set_pipeline", "set_bind_group", "dispatch_workgroups",
+                     "copy_buffer_to_buffer")
 
 
 def _looks_lost(error: Exception) -> bool:
@@ -111,25 +115,39 @@ class NativeBackend(Backend):
 
     def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
         encoder = self.device.create_command_encoder()
-        compute = None
-        pipeline = None
-        for c in commands:
-            if isinstance(c, Dispatch):
-                if compute is None:
-                    compute, pipeline = encoder.begin_compute_pass(), None
-                if c.pipeline is not pipeline:
-                    compute.set_pipeline(c.pipeline)
-                    pipeline = c.pipeline
-                compute.set_bind_group(0, c.bind_group)
-                compute.dispatch_workgroups(*c.workgroups)
-            else:
-                if compute is not None:
-                    compute.end()
-                    compute = None
-                encoder.copy_buffer_to_buffer(c.src.handle, c.src_offset, c.dst.handle, c.dst_offset, c.size)
-        if compute is not None:
-            compute.end()
+        encode(encoder, commands, NAMES)
         self.device.queue.submit([encoder.finish()])
+
+    async def submit_timed(self, commands: Sequence[Dispatch | Copy]) -> list[float]:
+        """Each dispatch in its own compute pass with timestamps at its start and end; the
+        resolved ticks times the queue's timestamp period (wgpu-native's raw ticks) -> ns."""
+        if not self.can_time:
+            return await super().submit_timed(commands)
+        import wgpu
+
+        dispatches = sum(isinstance(c, Dispatch) for c in commands)
+        count = max(2 * dispatches, 2)
+        queries = self.device.create_query_set(type=wgpu.QueryType.timestamp, count=count)
+        resolved = self.device.create_buffer(size=8 * count, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                                             | wgpu.BufferUsage.COPY_SRC)
+        readback = self.create_buffer(8 * count, "readback", "timestamps")
+        encoder = self.device.create_command_encoder()
+        encode(encoder, commands, NAMES, timed=lambda begin, i: begin(timestamp_writes={
+            "query_set": queries, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1}))
+        encoder.resolve_query_set(queries, 0, count, resolved, 0)
+        encoder.copy_buffer_to_buffer(resolved, 0, readback.handle, 0, 8 * count)
+        self.device.queue.submit([encoder.finish()])
+        (raw,) = await self.read([(readback, 0, 8 * count)])
+        return timestamps_ns(raw, dispatches, self._timestamp_period())
+
+    def _timestamp_period(self) -> float:
+        """Nanoseconds per timestamp tick (wgpuQueueGetTimestampPeriod; 1.0 if unreachable)."""
+        try:
+            from wgpu.backends.wgpu_native._ffi import lib
+
+            return float(lib.wgpuQueueGetTimestampPeriod(self.device.queue._internal))
+        except Exception:
+            return 1.0
 
     # ----- waiting
 
@@ -188,11 +206,12 @@ def adapter_available() -> bool:
         return False
 
 
-async def create_engine(checkpoint, **engine_options):
-    """NativeBackend + Engine for a checkpoint."""
+async def create_engine(checkpoint, optional_features: Sequence[str] = (), **engine_options):
+    """NativeBackend + Engine for a checkpoint (``optional_features`` e.g. 'timestamp-query'
+    for Engine.profile, where the adapter has them)."""
     from .engine import Engine
 
-    backend = await NativeBackend.create()
+    backend = await NativeBackend.create(optional_features=optional_features)
     return await Engine.create(backend, checkpoint, **engine_options)
 
 
