@@ -21,12 +21,17 @@ def model_examples(model) -> tuple[str, ...]:
     return EXAMPLES
 
 
-def stored_prompt() -> str | None:
-    """The prompt of the last visit (binding.store keeps it as the reader types)."""
+def stored(key: str, storage: str = "localStorage") -> str | None:
+    """A value the page kept in ``storage`` (or sessionStorage), None when absent or disabled."""
     try:
-        return js.localStorage.getItem("glassbox-prompt") or None
+        return getattr(js, storage).getItem(key) or None
     except Exception:  # noqa: BLE001  (storage disabled)
         return None
+
+
+def stored_prompt() -> str | None:
+    """The prompt of the last visit (binding.store keeps it as the reader types)."""
+    return stored("glassbox-prompt")
 
 
 async def main() -> Boot:
@@ -76,12 +81,20 @@ async def main() -> Boot:
         attach_qk(explainer, binding, mode.model_url)
         app.explainer = explainer
         # WebGPU when an adapter and a device answer in time, else numpy; the page says why.
+        # issue 15 (p15): one call builds the runner for full and light mode (app/gpu_light.py),
+        # and the backend card's switch (remembered in sessionStorage for the visit).
         from pyodide.ffi import to_js
 
-        from .gpu_runner import attach_webgpu
+        from .gpu_light import BACKEND_KEY, attach_backend, bind_switch
+        from .gpu_runner import browser_engine
 
         page.progress("Starting WebGPU", 0.99)
-        await attach_webgpu(app, explainer, js.navigator, to_js, js.Object.fromEntries, js.location.search)
+        make_engine = browser_engine(js.navigator, to_js, js.Object.fromEntries, explainer.model.checkpoint)
+        runner = await attach_backend(app, explainer, make_engine, js.location.search, stored(BACKEND_KEY, "sessionStorage"))
+        app.backend_switch = bind_switch(explainer, runner, js.document.querySelector('[data-slot="app"]'), js.window,
+                                         create_proxy)
+        if runner.status.backend == "webgpu":
+            page.progress("Running the model on WebGPU (the first run compiles its shaders)", 0.995)
         await explainer.start()
 
     app = Boot(page, probe=lambda: probe_adapter(js.navigator), start=start)
