@@ -281,3 +281,43 @@ def test_a_switch_waits_for_the_run_in_progress(params):
         return await task
 
     assert asyncio.run(scenario()).backend == "numpy" and ex.run.runs == 1
+
+
+def test_the_int8_kernel_loads_first_only_where_numpy_may_run_first():
+    from app.gpu_light import kernel_first
+
+    real = AdapterInfo("nvidia", "hopper", "", "NVIDIA H200", False)
+    software = AdapterInfo("google", "swiftshader", "", "SwiftShader Device", True)
+    assert kernel_first("int8", None, None)  # no adapter: numpy runs
+    assert kernel_first("int8", real, "numpy")  # asked for numpy
+    assert kernel_first("int8", software, None)  # the calibration times numpy with the kernel
+    assert not kernel_first("int8", real, None) and not kernel_first("int8", software, "webgpu")
+    assert not kernel_first("q4", None, "numpy") and not kernel_first("none", None, None)  # int8 only
+
+
+def test_a_kernel_loaded_later_reaches_the_explainers_numpy(params):
+    from app.gpu_light import use_kernel
+
+    class Model:
+        params = "float32"
+
+        def keep_quantized(self, kernel):
+            self.params = ("quantized", kernel)
+
+    class App:
+        kernel_note = ""
+
+    async def loads():
+        return "K", "the kernel"
+
+    async def fails():
+        return None, "no kernel"
+
+    app, model = App(), Model()
+    runner = make_runner(ReferenceRunner("float32", CONFIG), factory(params)[0])
+    ex = FakeExplainer(runner)
+    ex.params = "float32"
+    asyncio.run(use_kernel(app, model, fails, ex))
+    assert app.kernel_note == "no kernel" and ex.params == "float32" and runner.numpy.params == "float32"
+    asyncio.run(use_kernel(app, model, loads, ex))
+    assert app.kernel_note == "the kernel" and ex.params == runner.numpy.params == ("quantized", "K")

@@ -32,6 +32,7 @@ class Boot:
         self.backend: str | None = None
         self.versions: dict[str, str] = {}
         self.kernel_note = ""  # issue 15: how numpy multiplies (app/kernel.py), set by main.py
+        self.kernel_task = None  # p15: the kernel's load after the first run, where it is deferred
 
     async def boot(self) -> bool:
         """Run the start-up steps; True when the page reached 'ready', False on error."""

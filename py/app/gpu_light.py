@@ -294,3 +294,41 @@ def bind_switch(explainer, runner: WebGPURunner, slot, window, create_proxy) -> 
     proxy = create_proxy(on_click)
     slot.addEventListener("click", proxy)
     return proxy
+
+
+# ----- numpy's int8 kernel, loaded when numpy needs it ------------------------------------------
+
+def kernel_first(scheme: str, adapter, choice: str | None) -> bool:
+    """Whether numpy's int8 SIMD kernel (app/kernel.py) must be loaded before the first run.
+
+    It multiplies int8 weights only: q4 (light mode) and float32 models never need it. An int8
+    model needs it first where numpy may run the first run or must be timed: no adapter,
+    numpy asked for (address or this visit's choice), or a software adapter (the start-up
+    calibration times numpy with it). A real adapter, or ?backend=webgpu, runs WebGPU first:
+    the kernel then loads after the first run (``use_kernel`` spawned), off the path to the
+    first prediction; numpy's other users (experiments, the factors, the Q/K map, a device
+    loss) meanwhile multiply float32 weights, with the same numbers within float32 rounding."""
+    from .gpu_runner import software_adapter
+
+    if scheme != "int8":
+        return False
+    if choice == "numpy" or adapter is None:
+        return True
+    if choice == "webgpu":
+        return False
+    return software_adapter(adapter)
+
+
+async def use_kernel(app, model, load_kernel, explainer=None) -> None:
+    """Load the kernel (``load_kernel()`` -> (kernel or None, note)) and, when it loads, let
+    numpy keep the int8 weights (model.keep_quantized); with an ``explainer`` (the kernel came
+    after it was built), its numpy users follow: explainer.params and the numpy runner's."""
+    kernel, app.kernel_note = await load_kernel()
+    if kernel is None:
+        return
+    model.keep_quantized(kernel)
+    if explainer is not None:
+        explainer.params = model.params
+        numpy = getattr(explainer.runner, "numpy", explainer.runner)
+        if getattr(numpy, "params", None) is not None:
+            numpy.params = model.params

@@ -65,11 +65,21 @@ async def main() -> Boot:
         # (no float32 copy of the model); without the kernel it keeps float32 weights. q4
         # weights (light mode, phones) always stay stored: each product dequantizes block by
         # block, so GPT-2-small's shape needs a 228 MiB heap instead of 752 (bench/memory.md).
+        # p15: the kernel loads before the first run only where numpy may run it first
+        # (gpu_light.kernel_first); otherwise after the first run, in the background.
+        from .gpu_light import BACKEND_KEY, kernel_first, remembered_backend, use_kernel
         from .kernel import load_kernel
 
-        kernel, app.kernel_note = await load_kernel()
-        if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
-            model.keep_quantized(kernel)
+        scheme = model.checkpoint.scheme
+        choice = remembered_backend(js.location.search, stored(BACKEND_KEY, "sessionStorage"))[0]
+        kernel_later = scheme == "int8" and not kernel_first(scheme, app.adapter, choice)
+        if scheme == "q4":
+            model.keep_quantized(None)
+        elif scheme == "int8" and not kernel_later:
+            await use_kernel(app, model, load_kernel)
+        else:
+            app.kernel_note = ("numpy's own matmul until the WebAssembly SIMD kernel loads, after the first run"
+                               if kernel_later else "numpy's own matmul (float32 weights)")
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
         explainer = Explainer(binding, model, runner=mode.runner(model), namespace=console.namespace,
@@ -85,7 +95,7 @@ async def main() -> Boot:
         # and the backend card's switch (remembered in sessionStorage for the visit).
         from pyodide.ffi import to_js
 
-        from .gpu_light import BACKEND_KEY, attach_backend, bind_switch
+        from .gpu_light import attach_backend, bind_switch
         from .gpu_runner import browser_engine
 
         page.progress("Starting WebGPU", 0.99)
@@ -96,6 +106,8 @@ async def main() -> Boot:
         if runner.status.backend == "webgpu":
             page.progress("Running the model on WebGPU (the first run compiles its shaders)", 0.995)
         await explainer.start()
+        if kernel_later:  # p15: off the path to the first prediction
+            app.kernel_task = explainer.spawn(use_kernel(app, model, load_kernel, explainer))
 
     app = Boot(page, probe=lambda: probe_adapter(js.navigator), start=start)
     console.namespace["app"] = app

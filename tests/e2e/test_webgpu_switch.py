@@ -40,6 +40,9 @@ def test_the_reader_switches_to_numpy_and_back(app, artifacts):
     page.get_by_test_id("example").nth(0).click()  # a run of the text the switch will run again
     wait_run(page, before)
     app.py("gpu_logits = explainer.trace.logits.copy(); gpu_ids = explainer.ids.copy()" + WORST)
+    # ?backend=webgpu: numpy's int8 kernel was loaded after the first run, not before it.
+    assert app.py("app.kernel_task is not None and (await app.kernel_task) is None and "
+                  "type(explainer.params['h.0.mlp.c_fc.weight']).__name__") == "QuantizedMatrix", app.py("app.kernel_note")
     open_card(page)
     button = page.get_by_test_id("backend-switch")
     assert button.text_content() == "Run on numpy instead"
@@ -81,6 +84,7 @@ def test_light_mode_runs_on_webgpu_with_numpy_light_modes_numbers(open_page, art
         assert backend(page)[0] == "webgpu", backend(page)
         assert app.py("explainer.runner.name") == "WebGPU, light mode"
         assert app.py("explainer.runner.engine.scheme") == "q4"
+        assert app.py("app.kernel_task") is None  # q4: the int8 kernel is never loaded
         app.py(WORST + """
 from app import lightmode
 numpy_light = lightmode.LightRunner(explainer.runner.params, explainer.config)
