@@ -178,7 +178,8 @@ def remembered_backend(search: str, stored: str | None) -> tuple[str | None, str
 
 
 def parked(runner) -> object | None:
-    return runner.__dict__.get("_parked_engine")
+    """The WebGPU engine a switch to numpy set aside (None when there is none)."""
+    return getattr(runner, "_parked_engine", None)
 
 
 async def choose_backend(runner: WebGPURunner, backend: str) -> Status:
@@ -194,13 +195,13 @@ async def choose_backend(runner: WebGPURunner, backend: str) -> Status:
     runner.where = "numpy"
     if backend == "numpy":
         if runner.engine is not None:
-            runner.__dict__["_parked_engine"] = runner.engine
+            runner._parked_engine = runner.engine
         runner.engine, runner.cache, runner._retry, runner._asked_numpy = None, None, False, True
         runner._say("numpy", "chosen", "numpy runs the model because you chose it (Run on numpy instead); "
                                        "this tab remembers the choice for the visit.")
         return runner.status
     runner._asked_numpy = False
-    engine = runner.__dict__.pop("_parked_engine", None)
+    engine, runner._parked_engine = parked(runner), None
     if engine is not None and not engine.backend.lost:
         runner.engine, runner.cache = engine, engine.new_cache()
     elif not await runner._new_engine():

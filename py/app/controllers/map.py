@@ -86,13 +86,15 @@ class MapController(Controller):
         self._show_layer(layer)
         return None
 
-    async def _fetched(self, fetching, layer: int) -> None:
+    async def _fetched(self, fetching, layer: int) -> bool:
+        """Show the layer once its tensors came; False (and the error shown) when that failed."""
         try:
             await fetching
             self._show_layer(layer)
         except Exception as exc:  # noqa: BLE001  (shown beside the input, as an event's error)
             self.ex.fail(exc)
-            raise
+            return False
+        return True
 
     def _show_layer(self, layer: int) -> None:
         ex = self.ex
@@ -118,7 +120,7 @@ class MapController(Controller):
         if layer is not None and layer != self.ex.layer:
             pending = self.select_layer(layer)
             if pending is not None:  # the layer comes from the GPU first (issue 15)
-                pending.add_done_callback(lambda task: task.cancelled() or task.exception() or self.open_view(view))
+                pending.add_done_callback(lambda task: not task.cancelled() and task.result() and self.open_view(view))
                 return
         self.open_view(view)
 
