@@ -8,7 +8,7 @@ per query string (default: ``?backend=numpy``, the default page, ``?backend=webg
 to data-state=ready is kept), then in interleaved rounds (each page in turn, so a busy phase
 of a shared machine hits all alike): types a prompt, clicks Run, and measures in the page
 (performance.now()) from the click to the moment the explainer marks the run drawn
-(``data-runs`` changes), and reads the model's own time (``explainer.last_run_s``, the
+(``data-runs`` changes), and reads the model's own time (``explainer.run.last_run_s``, the
 runner's call) for the same run. The difference is the page's overhead (status repaints,
 sampling, drawing the views). Medians go to the "page" section of bench/results.md, with the
 issue 15 aim "the default page is never slower than ?backend=numpy" stated against them.
@@ -50,7 +50,7 @@ def measure(page, runs: int) -> list[tuple[float, float, int]]:
         page.get_by_test_id("prompt").fill(PROMPTS[i % len(PROMPTS)])
         drawn = page.evaluate(CLICK)
         model, tokens = page.evaluate("code => window.glassbox_py(code)",
-                                      "[explainer.last_run_s, int(explainer.ids.size)]")
+                                      "[explainer.run.last_run_s, int(explainer.ids.size)]")
         if i:
             out.append((drawn, model * 1e3, tokens))
     return out
