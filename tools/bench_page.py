@@ -122,8 +122,9 @@ def main(argv=None) -> int:
         verdict = ("met" if ratio <= 1.0 else "within the spread" if ratio <= 1.15 else "not met")
         lines += ["", f"Aim (issue 15) \"the default page never slower than ?backend=numpy\": {verdict} here: the "
                   f"default page ran {default[1]} and drew a run in {default[3]:.0f} ms against {numpy[3]:.0f} ms "
-                  f"({ratio:.2f}x); its boot took {default[6]:.1f} s against {numpy[6]:.1f} s (one boot each: "
-                  "boot times swing with the machine's load)."]
+                  f"({ratio:.2f}x); its boot took {default[6]:.1f} s against {numpy[6]:.1f} s (one boot each, and boot "
+                  "times swing with the machine's load; on a software adapter the default page's boot also pays "
+                  "the start-up check: a WebGPU device, its shaders and a timed forward on each backend)."]
     lines += ["", "Backend reasons shown, and how numpy multiplied when the page was ready (app.kernel_note: the "
               "int8 kernel loads before the first run only where numpy may run first):", ""] + [f"- `{r[0]}`: {r[2]}" for r in rows]
     path = Path(args.out)
