@@ -59,10 +59,10 @@ CONFIGS = {
     "ort-wasm-2t-fp32": ("bench_peer.html", {"ep": "wasm", "threads": 2, "model": "fp32"}),
     "ort-wasm-1t-int8": ("bench_peer.html", {"ep": "wasm", "threads": 1, "model": "int8"}),
     "ort-wasm-2t-int8": ("bench_peer.html", {"ep": "wasm", "threads": 2, "model": "int8"}),
-    "ort-webgpu-fp32": ("bench_peer.html", {"ep": "webgpu", "threads": 1, "model": "fp32", "decode": 4}),
+    "ort-webgpu-fp32": ("bench_peer.html", {"ep": "webgpu", "threads": 1, "model": "fp32"}),
     "glassbox-wasm": ("bench.html", {"backends": "wasm"}),
     "glassbox-numpy": ("bench.html", {"backends": "numpy"}),
-    "glassbox-webgpu": ("bench.html", {"backends": "webgpu", "decode": 4}),
+    "glassbox-webgpu": ("bench.html", {"backends": "webgpu"}),
 }
 PEERS = ("ort-wasm-1t-fp32", "ort-wasm-2t-fp32")
 
@@ -151,7 +151,7 @@ def med(values):
 
 
 def rate(v: float) -> str:
-    return f"{v:.1f} tok/s" if v >= 1 else f"{v:.2f} tok/s"
+    return f"{v:.1f} tok/s" if v >= 1 else f"{v:.2g} tok/s"
 
 
 def section(data: dict, key: str = "peer") -> str:
@@ -165,8 +165,10 @@ def section(data: dict, key: str = "peer") -> str:
              "the peer runs them as ONNX (tools/peer_onnx.py; fp32 = dequantized, int8 = onnxruntime's dynamic "
              "quantization of that graph), Glassbox loads them as an int8 model folder",
              f"- {len(rounds)} interleaved rounds (every configuration once per round, in the table's order); "
-             "each cell is the median over rounds; within a page, forward = median of up to 10 timed runs after "
-             "a warm-up, decode = one run of KV-cached greedy steps after an 8-token prompt",
+             "each cell is the median over rounds; within a page, forward = median of the timed runs after a "
+             f"warm-up (at least 1, at most 10, for {data.get('seconds', 3.0):g} s), decode = one run of "
+             f"{data.get('decode', 16)} KV-cached greedy steps ({data.get('gpu_decode', 4)} on WebGPU pages) after "
+             "an 8-token prompt",
              "- load: peer = fetch of the .onnx + InferenceSession.create; Glassbox = load_model (fetch, sha256, "
              "parse) + the backend's preparation (wasm: none, numpy: dequantize to float32, webgpu: engine and "
              "upload)",
@@ -190,7 +192,14 @@ def section(data: dict, key: str = "peer") -> str:
             dr.append(f"{p['decode_tok_s'] / m['decode_tok_s']:.2f}x" if m["decode_tok_s"] and p.get("decode_tok_s") else "–")
         lines.append(f"| {name} | {' | '.join(cells)} | {' / '.join(fr)} | {' / '.join(dr)} | {m['ok']} |")
     lines += ["", "Ratios are time over the peer's time (forward) and the peer's tokens/s over this one's (decode): "
-              "below 1 is faster than the peer, 2.00x is twice as slow.", "",
+              "below 1 is faster than the peer, 2.00x is twice as slow."]
+    ours, theirs = meds.get("glassbox-webgpu", {}), meds.get("ort-webgpu-fp32", {})
+    if ours.get("forward_ms") and theirs.get("forward_ms"):
+        decode = (f", decode {theirs['decode_tok_s'] / ours['decode_tok_s']:.2f}x"
+                  if ours.get("decode_tok_s") and theirs.get("decode_tok_s") else "")
+        lines += ["", f"Glassbox WebGPU against ONNX Runtime Web's WebGPU backend, same ratios: forward "
+                  f"{ours['forward_ms'] / theirs['forward_ms']:.2f}x{decode}."]
+    lines += ["",
               "Each round's figures (forward ms, decode tok/s), to show the spread:", "",
               "| configuration | " + " | ".join(f"round {i + 1}" for i in range(len(rounds))) + " |",
               "|---|" + "---:|" * len(rounds)]
@@ -228,8 +237,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), help="configurations (default: all)")
     parser.add_argument("--n", type=int, default=64, help="forward length")
-    parser.add_argument("--decode", type=int, default=16, help="decoded tokens (WebGPU pages: 4)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed forward runs continue this long")
+    parser.add_argument("--decode", type=int, default=16, help="decoded tokens")
+    parser.add_argument("--gpu-decode", type=int, default=4,
+                        help="decoded tokens on the WebGPU pages (slow on a software adapter)")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="timed forward runs continue this long (at least 1 run, at most 10)")
     parser.add_argument("--timeout", type=float, default=900, help="per page")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the ONNX graphs and the model folder")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
@@ -247,13 +259,14 @@ def main(argv=None) -> int:
     version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
     data = {"command": "python3 tools/bench_peer.py" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:])),
             "machine_before": machine(), "browser": f"{version or CHROMIUM} headless, {' '.join(CHROMIUM_FLAGS[-3:])}",
-            "configs": names, "n": args.n, "rounds": []}
+            "configs": names, "n": args.n, "seconds": args.seconds, "decode": args.decode,
+            "gpu_decode": args.gpu_decode, "rounds": []}
     for i in range(args.rounds):
         got = {}
         data["rounds"].append(got)
         for name in names:
             run = f"peer-{name}-r{i + 1}"
-            decode = CONFIGS[name][1].get("decode", args.decode)
+            decode = args.gpu_decode if "webgpu" in name else args.decode
             url = url_for(port, name, run, args.n, decode, args.seconds)
             print(f"round {i + 1}: {name} ...", end=" ", flush=True)
             t0 = time.monotonic()

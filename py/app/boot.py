@@ -32,6 +32,7 @@ class Boot:
         self.backend: str | None = None
         self.versions: dict[str, str] = {}
         self.kernel_note = ""  # issue 15: how numpy multiplies (app/kernel.py), set by main.py
+        self.kernel_task = None  # p15: the kernel's load after the first run, where it is deferred
 
     async def boot(self) -> bool:
         """Run the start-up steps; True when the page reached 'ready', False on error."""
@@ -55,11 +56,12 @@ class Boot:
         self.page.set_state("ready")
         return True
 
-    def set_backend(self, backend: str, reason: str = "", cause: str = "") -> None:
+    def set_backend(self, backend: str, reason: str = "", cause: str = "", switch: str = "") -> None:
         """The backend that runs the model now, and why in words (the backend card's
-        data-testid="backend-reason"); the WebGPU runner calls it whenever that changes."""
+        data-testid="backend-reason"); the WebGPU runner calls it whenever that changes.
+        ``switch``: the other backend the reader may pick (issue 15, app/gpu_light.py)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         self.backend = backend
         self.page.set_backend(backend)
-        self.page.show("app", adapter_view.render(self.adapter, backend, self.versions, reason, cause))
+        self.page.show("app", adapter_view.render(self.adapter, backend, self.versions, reason, cause, switch))

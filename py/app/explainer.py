@@ -221,8 +221,8 @@ class Explainer:
     def tour_index(self) -> int | None:
         return self.tour.index
 
-    def select_layer(self, layer: int) -> None:
-        self.map.select_layer(layer)
+    def select_layer(self, layer: int):
+        return self.map.select_layer(layer)  # a task in light mode on WebGPU (issue 15)
 
     def select_head(self, head: int) -> None:
         self.attention.select_head(head)

@@ -100,33 +100,6 @@ def browser_engine(navigator, to_js, object_from_entries, checkpoint,
     return make
 
 
-async def attach_webgpu(app, explainer, navigator, to_js, object_from_entries, search: str,
-                        timeout: float = GPU_TIMEOUT_S) -> "WebGPURunner | None":
-    """The page's boot step (main.py): put a WebGPURunner in front of the explainer's numpy
-    runner and show which backend runs and why (``app.set_backend``). Light mode's runner
-    (lightmode.LightRunner, numpy, one layer) is kept as it is: returns None then."""
-    from .runner import ReferenceRunner
-    from .webgpu import AdapterInfo
-
-    if type(explainer.runner) is not ReferenceRunner:
-        app.set_backend("numpy", f"numpy runs the model ({explainer.runner_name}).", "light")
-        return None
-
-    def show(status: Status) -> None:
-        if status.backend == "webgpu" and app.adapter is None:  # the probe missed it; a device came
-            i = runner.engine.backend.info
-            app.adapter = AdapterInfo(i.vendor, i.architecture, i.device, i.description, False)
-        app.set_backend(status.backend, status.reason, status.cause)
-
-    runner = WebGPURunner(browser_engine(navigator, to_js, object_from_entries, explainer.model.checkpoint, timeout),
-                          explainer.runner, on_status=show, calibrate=True)  # issue 15: calibrate on software
-    await runner.start(asked_backend(search))
-    explainer.runner = runner
-    if runner.status.backend == "webgpu":
-        app.page.progress("Running the model on WebGPU (the first run compiles its shaders)", 0.995)
-    return runner
-
-
 def software_adapter(info) -> bool:
     """True for a WebGPU adapter that runs on the CPU (an AdapterInfo, or an engine's info):
     flagged as a fallback adapter, or named SwiftShader, llvmpipe/lavapipe, softpipe, WARP."""

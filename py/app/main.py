@@ -21,12 +21,17 @@ def model_examples(model) -> tuple[str, ...]:
     return EXAMPLES
 
 
-def stored_prompt() -> str | None:
-    """The prompt of the last visit (binding.store keeps it as the reader types)."""
+def stored(key: str, storage: str = "localStorage") -> str | None:
+    """A value the page kept in ``storage`` (or sessionStorage), None when absent or disabled."""
     try:
-        return js.localStorage.getItem("glassbox-prompt") or None
+        return getattr(js, storage).getItem(key) or None
     except Exception:  # noqa: BLE001  (storage disabled)
         return None
+
+
+def stored_prompt() -> str | None:
+    """The prompt of the last visit (binding.store keeps it as the reader types)."""
+    return stored("glassbox-prompt")
 
 
 async def main() -> Boot:
@@ -60,11 +65,21 @@ async def main() -> Boot:
         # (no float32 copy of the model); without the kernel it keeps float32 weights. q4
         # weights (light mode, phones) always stay stored: each product dequantizes block by
         # block, so GPT-2-small's shape needs a 228 MiB heap instead of 752 (bench/memory.md).
+        # p15: the kernel loads before the first run only where numpy may run it first
+        # (gpu_light.kernel_first); otherwise after the first run, in the background.
+        from .gpu_light import BACKEND_KEY, kernel_first, remembered_backend, use_kernel
         from .kernel import load_kernel
 
-        kernel, app.kernel_note = await load_kernel()
-        if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
-            model.keep_quantized(kernel)
+        scheme = model.checkpoint.scheme
+        choice = remembered_backend(js.location.search, stored(BACKEND_KEY, "sessionStorage"))[0]
+        kernel_later = scheme == "int8" and not kernel_first(scheme, app.adapter, choice)
+        if scheme == "q4":
+            model.keep_quantized(None)
+        elif scheme == "int8" and not kernel_later:
+            await use_kernel(app, model, load_kernel)
+        else:
+            app.kernel_note = ("numpy's own matmul until the WebAssembly SIMD kernel loads, after the first run"
+                               if kernel_later else "numpy's own matmul (float32 weights)")
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
         explainer = Explainer(binding, model, runner=mode.runner(model), namespace=console.namespace,
@@ -76,13 +91,23 @@ async def main() -> Boot:
         attach_qk(explainer, binding, mode.model_url)
         app.explainer = explainer
         # WebGPU when an adapter and a device answer in time, else numpy; the page says why.
+        # issue 15 (p15): one call builds the runner for full and light mode (app/gpu_light.py),
+        # and the backend card's switch (remembered in sessionStorage for the visit).
         from pyodide.ffi import to_js
 
-        from .gpu_runner import attach_webgpu
+        from .gpu_light import attach_backend, bind_switch
+        from .gpu_runner import browser_engine
 
         page.progress("Starting WebGPU", 0.99)
-        await attach_webgpu(app, explainer, js.navigator, to_js, js.Object.fromEntries, js.location.search)
+        make_engine = browser_engine(js.navigator, to_js, js.Object.fromEntries, explainer.model.checkpoint)
+        runner = await attach_backend(app, explainer, make_engine, js.location.search, stored(BACKEND_KEY, "sessionStorage"))
+        app.backend_switch = bind_switch(explainer, runner, js.document.querySelector('[data-slot="app"]'), js.window,
+                                         create_proxy)
+        if runner.status.backend == "webgpu":
+            page.progress("Running the model on WebGPU (the first run compiles its shaders)", 0.995)
         await explainer.start()
+        if kernel_later:  # p15: off the path to the first prediction
+            app.kernel_task = explainer.spawn(use_kernel(app, model, load_kernel, explainer))
 
     app = Boot(page, probe=lambda: probe_adapter(js.navigator), start=start)
     console.namespace["app"] = app

@@ -278,10 +278,11 @@ def test_phone_viewport_light_mode_loads_predicts_and_switches(browser, site):
         width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], f"horizontal scroll on a phone: {width}"
         # Light mode keeps the viewed layer only, and computes another when it is viewed.
-        assert py("explainer.runner.name") == "numpy, light mode"
+        # issue 15: on SwiftShader (a software adapter) the start-up calibration picks the backend.
+        assert py("explainer.runner.name") in ("numpy, light mode", "WebGPU, light mode")
         assert py("sorted(n for n in trace.tensors if n.endswith('.att'))") == ["h.0.att"]
-        assert py("explainer.select_layer(2); sorted(n for n in explainer.trace.tensors if n.endswith('.att'))") \
-            == ["h.2.att"]
+        assert py("pending = explainer.select_layer(2)\nif pending is not None: await pending  # a task on WebGPU\n"
+                  "sorted(n for n in explainer.trace.tensors if n.endswith('.att'))") == ["h.2.att"]
         assert page.locator("[data-testid=error]").is_hidden()
 
         # The switch (a tap) goes to full mode and remembers it.

@@ -73,11 +73,31 @@ class MapController(Controller):
                 parts.add(view)
         return parts
 
-    def select_layer(self, layer: int) -> None:
+    def select_layer(self, layer: int):
+        """Show ``layer``. Light mode on WebGPU (issue 15, app/gpu_light.py) first reads its
+        tensors from the GPU: the task that does so is returned (None otherwise)."""
         ex = self.ex
         layer = int(layer)
         if not 0 <= layer < ex.config.n_layer:
             raise ValueError(f"layer {layer + 1} does not exist (the model has {ex.config.n_layer})")
+        fetch = getattr(ex.runner, "fetch_layer", None)
+        if fetch is not None and ex.trace is not None:
+            return ex.spawn(self._fetched(fetch(ex.trace, layer), layer))
+        self._show_layer(layer)
+        return None
+
+    async def _fetched(self, fetching, layer: int) -> bool:
+        """Show the layer once its tensors came; False (and the error shown) when that failed."""
+        try:
+            await fetching
+            self._show_layer(layer)
+        except Exception as exc:  # noqa: BLE001  (shown beside the input, as an event's error)
+            self.ex.fail(exc)
+            return False
+        return True
+
+    def _show_layer(self, layer: int) -> None:
+        ex = self.ex
         ex.layer = layer
         prepare = getattr(ex.runner, "view_layer", None)  # light mode: compute this layer's tensors now
         if prepare is not None and ex.trace is not None:
@@ -98,7 +118,10 @@ class MapController(Controller):
         """Open the detailed view of map part ``part`` (selecting its block's layer)."""
         view, layer = part_target(part, self.ex.config.n_layer)
         if layer is not None and layer != self.ex.layer:
-            self.select_layer(layer)
+            pending = self.select_layer(layer)
+            if pending is not None:  # the layer comes from the GPU first (issue 15)
+                pending.add_done_callback(lambda task: not task.cancelled() and task.result() and self.open_view(view))
+                return
         self.open_view(view)
 
     def open_view(self, view: str) -> None:
