@@ -96,7 +96,7 @@ class QKDom:
 def attach_qk(explainer, binding, base_url: str) -> QKMap:
     """Give the explainer its query/key map (issue 12): mount the section, wire its events."""
     dom = QKDom(binding.document)
-    qkmap = QKMap(binding, dom, explainer.model, base_url, fetch_bytes)
+    qkmap = QKMap(binding, dom, explainer.model, base_url, fetch_bytes, runner=lambda: explainer.runner)
 
     def follow(layer: int, head: int) -> None:
         explainer.select_layer(layer)
