@@ -25,7 +25,9 @@ Steps, each a pure function (the page, the CLI and ``tools/qk_project.py`` call 
    (an approximation: t-SNE and UMAP have no exact out-of-sample map).
 
 A model folder ships its corpus and precomputed maps beside the weights, listed with sha256
-in ``qk.json`` (``load_corpus`` and ``load_projections`` check them, like the shards).
+in ``qk.json`` (``parse_corpus`` and ``parse_projections`` check them, like the shards). The
+model's ``manifest.json`` lists the same files under ``"qk"`` (``manifest_entries``), so the
+page's model store keeps them with the model, for visits without a network.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .errors import OptionsError
 from .trace import layer_name
 
 SIDECAR = "qk.json"
+MANIFEST_KEY = "qk"  # manifest.json: {"qk": {"files": [{file, bytes, sha256} of qk.json, corpus, maps]}}
 FORMAT = "glassbox-qk"
 FORMAT_VERSION = 1
 METHODS = ("pca", "tsne", "umap")
@@ -331,6 +334,27 @@ class Projections:
 
     def coords(self, method: str, layer: int, head: int) -> np.ndarray:
         return np.asarray(self.tensors[f"{method}.{layer}.{head}"], dtype=np.float64)
+
+
+def manifest_entries(manifest: dict) -> list[dict]:
+    """The map's files as the model's manifest lists them (qk.json first), or [] when it has none."""
+    section = manifest.get(MANIFEST_KEY)
+    if not section:
+        return []
+    try:
+        files = list(section["files"])
+        if not all({"file", "bytes", "sha256"} <= set(e) for e in files) or files[0]["file"] != SIDECAR:
+            raise KeyError
+    except (KeyError, TypeError, IndexError):
+        raise weights.WeightsError(f"manifest.json's '{MANIFEST_KEY}' entry needs 'files': [{SIDECAR}, ...] "
+                                   "each with file, bytes, sha256; re-run tools/qk_project.py") from None
+    return files
+
+
+def sidecar_files(side: dict) -> list[dict]:
+    """The entries (file, bytes, sha256) of the files a sidecar lists: corpus, then maps if any."""
+    return [{k: side[part][k] for k in ("file", "bytes", "sha256")} for part in ("corpus", "projections")
+            if side.get(part)]
 
 
 def check_file(name: str, entry: dict, data: bytes) -> None:
