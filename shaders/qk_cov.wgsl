@@ -6,10 +6,11 @@
 // i.e. X_g^T X_g, whose two leading eigenvectors are the PCA axes (numpy: glassbox.qk.pca,
 // through glassbox.qk.pca_axes; the K x K eigenproblem itself runs on numpy).
 //
-// Threads: one workgroup of WG invocations per (i * K + j, g): workgroup_id.x = i * K + j,
-// workgroup_id.y = g. Invocation t sums the points m = t, t + WG, ... in float32, then a tree
-// reduction in workgroup memory adds the WG partial sums (pairwise: each float32 sum has
-// about M / WG + log2(WG) terms in a row, not M). Dispatch (K * K, G, 1).
+// Threads: one workgroup of K invocations per (row i, head g): workgroup_id.x = i,
+// workgroup_id.y = g, invocation j computes entry (i, j). It reads x[g, m, i] (the same for
+// the whole workgroup) and x[g, m, j] (adjacent across invocations) for every point, and sums
+// in two levels: float32 partial sums of BLOCK points, added into the total, so each float32
+// sum has at most BLOCK + M / BLOCK terms in a row (not M). Dispatch (K, G, 1).
 
 struct Params {
     M: u32,      // points per head (queries then keys)
@@ -18,39 +19,31 @@ struct Params {
     _pad1: u32,
 }
 
-override K: u32;          // head size
-override WG: u32 = 64u;   // invocations per entry (a power of two)
+override K: u32;              // head size (also the workgroup size)
+override BLOCK: u32 = 64u;    // points per partial sum
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;            // [G, M, K] centred points
 @group(0) @binding(2) var<storage, read_write> cov: array<f32>;    // [G, K, K] X^T X per head
 
-var<workgroup> partial: array<f32, WG>;
-
-@compute @workgroup_size(WG)
+@compute @workgroup_size(K)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let i = wid.x;
     let g = wid.y;
-    let i = wid.x / K;
-    let j = wid.x % K;
-    let t = lid.x;
+    let j = lid.x;
     if (g >= params.G || i >= K) {
-        return;  // uniform per workgroup: every invocation leaves, no barrier is skipped by some
+        return;
     }
     let base = g * params.M * K;
-    var s = 0.0;
-    for (var m = t; m < params.M; m += WG) {
-        let row = base + m * K;
-        s += x[row + i] * x[row + j];
-    }
-    partial[t] = s;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h = h / 2u) {
-        if (t < h) {
-            partial[t] += partial[t + h];
+    var total = 0.0;
+    for (var m0 = 0u; m0 < params.M; m0 += BLOCK) {
+        let end = min(m0 + BLOCK, params.M);
+        var s = 0.0;
+        for (var m = m0; m < end; m++) {
+            let row = base + m * K;
+            s += x[row + i] * x[row + j];
         }
-        workgroupBarrier();
+        total += s;
     }
-    if (t == 0u) {
-        cov[(g * K + i) * K + j] = partial[0];
-    }
+    cov[(g * K + i) * K + j] = total;
 }

@@ -2,8 +2,8 @@
 qk_project.wgsl) against glassbox.qk.pca and scikit-learn, on lavapipe in CI.
 
 Tolerance: 1e-4 of the map's extent (max |coordinate|) per head. Why it holds (module
-docstring of qk_pca): float32 points (6e-8 relative), scatter sums of ~M/64 terms plus a
-6-level tree (~(M/64 + 6) eps relative), axes moved by that over the eigenvalue gap, K-term
+docstring of qk_pca): float32 points (6e-8 relative), two-level scatter sums of 64 points
+then M/64 partial sums (~(64 + M/64) eps relative), axes moved by that over the eigenvalue gap, K-term
 float32 projections; measured ~1e-6 here. 1e-4 of the extent is still far below a pixel of
 the 560-pixel head view (1/560 = 1.8e-3).
 """

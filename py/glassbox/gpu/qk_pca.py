@@ -9,7 +9,7 @@ Per batch of heads that fits one binding:
 
 1. the CPU centres each head's points (float64 mean, then float32) and uploads them;
 2. ``qk_cov.wgsl`` computes every head's scatter matrix X^T X [K, K] in one dispatch (one
-   workgroup per entry and head, tree-reduced float32 sums); one readback;
+   workgroup of K invocations per row and head, two-level float32 sums); one readback;
 3. numpy solves the small K x K eigenproblems (``np.linalg.eigh`` via ``glassbox.qk.pca_axes``,
    K = 32 or 64: microseconds; not worth a GPU kernel) and fixes each axis's sign exactly as
    ``glassbox.qk.pca`` does;
@@ -18,8 +18,8 @@ Per batch of heads that fits one binding:
 
 The result equals ``glassbox.qk.pca`` per head up to float32 rounding: the points are centred
 in float64 and rounded once to float32 (relative 6e-8); each scatter entry is a sum of M
-products taken as WG partial sums of ~M/WG terms plus a log2(WG)-level tree, so its relative
-error stays within ~(M/WG + 6) eps (~7e-6 for M = 7,400) of the entry's scale; an axis moves by
+products taken as partial sums of BLOCK = 64 points added into a total, so its relative error
+stays within ~(64 + M/64) eps (~1e-5 for M = 7,400) of the entry's scale; an axis moves by
 about that over the relative gap between the 2nd and 3rd eigenvalues; the projection is a
 K-term float32 dot product. tests/gpu/test_qk_pca.py holds it to 1e-4 of the map's extent
 (far below a pixel of the 560-pixel head view) on lavapipe.
@@ -40,7 +40,9 @@ from .kernels import Kernel
 COV = Kernel("qk_cov", (("params", "uniform"), ("x", "read"), ("cov", "read_write")))
 PROJECT = Kernel("qk_project", (("params", "uniform"), ("x", "read"), ("axes", "read"), ("out", "read_write")))
 KERNELS = (COV, PROJECT)
-WG = 64  # both kernels' workgroup size
+WG = 64  # qk_project's workgroup size (qk_cov's is K)
+COV_BLOCK = 64  # qk_cov: points per float32 partial sum
+MAX_K = 256  # qk_cov's workgroup is K invocations: WebGPU's default limit is 256
 READBACK_ALIGN = 256
 
 
@@ -60,8 +62,9 @@ class QKPCA:
     async def _pipeline(self, kernel: Kernel, head_size: int):
         key = (kernel.name, head_size)
         if key not in self._pipelines:
+            constants = {"K": head_size, "WG": WG} if kernel is PROJECT else {"K": head_size, "BLOCK": COV_BLOCK}
             self._pipelines[key] = await self.backend.create_pipeline(
-                kernel.source(), "main", {"K": head_size, "WG": WG}, self._layouts[kernel.name], kernel.name)
+                kernel.source(), "main", constants, self._layouts[kernel.name], kernel.name)
         return self._pipelines[key]
 
     def heads_per_batch(self, m: int, k: int) -> int:
@@ -79,6 +82,8 @@ class QKPCA:
         if points.ndim != 3 or points.shape[1] < 2:
             raise ValueError(f"points must be [G, M, K] with M >= 2, got shape {points.shape}")
         G, M, Kh = points.shape
+        if Kh > MAX_K:
+            raise GPUError(f"qk_cov runs one invocation per column: head size {Kh} is over {MAX_K}")
         out = np.empty((G, M, 2))
         step = self.heads_per_batch(M, Kh)
         self.batches = 0
@@ -98,7 +103,7 @@ class QKPCA:
         be.write_buffer(params, np.array([M, G, 0, 0], dtype=np.uint32))
 
         cov = be.create_buffer(4 * G * Kh * Kh, "storage", "qk.cov")
-        scatter = await self._run(COV, Kh, (Kh * Kh, G, 1), [(params, 0, 16), (x, 0, x.size), (cov, 0, cov.size)], cov)
+        scatter = await self._run(COV, Kh, (Kh, G, 1), [(params, 0, 16), (x, 0, x.size), (cov, 0, cov.size)], cov)
         axes = np.stack([qk.pca_axes(s) for s in scatter.reshape(G, Kh, Kh)])  # [G, K, 2]
 
         axes_buffer = be.create_buffer(4 * G * Kh * 2, "storage", "qk.axes")
