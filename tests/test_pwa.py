@@ -430,3 +430,44 @@ def test_loader_without_a_store_loads_anyway(tiny_folder):
     assert asyncio.run(loader.load_model("./weights/tiny", states.append, fetch=FakeNet(files), store=None,
                                          storage=SimpleNamespace())) is not None
     assert not states[-1].stored
+
+
+def test_query_key_map_files_are_kept_with_the_model_and_read_offline(tiny_folder):
+    """Issue 12: the manifest lists the map's files ("qk"); the map fetches them through the
+    model store (verified), the model load keeps them, and offline they are read back."""
+    manifest, files = tiny_folder
+    side, corpus = b'{"format": "glassbox-qk"}', b'{"sentences": []}'
+    entries = [{"file": name, "bytes": len(data), "sha256": weights.sha256_hex(data)}
+               for name, data in (("qk.json", side), ("qk-corpus.json", corpus))]
+    listed = {**manifest, "qk": {"files": entries}}
+    files = {**files, "./weights/tiny/manifest.json": json.dumps(listed).encode(),
+             "./weights/tiny/qk.json": side, "./weights/tiny/qk-corpus.json": corpus}
+    net, store = FakeNet(files), FakeStore()
+    load(net, store)
+    assert "./weights/tiny/qk.json" not in store.data, "not downloaded with the model"
+    get = loader.model_file_fetch("./weights/tiny", listed, fetch=net, store=store)
+    assert asyncio.run(get("./weights/tiny/qk.json")) == side
+    assert asyncio.run(get("./weights/tiny/qk-corpus.json")) == corpus
+    load(net, store)  # a later visit: the model load keeps them (they are in the manifest)
+    net.offline = True
+    net.requests.clear()
+    assert asyncio.run(get("./weights/tiny/qk-corpus.json")) == corpus and net.requests == []
+    # a damaged stored copy is fetched again; a damaged download is refused by name
+    net.offline = False
+    store.data["./weights/tiny/qk.json"] = b"damaged"
+    assert asyncio.run(get("./weights/tiny/qk.json")) == side
+    net.files["./weights/tiny/qk-corpus.json"] = b"tampered"
+    store.data.pop("./weights/tiny/qk-corpus.json")
+    with pytest.raises(loader.LoadError, match="qk-corpus.json"):
+        asyncio.run(get("./weights/tiny/qk-corpus.json"))
+
+
+def test_shipped_manifests_list_the_query_key_map_files():
+    from glassbox import qk
+
+    for name in ("mini", "mini-q4"):
+        folder = ROOT / "weights" / name
+        listed = qk.manifest_entries(json.loads((folder / "manifest.json").read_text()))
+        assert [e["file"] for e in listed] == ["qk.json", "qk-corpus.json", "qk-projections.safetensors"]
+        for entry in listed:
+            weights.verify_bytes(entry["file"], entry, (folder / entry["file"]).read_bytes())

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from app import runner as runners
 from app.qkmap import QKMap
 from app.views import qk as view
 from glassbox import qk, reference, safetensors, weights
@@ -178,3 +179,47 @@ def test_raster_draws_squares_in_order():
                       [([0], (255, 0, 0, 255), 3), ([1], (0, 0, 255, 255), 1)])
     assert tuple(buf[3, 2]) == (0, 0, 255, 255) and tuple(buf[2, 1]) == (255, 0, 0, 255)
     assert tuple(buf[9, 9]) == view.BG
+
+
+class CountingRunner(runners.ReferenceRunner):
+    """The numpy runner, counting ``tensors`` calls (the map must run its corpus through it)."""
+
+    calls = 0
+
+    async def tensors(self, ids, names):
+        self.calls += 1
+        return await super().tensors(ids, names)
+
+
+def test_runner_tensors_returns_only_the_names_and_never_touches_the_cache(model):
+    runner = runners.ReferenceRunner(model.params, model.config)
+    ids = model.tokenizer.encode("The file is opened. The file is closed.")
+    asyncio.run(runner.run(ids[:4]))
+    cache = runner.cache
+    names = ["h.0.q", "h.0.k", "h.3.att"]
+    got = asyncio.run(runner.tensors(ids, names))
+    assert list(got) == names
+    want = reference.forward(model.params, model.config, np.asarray(ids))
+    for name in names:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert runner.cache is cache and cache.length == 4
+    assert asyncio.run(runner.tensors(ids, ["h.0.q"])).keys() == {"h.0.q"}
+    np.testing.assert_array_equal(asyncio.run(runner.tensors(ids, ["logits"]))["logits"], want["logits"])
+    with pytest.raises(ValueError, match="h.4.q"):  # 4 layers: 0..3
+        asyncio.run(runner.tensors(ids, ["h.4.q"]))
+
+
+def test_corpus_runs_through_the_page_runner(model):
+    files = _files(model, ["A list is sorted.", "Numbers are added."])
+
+    async def fetch(url):
+        return files[url]
+
+    runner = CountingRunner(model.params, model.config)
+    m = QKMap(FakeUI(), FakeDom(), model, "m/", fetch, runner=lambda: runner)
+    asyncio.run(m.build())
+    assert not m.error, m.error
+    assert runner.calls == 2 and m.timings["corpus_backend"] == "numpy" and m.pca_backend == "numpy"
+    want = qk.collect(model.params, model.config, m.corpus.ids)
+    np.testing.assert_array_equal(m.corpus_set.q, want.q)
+    np.testing.assert_array_equal(m.corpus_set.att[1], want.att[1])

@@ -3,6 +3,8 @@
 
     python3 tools/bench_qk.py                  # native numpy: default model + GPT-2-small's shape
     python3 tools/bench_qk.py --page           # also the default model in the page (headless chromium)
+    python3 tools/bench_qk.py --webgpu         # also native WebGPU (wgpu-py; lavapipe here)
+    python3 tools/bench_qk.py --page-webgpu    # also the page with ?backend=webgpu (SwiftShader here)
 
 Three costs, each for every head of the model (the matrix view): **q/k** — running the corpus
 (weights/mini/qk-corpus.json) through the numpy reference blocks (once per model; the page
@@ -12,8 +14,12 @@ all L×H canvases (each time colour, search or zoom changes; ``app/views/qk.rast
 GPT-2-small shape uses random weights (``weights.random_params``) and the same corpus ids.
 ``--page`` boots the app in Debian's chromium (Playwright, as the e2e tests do), clicks
 "Build the map" and reads the timings the page measured (numpy under Pyodide; the corpus q/k
-run on numpy in the page too, whatever runner the explainer uses). Writes its section of
-bench/results.md. Not a test.
+run through the explainer's runner: numpy, or WebGPU with ``--page-webgpu``, where the PCA
+runs on WebGPU too). ``--webgpu`` measures the same three costs natively on wgpu-py's adapter:
+the corpus q/k through ``app.gpu_runner.WebGPURunner.tensors`` (the page's code path: one
+engine forward per sentence from its own cache, reading back q, k, att and the logits) and
+every head's PCA through ``glassbox.gpu.qk_pca`` (the drawing is the same numpy either way).
+Writes its section of bench/results.md. Not a test.
 """
 
 from __future__ import annotations
@@ -73,7 +79,52 @@ def measure(name: str, params, config: GPTConfig, corpus_ids, user_ids) -> dict:
             "qk_cpu": qk_cpu, "project_cpu": project_cpu, "draw_cpu": draw_cpu}
 
 
-def page_figures() -> dict:
+def measure_webgpu(name: str, checkpoint, corpus_ids, user_ids) -> dict:
+    """The corpus q/k and the PCA of every head on native WebGPU (wgpu-py), as the page runs them."""
+    import asyncio
+
+    from app.gpu_runner import WebGPURunner
+    from app.runner import ReferenceRunner
+    from glassbox.gpu import Engine
+    from glassbox.gpu.native import NativeBackend
+    from glassbox.gpu.qk_pca import QKPCA
+
+    config = checkpoint.config
+
+    async def go():
+        backend = await NativeBackend.create()
+
+        async def engine():
+            return await Engine.create(backend, checkpoint)
+
+        runner = WebGPURunner(engine, ReferenceRunner(checkpoint.dequantized(), config))
+        await runner.start()
+        assert runner.status.backend == "webgpu", runner.status.reason
+        names = qk.qk_names(config.n_layer)
+        await runner.tensors(user_ids, names)  # compiles the pipelines
+        t0 = time.perf_counter()
+        parts = [qk.from_tensors(await runner.tensors(ids, names), config.n_layer) for ids in corpus_ids + [user_ids]]
+        qk_s = time.perf_counter() - t0
+        data = qk.stack(parts)
+        pca = QKPCA(backend)
+        points = qk.all_head_points(data)
+        await pca.project(points[:1])  # compiles the pipelines
+        t0 = time.perf_counter()
+        xy = await pca.project(qk.all_head_points(data))
+        project_s = time.perf_counter() - t0
+        return data, xy, qk_s, project_s, backend.info.describe()
+
+    data, xy, qk_s, project_s, adapter = asyncio.run(go())
+    H = config.n_head
+    coords = {(g // H, g % H): xy[g] for g in range(xy.shape[0])}
+    labels = [str(i) for i in range(data.n_tokens)]
+    px = 132 if config.n_layer * config.n_head <= 36 else 96
+    _, draw_s, _ = timed(lambda: draw_all(data, coords, labels, px))
+    return {"model": name, "heads": config.n_layer * H, "tokens": data.n_tokens, "sentences": len(corpus_ids),
+            "qk_s": qk_s, "project_s": project_s, "draw_s": draw_s, "adapter": adapter}
+
+
+def page_figures(webgpu: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     from serve import serve_in_thread  # tools/serve.py
@@ -86,7 +137,7 @@ def page_figures() -> dict:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
             page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/" + ("?backend=webgpu" if webgpu else ""))
             page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
             page.get_by_test_id("prompt").fill(USER)
             page.get_by_test_id("run").click()
@@ -96,7 +147,7 @@ def page_figures() -> dict:
             page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=600_000)
             py = "code => window.glassbox_py(code)"
             timings = page.evaluate(py, "dict(explainer.qk.timings, tokens=int(explainer.qk.data.n_tokens), "
-                                        "runner=explainer.runner_name)")
+                                        "runner=explainer.runner_name, pca=explainer.qk.pca_backend)")
             redraw = page.evaluate(py, "import time\nt = time.perf_counter()\nexplainer.qk.paint_all()\ntime.perf_counter() - t")
             browser.close()
     finally:
@@ -104,7 +155,7 @@ def page_figures() -> dict:
     return {**timings, "redraw_s": redraw}
 
 
-def section(rows: list[dict], page: dict | None, command: str) -> str:
+def section(rows: list[dict], page: dict | None, command: str, gpu_rows=(), page_gpu: dict | None = None) -> str:
     lines = [BEGIN, "## The query/key map (issue 12)", "",
              f"`{command}` on {machine()}. Every head of the model; corpus = weights/mini/qk-corpus.json "
              f"plus one user sentence. q/k runs once per model (cached); projection reruns when the text or an "
@@ -117,12 +168,20 @@ def section(rows: list[dict], page: dict | None, command: str) -> str:
         lines.append(f"| native numpy | {r['model']} | {r['heads']} | {r['tokens']} | {r['qk_cpu']:.2f} s ({r['qk_s']:.1f} s) | "
                      f"{r['project_cpu'] * 1000:.0f} ms ({r['project_s'] * 1000:.0f} ms) | "
                      f"{r['draw_cpu'] * 1000:.0f} ms ({r['draw_s'] * 1000:.0f} ms) |")
-    if page:
-        lines.append(f"| page (Pyodide numpy; explainer runner: {page['runner']}) | default (weights/mini) | 16 | {page['tokens']} | "
-                     f"{page['corpus_s']:.2f} s (incl. fetch) | {page['project_s'] * 1000:.0f} ms | "
-                     f"{page['paint_s'] * 1000:.0f} ms (redraw {page['redraw_s'] * 1000:.0f} ms, incl. the large head) |")
-    lines += ["", "WebGPU: not measured — the map's corpus q/k run on the numpy reference in the page "
-              "(the user's own text uses whatever runner the explainer runs); no GPU machine was lent to this session.",
+    for r in gpu_rows:
+        lines.append(f"| native WebGPU ({r['adapter'].split(' [')[0]}) | {r['model']} | {r['heads']} | {r['tokens']} | "
+                     f"{r['qk_s']:.2f} s ({r['sentences']} sentences) | {r['project_s'] * 1000:.0f} ms | "
+                     f"{r['draw_s'] * 1000:.0f} ms |")
+    for p in (page, page_gpu):
+        if p:
+            lines.append(f"| page (Pyodide; corpus q/k on {p.get('corpus_backend', 'numpy')}, PCA on {p.get('pca', 'numpy')}) "
+                         f"| default (weights/mini) | 16 | {p['tokens']} | "
+                         f"{p['corpus_s']:.2f} s (incl. fetch) | {p['project_s'] * 1000:.0f} ms | "
+                         f"{p['paint_s'] * 1000:.0f} ms (redraw {p['redraw_s'] * 1000:.0f} ms, incl. the large head) |")
+    lines += ["", "WebGPU rows: wall-clock seconds (the GPU work is not CPU time of this process). lavapipe and "
+              "SwiftShader are software adapters on this 2-core machine: they prove the WebGPU path end to end, "
+              "they are not speed references; the corpus q/k there pay one engine forward per sentence, logits "
+              "included (the engine always reads them back). No GPU machine was lent to this session.",
               END]
     return "\n".join(lines)
 
@@ -131,24 +190,43 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--page", action="store_true", help="also measure the default model in the page")
     ap.add_argument("--gpt2-sentences", type=int, default=0, help="corpus sentences for GPT-2's shape (0 = all)")
+    ap.add_argument("--webgpu", action="store_true", help="also measure native WebGPU (wgpu-py)")
+    ap.add_argument("--webgpu-gpt2-sentences", type=int, default=16,
+                    help="corpus sentences for GPT-2's shape on native WebGPU (0 = all; lavapipe is slow)")
+    ap.add_argument("--page-webgpu", action="store_true", help="also measure the page with ?backend=webgpu")
+    ap.add_argument("--skip-numpy", action="store_true", help="only the WebGPU rows (keeps no numpy rows)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     args = ap.parse_args(argv)
     mini = load(str(ROOT / "weights" / "mini"), vocab_dir=str(ROOT / "vendor" / "gpt2"))
     corpus = qk.load_folder(str(ROOT / "weights" / "mini"))[1]
     user = mini.prompt(USER).ids
-    rows = [measure("default (weights/mini, L4 H4 D128)", mini.params, mini.config, corpus.ids, user)]
-    print(rows[-1], flush=True)
-    ids = corpus.ids[:args.gpt2_sentences] if args.gpt2_sentences else corpus.ids
-    rows.append(measure("GPT-2-small (random weights, L12 H12 D768)", weights.random_params(GPT2_SMALL, seed=0),
-                        GPT2_SMALL, ids, user))
-    print(rows[-1], flush=True)
+    mini_name, gpt2_name = "default (weights/mini, L4 H4 D128)", "GPT-2-small (random weights, L12 H12 D768)"
+    gpt2_params = weights.random_params(GPT2_SMALL, seed=0)
+    rows = []
+    if not args.skip_numpy:
+        rows.append(measure(mini_name, mini.params, mini.config, corpus.ids, user))
+        print(rows[-1], flush=True)
+        ids = corpus.ids[:args.gpt2_sentences] if args.gpt2_sentences else corpus.ids
+        rows.append(measure(gpt2_name, gpt2_params, GPT2_SMALL, ids, user))
+        print(rows[-1], flush=True)
+    gpu_rows = []
+    if args.webgpu:
+        gpu_rows.append(measure_webgpu(mini_name, mini.checkpoint, corpus.ids, user))
+        print(gpu_rows[-1], flush=True)
+        n = args.webgpu_gpt2_sentences
+        gpu_rows.append(measure_webgpu(gpt2_name, weights.random_checkpoint(GPT2_SMALL, "int8", params=gpt2_params),
+                                       corpus.ids[:n] if n else corpus.ids, user))
+        print(gpu_rows[-1], flush=True)
     page = page_figures() if args.page else None
-    if page:
-        print(page, flush=True)
-    command = "python3 tools/bench_qk.py" + (" --page" if args.page else "")
+    page_gpu = page_figures(webgpu=True) if args.page_webgpu else None
+    for p in (page, page_gpu):
+        if p:
+            print(p, flush=True)
+    command = "python3 tools/bench_qk.py" + "".join(f" --{flag}" for flag in ("page", "webgpu", "page-webgpu")
+                                                    if getattr(args, flag.replace("-", "_")))
     out = Path(args.out)
     text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
-    body = section(rows, page, command)
+    body = section(rows, page, command, gpu_rows, page_gpu)
     if BEGIN in text:
         text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: body, text, flags=re.S)
     else:

@@ -11,10 +11,12 @@ For each model folder this writes
   ``umap.l.h``: [2P, 2] float16 map coordinates of the corpus's queries then keys, aligned as
   ``glassbox.qk.project`` aligns them (keys translated to the queries' centroid, no scaling);
 * ``qk.json`` — the sidecar listing both files with bytes and sha256 (checked on load, like
-  the shards), the corpus's provenance and the projection settings.
+  the shards), the corpus's provenance and the projection settings;
+* ``manifest.json``'s ``"qk"`` entry — the three files with bytes and sha256, so the page's
+  model store keeps them with the model (offline visits get the map too).
 
 Sentence choice (deterministic): the held-out pages' paragraphs are split into sentences at
-``. ! ?`` followed by a capital; a sentence is kept when it has 5 to 14 tokens, at least 80%
+``. ! ?`` followed by a capital; a sentence is kept when it has 5 to 16 tokens, at least 80%
 letters and spaces, and no parentheses, underscores or backquotes (inline code); candidates are
 ordered by the sha256 of their text and taken until ``--tokens`` tokens. Fixed seeds (0) for
 t-SNE (scikit-learn, Barnes-Hut, PCA init) and UMAP (umap-learn).
@@ -63,7 +65,7 @@ def candidate_sentences(heldout: list[tuple[str, str]]) -> list[tuple[str, str]]
     return out
 
 
-def choose(heldout, tokenizer, budget: int, lo: int = 5, hi: int = 14) -> list[dict]:
+def choose(heldout, tokenizer, budget: int, lo: int = 5, hi: int = 16) -> list[dict]:
     pool = sorted(set(candidate_sentences(heldout)), key=lambda p: hashlib.sha256(p[1].encode()).hexdigest())
     chosen, total, seen = [], 0, set()
     for rel, s in pool:
@@ -112,6 +114,17 @@ def embed_all(data: qk.QKSet, config, method: str, layers=None) -> dict[str, np.
     return out
 
 
+def write_sidecar(folder: Path, side: dict) -> None:
+    """qk.json, and the model manifest's "qk" entry listing it and its files."""
+    data = (json.dumps(side, indent=1) + "\n").encode()
+    (folder / qk.SIDECAR).write_bytes(data)
+    path = folder / weights.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest[qk.MANIFEST_KEY] = {"files": [{"file": qk.SIDECAR, "bytes": len(data), "sha256": weights.sha256_hex(data)},
+                                           *qk.sidecar_files(side)]}
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 def entry(folder: Path, name: str, data: bytes) -> dict:
     (folder / name).write_bytes(data)
     return {"file": name, "bytes": len(data), "sha256": weights.sha256_hex(data)}
@@ -149,34 +162,34 @@ def merge(folder: Path, parts: list[Path]) -> None:
     side["projections"] = {**entry(folder, PROJECTIONS_FILE, safetensors.save(dict(sorted(tensors.items())), {"seed": str(SEED)})),
                            "methods": methods, "translate": True, "scale": False, "seed": SEED,
                            "dtype": "float16", **{m: options[m] for m in methods}, "neighbours": qk.NEIGHBOURS}
-    (folder / qk.SIDECAR).write_text(json.dumps(side, indent=1) + "\n")
+    write_sidecar(folder, side)
     print(f"wrote {folder / qk.SIDECAR}: {', '.join(methods)}", flush=True)
 
 
 def ship(folder: Path, corpus_doc: dict, methods: list[str], vocab_dir: str) -> None:
-    model, data = corpus_qk(folder, corpus_doc, vocab_dir)
     corpus_bytes = (json.dumps(corpus_doc, ensure_ascii=False, indent=0) + "\n").encode()
     side = {
         "format": qk.FORMAT, "format_version": qk.FORMAT_VERSION,
         "corpus": {**entry(folder, CORPUS_FILE, corpus_bytes), "sentences": len(corpus_doc["sentences"]),
                    "tokens": corpus_doc["tokens"]},
     }
-    (folder / qk.SIDECAR).write_text(json.dumps(side, indent=1) + "\n")  # the corpus alone first (PCA)
+    write_sidecar(folder, side)  # the corpus alone first (PCA)
     if methods:
+        model, data = corpus_qk(folder, corpus_doc, vocab_dir)
         tensors = {}
         for method in methods:
             tensors.update(embed_all(data, model.config, method))
         side["projections"] = {**entry(folder, PROJECTIONS_FILE, safetensors.save(tensors, {"seed": str(SEED)})),
                                "methods": methods, "translate": True, "scale": False, "seed": SEED,
                                "dtype": "float16", "tsne": TSNE_OPTIONS, "umap": UMAP_OPTIONS, "neighbours": qk.NEIGHBOURS}
-        (folder / qk.SIDECAR).write_text(json.dumps(side, indent=1) + "\n")
+        write_sidecar(folder, side)
     print(f"wrote {folder / qk.SIDECAR}", flush=True)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folders", nargs="+", help="model folders (weights/mini ...)")
-    ap.add_argument("--tokens", type=int, default=2000, help="corpus size in tokens (default 2000)")
+    ap.add_argument("--tokens", type=int, default=3700, help="corpus size in tokens (default 3700)")
     ap.add_argument("--methods", default="tsne,umap", help="comma-separated; empty ships the corpus only (PCA)")
     ap.add_argument("--corpus-from", help="reuse the corpus of this qk-corpus.json instead of rebuilding it")
     ap.add_argument("--cache-dir", default=str(ROOT / "build" / "corpus"))

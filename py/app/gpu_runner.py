@@ -8,6 +8,7 @@ module runs under CPython too (tests/gpu/test_gpu_runner.py drives it on wgpu-na
     trace = await runner.run(ids)     # Engine.forward, every tensor, KV cache on the GPU
     step = await runner.extend(ids)   # the new tokens' rows from the GPU KV cache
     runner.truncate(n)                # forget positions >= n (a discarded token)
+    found = await runner.tensors(ids, ["h.0.q", "h.0.k"])  # issue 12: only these, own cache
 
 ``extend`` returns the same step trace as ``ReferenceRunner.extend`` (rows of the new tokens,
 attention over every cached key), so the explainer joins it with ``runner.append_rows``
@@ -54,7 +55,7 @@ import numpy as np
 
 from glassbox import reference
 from glassbox.gpu.backend import DeviceLostError, GPUError, GPUUnavailableError
-from glassbox.trace import layer_name
+from glassbox.trace import check_names, layer_name
 
 GPU_TIMEOUT_S = 10.0  # for each of requestAdapter() and requestDevice()
 CALIBRATION_TOKENS = 8  # the start-up check on a software adapter: one forward of this many tokens
@@ -335,6 +336,25 @@ class WebGPURunner:
         step = await self.numpy.extend(ids)
         self.ids, self.where = np.concatenate([self.ids, ids]), "numpy"
         return step
+
+    async def tensors(self, ids, names) -> dict[str, np.ndarray]:
+        """Only the trace tensors ``names`` of ``ids`` (runner.py's contract, issue 12): the
+        engine runs ``ids`` from position 0 in its own cache (``forward`` without ``cache``),
+        reading back only those tensors (and the logits, which the engine always reads), so
+        the explainer's KV cache and sequence are untouched. numpy runs them when WebGPU does
+        not (and, after a device loss here, the status says so as for ``run``)."""
+        wanted = set(check_names(self.config, names))
+        if self.engine is not None:
+            try:
+                trace = await self.engine.forward(np.asarray(ids, dtype=np.int64), capture=wanted.__contains__)
+                return {name: trace[name] for name in names}
+            except DeviceLostError as e:
+                self._lost(e)
+            except GPUError:  # this input does not fit the engine; the device is fine
+                pass
+            except Exception as e:  # noqa: BLE001  (a failed submit: take the device for lost)
+                self._lost(e)
+        return await self.numpy.tensors(ids, names)
 
     def truncate(self, n: int) -> None:
         """Keep the first n cached positions (after a discarded token)."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from glassbox import factors, weights
+from glassbox import factors, qk, weights
 from glassbox.model import Model, tokenizer_from_files
 
 VOCAB_URL = "./vendor/gpt2/"
@@ -271,8 +271,13 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
                  for name, entry in manifest["tokenizer"].items()]
     shards = [(base_url + entry["file"], entry["file"], entry) for entry in manifest["shards"]]
     state.total_bytes = sum(entry["bytes"] for _, _, entry in shards)
-    # Issue 13: the factors dictionary is not downloaded now, but counted and kept when stored.
+    # Issue 13: the factors dictionary is not downloaded now, but counted and kept when stored;
+    # issue 12: so are the query/key map's files (fetched when the map is first built).
     extras = [(base_url + entry["file"], entry["file"], entry) for entry in factors.entries(manifest)]
+    try:
+        extras += [(base_url + entry["file"], entry["file"], entry) for entry in qk.manifest_entries(manifest)]
+    except weights.WeightsError as e:
+        raise LoadError(str(e)) from None
     state.dictionary_bytes = sum(entry["bytes"] for _, _, entry in extras)
     state.total_shards = len(shards)
 
@@ -375,6 +380,53 @@ def store_key(store, url: str) -> str:
     return absolute(url) if absolute else url
 
 
+async def fetch_kept(url: str, entry: dict, fetch: Callable[..., Awaitable[bytes]], store,
+                     what: str = "file") -> bytes:
+    """A file the manifest lists but the model load does not fetch (the factors dictionary,
+    the query/key map's files): read back from ``store`` when an intact copy is there, else
+    fetched and checked against the entry's sha256 before use or storage (a damaged stored
+    copy is fetched again; a damaged download raises LoadError by name; no room: used for
+    this visit only)."""
+    if store:
+        try:
+            blob = await store.get(url)
+            if blob is not None:
+                verify_file(entry["file"], entry, blob, what)
+                return blob
+        except Exception:  # noqa: BLE001  (unreadable or damaged: fetch it again)
+            pass
+    blob = await fetch(url)
+    verify_file(entry["file"], entry, blob, what)
+    if store:
+        try:
+            await store.put(url, blob)
+        except Exception:  # noqa: BLE001  (no room: used for this visit only)
+            pass
+    return blob
+
+
+def model_file_fetch(base_url: str, manifest: dict, *, fetch: Callable[..., Awaitable[bytes]] | None = None,
+                     store: "BrowserStore | None | bool" = True) -> Callable[[str], Awaitable[bytes]]:
+    """``fetch(url) -> bytes`` for the query/key map's files (issue 12): the ones the model's
+    manifest lists go through ``fetch_kept`` (this device's model store first, so the map
+    works offline once built online); any other URL is fetched as is."""
+    if not base_url.endswith("/"):
+        base_url += "/"
+    entries = {base_url + entry["file"]: entry for entry in qk.manifest_entries(manifest)}
+    fetch = fetch or BrowserFetch()
+    opened = []
+
+    async def get(url: str) -> bytes:
+        entry = entries.get(url)
+        if entry is None:
+            return await fetch(url)
+        if not opened:
+            opened.append(await BrowserStore.open() if store is True else store)
+        return await fetch_kept(url, entry, fetch, opened[0], "query/key map file")
+
+    return get
+
+
 async def load_dictionary(base_url: str, manifest: dict, *, fetch: Callable[..., Awaitable[bytes]] | None = None,
                           store: BrowserStore | None | bool = True) -> "factors.Dictionary":
     """The factors dictionary of the model in ``base_url`` (issue 13): read back from this
@@ -388,26 +440,7 @@ async def load_dictionary(base_url: str, manifest: dict, *, fetch: Callable[...,
     found = factors.entries(manifest)
     if not found:
         raise LoadError("this model has no factors dictionary (its manifest.json lists none)")
-    data = []
-    for entry in found:
-        url = base_url + entry["file"]
-        blob = None
-        if store:
-            try:
-                blob = await store.get(url)
-                if blob is not None:
-                    verify_file(entry["file"], entry, blob, "dictionary file")
-            except Exception:  # noqa: BLE001  (unreadable or damaged: fetch it again)
-                blob = None
-        if blob is None:
-            blob = await fetch(url)
-            verify_file(entry["file"], entry, blob, "dictionary file")
-            if store:
-                try:
-                    await store.put(url, blob)
-                except Exception:  # noqa: BLE001  (no room: used for this visit only)
-                    pass
-        data.append(blob)
+    data = [await fetch_kept(base_url + entry["file"], entry, fetch, store, "dictionary file") for entry in found]
     try:
         return factors.from_bytes(manifest, *data, verified=True)
     except factors.DictionaryError as e:

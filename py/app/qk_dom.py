@@ -6,7 +6,7 @@ from __future__ import annotations
 import js
 from pyodide.ffi import create_proxy, to_js
 
-from .loader import fetch_bytes
+from .loader import model_file_fetch
 from .qkmap import QKMap
 
 CLICK_SLOP = 4  # pointer travel (CSS px) below which a press is a click, not a drag
@@ -96,7 +96,8 @@ class QKDom:
 def attach_qk(explainer, binding, base_url: str) -> QKMap:
     """Give the explainer its query/key map (issue 12): mount the section, wire its events."""
     dom = QKDom(binding.document)
-    qkmap = QKMap(binding, dom, explainer.model, base_url, fetch_bytes)
+    fetch = model_file_fetch(base_url, explainer.model.checkpoint.manifest)  # kept in the model store
+    qkmap = QKMap(binding, dom, explainer.model, base_url, fetch, runner=lambda: explainer.runner)
 
     def follow(layer: int, head: int) -> None:
         explainer.select_layer(layer)

@@ -5,12 +5,19 @@ It draws through two objects: ``ui`` (the explainer's Binding: ``show`` a slot's
 RGBA buffer, write the lines' SVG, read canvas sizes). ``fetch(url) -> bytes`` reads the
 model folder's ``qk.json``, corpus and precomputed maps (each checked against its sha256).
 
-Data: the corpus's q/k come from the numpy reference blocks (``glassbox.qk.sentence_qk``),
-one sentence at a time with a progress line, computed once per model and kept; the user's
-text's q/k/att come from the explainer's Trace (whatever runner made it: WebGPU or numpy),
-or from the reference blocks when the trace lacks them. Coordinates of all heads are
-recomputed when the text, projection or alignment options change (``coords``); colour,
-search, zoom and clicks only repaint.
+Data: the corpus's q/k/att come from the page's runner (``runner()`` returns the explainer's
+current one): its ``tensors(ids, names)`` (runner.py's contract) runs each sentence from an
+empty cache of its own on WebGPU or numpy, whichever runs the model, one sentence at a time
+with a progress line, computed once per model and kept; a runner without ``tensors`` (light
+mode) leaves them to the numpy reference blocks (``glassbox.qk.sentence_qk``). The user's
+text's q/k/att come from the explainer's Trace, or from the reference blocks when the trace
+lacks them. Coordinates of all heads are recomputed when the text, projection or alignment
+options change (``coords``); colour, search, zoom and clicks only repaint.
+
+PCA runs on the GPU when the runner runs on WebGPU (``gpu_pca``: ``glassbox.gpu.qk_pca`` on the
+runner's engine's backend, every head in one dispatch per kernel); otherwise, or when that
+fails (said in the status line), on numpy (``glassbox.qk.project``). Both give the same
+coordinates within float32 rounding (tests/gpu/test_qk_pca.py).
 """
 
 from __future__ import annotations
@@ -31,9 +38,18 @@ ZOOM_STEP = 1.5
 HOVER_PX = 9
 
 
+def runner_backend(runner) -> str:
+    """"webgpu" or "numpy": where a runner runs the model now (its status, else its name)."""
+    status = getattr(runner, "status", None)
+    return getattr(status, "backend", None) or getattr(runner, "name", None) or "numpy"
+
+
 class QKMap:
-    def __init__(self, ui, dom, model, base_url: str, fetch, slot: str = "qk"):
+    def __init__(self, ui, dom, model, base_url: str, fetch, slot: str = "qk", runner=None):
         self.ui, self.dom, self.model, self.base_url, self.fetch, self.slot = ui, dom, model, base_url, fetch, slot
+        self.runner = runner or (lambda: None)  # () -> the explainer's current runner (or None)
+        self._gpu_pca = None  # (backend, glassbox.gpu.qk_pca.QKPCA) while the runner is on WebGPU
+        self.pca_backend = "numpy"  # where the last PCA ran: "webgpu" or "numpy"
         self.config = model.config
         self.method, self.colour, self.translate, self.scale = "pca", "kind", True, False
         self.by_norm, self.search = False, ""
@@ -113,12 +129,20 @@ class QKMap:
         if side.get("projections"):
             self.fixed = qk.parse_projections(side, await self.fetch(self.base_url + side["projections"]["file"]))
         params, ids = self.model.params, self.corpus.ids
+        runner = self.runner()
+        tensors = getattr(runner, "tensors", None)
+        names = qk.qk_names(self.config.n_layer)
         parts = []
         for i, sentence in enumerate(ids):
             if i % 8 == 0:
-                self.status(f"Running the model (numpy) on corpus sentence {i + 1} of {len(ids)}…")
+                where = runner_backend(runner) if tensors else "numpy"
+                self.status(f"Running the model ({where}) on corpus sentence {i + 1} of {len(ids)}…")
                 await asyncio.sleep(0)
-            parts.append(qk.sentence_qk(params, self.config, sentence))
+            if tensors is not None:
+                parts.append(qk.from_tensors(await tensors(sentence, names), self.config.n_layer))
+            else:
+                parts.append(qk.sentence_qk(params, self.config, sentence))
+        self.timings["corpus_backend"] = runner_backend(runner) if tensors else "numpy"
         data = qk.stack(parts)
         data.token_id = np.concatenate(ids)
         self.corpus_set = data
@@ -142,10 +166,35 @@ class QKMap:
         self.timings["user_s"] = time.perf_counter() - started
         await self.coords()
 
+    def gpu_pca(self):
+        """The GPU PCA on the runner's WebGPU device, or None when the runner is not on WebGPU."""
+        runner = self.runner()
+        engine = getattr(runner, "engine", None)
+        if engine is None or runner_backend(runner) != "webgpu":
+            return None
+        if self._gpu_pca is None or self._gpu_pca[0] is not engine.backend:
+            from glassbox.gpu.qk_pca import QKPCA
+
+            self._gpu_pca = (engine.backend, QKPCA(engine.backend))
+        return self._gpu_pca[1]
+
     async def coords(self) -> None:
         started = time.perf_counter()
         self.xy = {}
         n_corpus = self.corpus_set.n_tokens
+        self.pca_backend = "numpy"
+        L, H = self.config.n_layer, self.config.n_head
+        pca = self.gpu_pca() if self.method == "pca" else None
+        if pca is not None:
+            try:
+                xy = await pca.project(qk.all_head_points(self.data, self.translate, self.scale))
+                self.xy = {(layer, head): xy[layer * H + head] for layer in range(L) for head in range(H)}
+                self.pca_backend = "webgpu"
+                self.timings["project_s"] = time.perf_counter() - started
+                return
+            except Exception as exc:  # noqa: BLE001  (a lost device: numpy computes the same map)
+                self._gpu_pca = None
+                self.error = f"PCA on WebGPU failed ({type(exc).__name__}: {exc}); numpy computed it."
         for layer in range(self.config.n_layer):
             for head in range(self.config.n_head):
                 self.xy[layer, head] = qk.project(self.data, layer, head, self.method, self.translate, self.scale,
@@ -155,8 +204,10 @@ class QKMap:
 
     def _summary(self) -> str:
         t = self.timings
+        where = f" on {self.pca_backend}" if self.method == "pca" else ""
         return (f"{self.data.n_sentences} sentences, {self.data.n_tokens} tokens, {2 * self.data.n_tokens} points per head; "
-                f"projection {t.get('project_s', 0) * 1000:.0f} ms, drawing {t.get('paint_s', 0) * 1000:.0f} ms.")
+                f"corpus q/k on {t.get('corpus_backend', 'numpy')}; projection{where} {t.get('project_s', 0) * 1000:.0f} ms, "
+                f"drawing {t.get('paint_s', 0) * 1000:.0f} ms.")
 
     async def on_trace(self, trace) -> None:
         """The explainer has a new trace: place its text among the corpus (when the map is

@@ -9,6 +9,14 @@ and, when a runner offers them, two extras that make generation cheap:
     async extend(ids)   -> Trace   the full trace of the cached sequence + ``ids``
     truncate(n)                    forget everything after the first n positions
 
+and, optionally (issue 12: the query/key map runs its corpus through the page's runner),
+
+    async tensors(ids, names) -> dict[str, np.ndarray]
+                                   only the trace tensors ``names`` (``trace.layer_name``
+                                   keys such as 'h.0.q', 'h.0.k', 'h.0.att') of ``ids`` run
+                                   from position 0 with an empty cache of its own: the
+                                   explainer's KV cache and sequence are never touched.
+
 A runner with ``run`` alone also works: the explainer then re-runs the whole sequence per
 generated token (what Transformer Explainer does). The WebGPU runner (``gpu_runner.py``)
 offers all three, its ``extend`` joining rows with ``append_rows`` just as here.
@@ -32,7 +40,7 @@ import numpy as np
 
 from glassbox import reference
 from glassbox.config import GPTConfig
-from glassbox.trace import Trace, layer_name
+from glassbox.trace import FINAL_NAMES, Trace, check_names, layer_name, layer_of
 
 # Per-layer tensors laid out [H, N, T] (queries x keys) and [H, N, K] (heads first).
 ATTENTION_GRIDS = ("scores", "scaled", "masked", "att")
@@ -79,6 +87,32 @@ async def forward_async(params, config: GPTConfig, ids, cache: reference.KVCache
         await step("Logits", 1.0)
     trace["logits"] = np.concatenate(rows, axis=0)
     return trace
+
+
+async def tensors_async(params, config: GPTConfig, ids, names) -> dict[str, np.ndarray]:
+    """The runner contract's ``tensors`` on the numpy reference: the named tensors of ``ids``
+    run from position 0 without a cache, via reference.embed / block (and final_norm /
+    unembed only when a final name is asked), yielding to the page between layers."""
+    wanted = set(check_names(config, names))
+    ids = reference.check_ids(config, ids)
+    out: dict[str, np.ndarray] = {}
+
+    def keep(name: str, value: np.ndarray) -> None:
+        if name in wanted:
+            out[name] = value
+
+    final = bool(wanted & set(FINAL_NAMES))
+    layers = [layer_of(name) for name in wanted if layer_of(name) is not None]
+    last = config.n_layer - 1 if final else max(layers, default=-1)
+    x = reference.embed(params, ids, 0, keep)
+    for layer in range(last + 1):
+        x = reference.block(x, params, layer, config, None, keep)
+        await asyncio.sleep(0)
+    if final:
+        lnf = reference.final_norm(params, config, x, keep)
+        if "logits" in wanted:
+            out["logits"] = reference.unembed(params, lnf)
+    return out
 
 
 def _check_layers(trace: Trace) -> None:
@@ -171,6 +205,12 @@ class ReferenceRunner:
         except BaseException:
             self.truncate(before)
             raise
+
+    async def tensors(self, ids, names) -> dict[str, np.ndarray]:
+        """Only the trace tensors ``names`` of ``ids`` (from position 0, a cache of its own;
+        ``self.cache`` is untouched). Stops after the last layer a name needs; ln_f and the
+        logits are computed only when asked for."""
+        return await tensors_async(self.params, self.config, ids, names)
 
     def truncate(self, n: int) -> None:
         """Keep the first n cached positions (after a discarded token, or a failed step)."""

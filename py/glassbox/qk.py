@@ -25,7 +25,9 @@ Steps, each a pure function (the page, the CLI and ``tools/qk_project.py`` call 
    (an approximation: t-SNE and UMAP have no exact out-of-sample map).
 
 A model folder ships its corpus and precomputed maps beside the weights, listed with sha256
-in ``qk.json`` (``load_corpus`` and ``load_projections`` check them, like the shards).
+in ``qk.json`` (``parse_corpus`` and ``parse_projections`` check them, like the shards). The
+model's ``manifest.json`` lists the same files under ``"qk"`` (``manifest_entries``), so the
+page's model store keeps them with the model, for visits without a network.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .errors import OptionsError
 from .trace import layer_name
 
 SIDECAR = "qk.json"
+MANIFEST_KEY = "qk"  # manifest.json: {"qk": {"files": [{file, bytes, sha256} of qk.json, corpus, maps]}}
 FORMAT = "glassbox-qk"
 FORMAT_VERSION = 1
 METHODS = ("pca", "tsne", "umap")
@@ -84,7 +87,7 @@ def sentence_qk(params, config: GPTConfig, ids) -> tuple[np.ndarray, np.ndarray,
     """Run the reference blocks on one sentence. ids [n] -> q, k [L, H, n, K], att [L, H, n, n]."""
     ids = reference.check_ids(config, ids)
     kept: dict[str, np.ndarray] = {}
-    wanted = {layer_name(layer, n) for layer in range(config.n_layer) for n in ("q", "k", "att")}
+    wanted = set(qk_names(config.n_layer))
 
     def keep(name: str, value: np.ndarray) -> None:
         if name in wanted:
@@ -101,6 +104,16 @@ def from_trace(trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if trace.start != 0:
         raise OptionsError("the map needs the trace of a whole sequence (start 0), not a KV-cache step")
     return _gather(trace.tensors, trace.config.n_layer)
+
+
+def qk_names(n_layer: int) -> list[str]:
+    """The trace names the map needs of a sentence: q, k and att of every layer."""
+    return [layer_name(layer, n) for layer in range(n_layer) for n in ("q", "k", "att")]
+
+
+def from_tensors(tensors, n_layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q, k [L, H, N, K] and att [L, H, N, N] from named tensors (a runner's ``tensors``)."""
+    return _gather(tensors, n_layer)
 
 
 def _gather(tensors, n_layer: int):
@@ -181,9 +194,40 @@ def pca(x: np.ndarray, n_components: int = 2) -> np.ndarray:
     vt = vt[:n_components]
     if vt.shape[0] < n_components:  # fewer dimensions than components: pad with zeros
         vt = np.vstack([vt, np.zeros((n_components - vt.shape[0], x.shape[1]))])
+    return xc @ _fix_signs(vt).T
+
+
+def _fix_signs(vt: np.ndarray) -> np.ndarray:
+    """Rows of vt [n, K] each flipped so that its largest-magnitude entry (the first such) is positive."""
     signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
     signs[signs == 0] = 1.0
-    return xc @ (vt * signs[:, None]).T
+    return vt * signs[:, None]
+
+
+def pca_axes(scatter: np.ndarray, n_components: int = 2) -> np.ndarray:
+    """PCA loading vectors from a scatter matrix, with ``pca``'s sign convention.
+    scatter [K, K] = Xc^T Xc of centred points Xc [M, K] -> axes [K, n_components] (float64),
+    so that ``Xc @ axes`` equals ``pca(X)`` (up to rounding; the GPU path, glassbox.gpu.qk_pca,
+    computes the scatter and the product on the GPU and only this K x K eigenproblem here).
+
+    The eigenvectors of Xc^T Xc are the right singular vectors of Xc, in the same order
+    (eigenvalues = squared singular values): ``np.linalg.eigh`` (ascending) read backwards.
+    """
+    scatter = np.asarray(scatter, dtype=np.float64)
+    scatter = (scatter + scatter.T) / 2  # exact symmetry for eigh (float32 sums may differ by an ulp)
+    _, vectors = np.linalg.eigh(scatter)
+    vt = vectors[:, ::-1].T[:n_components]
+    if vt.shape[0] < n_components:
+        vt = np.vstack([vt, np.zeros((n_components - vt.shape[0], scatter.shape[0]))])
+    return _fix_signs(vt).T
+
+
+def all_head_points(qk: "QKSet", translate: bool = True, scale: bool = False) -> np.ndarray:
+    """The aligned points of every head's map (each aligned on all of its points, as ``project``
+    does for PCA), heads in layer-major order. -> [L*H, 2P, K] (float64)"""
+    L, H = qk.q.shape[:2]
+    return np.stack([head_points(qk, layer, head, fit_alignment(*qk.head(layer, head), translate, scale))
+                     for layer in range(L) for head in range(H)])
 
 
 def place(points: np.ndarray, corpus: np.ndarray, corpus_xy: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
@@ -290,6 +334,27 @@ class Projections:
 
     def coords(self, method: str, layer: int, head: int) -> np.ndarray:
         return np.asarray(self.tensors[f"{method}.{layer}.{head}"], dtype=np.float64)
+
+
+def manifest_entries(manifest: dict) -> list[dict]:
+    """The map's files as the model's manifest lists them (qk.json first), or [] when it has none."""
+    section = manifest.get(MANIFEST_KEY)
+    if not section:
+        return []
+    try:
+        files = list(section["files"])
+        if not all({"file", "bytes", "sha256"} <= set(e) for e in files) or files[0]["file"] != SIDECAR:
+            raise KeyError
+    except (KeyError, TypeError, IndexError):
+        raise weights.WeightsError(f"manifest.json's '{MANIFEST_KEY}' entry needs 'files': [{SIDECAR}, ...] "
+                                   "each with file, bytes, sha256; re-run tools/qk_project.py") from None
+    return files
+
+
+def sidecar_files(side: dict) -> list[dict]:
+    """The entries (file, bytes, sha256) of the files a sidecar lists: corpus, then maps if any."""
+    return [{k: side[part][k] for k in ("file", "bytes", "sha256")} for part in ("corpus", "projections")
+            if side.get(part)]
 
 
 def check_file(name: str, entry: dict, data: bytes) -> None:

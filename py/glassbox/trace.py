@@ -64,6 +64,23 @@ def all_names(config: GPTConfig) -> list[str]:
     return names + list(FINAL_NAMES)
 
 
+def layer_of(name: str) -> int | None:
+    """The layer of a per-layer trace name ('h.3.att' -> 3), None for the others."""
+    return int(name.split(".", 2)[1]) if name.startswith("h.") else None
+
+
+def check_names(config: GPTConfig, names) -> list[str]:
+    """``names`` as a list, or ValueError naming the first that is not a trace name of this
+    model (e.g. 'h.9.q' in a 4-layer model)."""
+    names = list(names)
+    known = set(all_names(config))
+    for name in names:
+        if name not in known:
+            raise ValueError(f"{name!r} is not a trace tensor of this model ({config.n_layer} layers; "
+                             "names like 'emb', 'h.0.q', 'logits')")
+    return names
+
+
 def capture_all(name: str) -> bool:
     return True
 

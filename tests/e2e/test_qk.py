@@ -3,10 +3,12 @@ coordinates equal the `qk` command's, a click draws the real attention, search m
 head, the explainer's layer/head selects the large head. Screenshots (desktop, 360 px phone)
 go to tests/artifacts/qk-*.png.
 
-Tolerance for page vs command line: the page's corpus q/k come from numpy under Pyodide, the
-user's text from the page's runner (WebGPU on SwiftShader or numpy), the CLI's from native
-numpy with OpenBLAS: float32 agreement ~1e-6 relative, which PCA carries into the
-coordinates; atol 1e-3 × the map's extent is far above that and far below a pixel (1/560).
+Tolerance for page vs command line: the page's corpus q/k come from numpy under Pyodide (the
+fixture builds with the runner's numpy fallback; the WebGPU path is checked on a few
+sentences), the user's text from the page's runner (WebGPU on SwiftShader), the CLI's from
+native numpy with OpenBLAS: float32 agreement ~1e-6 relative, which PCA carries into the
+coordinates; the page's PCA runs on WebGPU once its runner is (float32 scatter sums, within
+1e-4 of the extent); atol 1e-3 × the map's extent is above both and far below a pixel (1/560).
 """
 
 from __future__ import annotations
@@ -34,12 +36,39 @@ def built(app):
     page.get_by_test_id("open-qk").click()  # the map's navigation opens the view in place
     page.wait_for_selector("#view-qk[data-open=true]")
     page.locator("#view-qk").scroll_into_view_if_needed()
-    page.get_by_test_id("qk-build").click()
-    page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=BUILD_TIMEOUT_MS)
-    n = app.py("int(explainer.qk.corpus_set.n_tokens + explainer.ids.size)")
-    page.wait_for_function(f"document.querySelector('[data-testid=qk-matrix]').dataset.points == '{2 * n}'",
-                           timeout=BUILD_TIMEOUT_MS)
+    # The shared page runs WebGPU on SwiftShader, where one forward per corpus sentence takes
+    # seconds: the corpus is built with the runner's numpy fallback here (cheap), and
+    # test_corpus_runs_on_the_page_webgpu_runner checks the WebGPU path on a few sentences.
+    app.py("explainer.qk.runner = lambda: getattr(explainer.runner, 'numpy', explainer.runner)")
+    try:
+        page.get_by_test_id("qk-build").click()
+        page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=BUILD_TIMEOUT_MS)
+        n = app.py("int(explainer.qk.corpus_set.n_tokens + explainer.ids.size)")
+        page.wait_for_function(f"document.querySelector('[data-testid=qk-matrix]').dataset.points == '{2 * n}'",
+                               timeout=BUILD_TIMEOUT_MS)
+    finally:
+        app.py("explainer.qk.runner = lambda: explainer.runner")
     return app
+
+
+def test_corpus_runs_on_the_page_webgpu_runner(built):
+    """runner.tensors (issue 12's runner contract) on the page's WebGPU runner: the first corpus
+    sentences' q, k and att equal the numpy ones the map holds (same bound as the GPU runner's
+    native test: 3e-5 + 1e-4 |x|), and the explainer's sequence is left alone."""
+    got = built.py("""
+import numpy as np
+from glassbox import qk
+m, r = explainer.qk, explainer.runner
+ids_before, names = explainer.ids.tolist(), qk.qk_names(m.config.n_layer)
+worst = 0.0
+for s, ids in enumerate(m.corpus.ids[:2]):
+    q, k, att = qk.from_tensors(await r.tensors(ids, names), m.config.n_layer)
+    rows = m.corpus_set.sentence_rows(s)
+    for have, want in ((q, m.corpus_set.q[:, :, rows]), (k, m.corpus_set.k[:, :, rows]), (att, m.corpus_set.att[s])):
+        worst = max(worst, float((np.abs(have - want) / (3e-5 + 1e-4 * np.abs(want))).max()))
+[r.status.backend, type(r).__name__, worst, explainer.ids.tolist() == ids_before]""")
+    assert got[:2] == ["webgpu", "WebGPURunner"] and got[3], got
+    assert got[2] <= 1, got
 
 
 def test_matrix_has_every_head(built):
@@ -91,6 +120,24 @@ def test_precomputed_map_in_the_page_equals_the_command_line(built, artifacts, m
     draws = int(page.get_attribute("[data-testid=qk-matrix]", "data-draws"))
     page.select_option("#qk-method", "pca")
     page.wait_for_function(f"Number(document.querySelector('[data-testid=qk-matrix]').dataset.draws) > {draws}")
+
+
+def test_pca_on_the_page_webgpu_equals_numpy(built):
+    """The shared page's runner is on WebGPU (SwiftShader here), so the map computes every
+    head's PCA there (glassbox.gpu.qk_pca on the runner's BrowserBackend); its coordinates
+    equal numpy's SVD (glassbox.qk.project) within 1e-4 of each head's extent
+    (tests/gpu/test_qk_pca.py says why)."""
+    got = built.py("""
+from glassbox import qk
+m = explainer.qk
+await m.coords()
+worst = 0.0
+for (layer, head), xy in m.xy.items():
+    ref = qk.project(m.data, layer, head, "pca", m.translate, m.scale)
+    worst = max(worst, float(abs(xy - ref).max() / abs(ref).max()))
+[m.pca_backend, worst, explainer.runner.status.backend]""")
+    assert got[0] == got[2] == "webgpu", got
+    assert got[1] <= 1e-4, got
 
 
 def test_click_on_a_point_draws_its_attention_lines(built, artifacts):

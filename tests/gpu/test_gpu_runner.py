@@ -240,3 +240,20 @@ def test_software_adapter_calibration_keeps_the_faster_backend(make, run, checkp
     assert software_adapter(AdapterInfo("google", "swiftshader", "", "", False))
     assert software_adapter(AdapterInfo("", "", "", "", True))
     assert not software_adapter(AdapterInfo("nvidia", "ampere", "", "NVIDIA H100", False))
+
+
+def test_tensors_reads_only_the_names_and_leaves_the_sequence_alone(run, make, checkpoint):
+    """Issue 12: tensors(ids, names) runs from an empty cache of its own on the GPU: the
+    named tensors equal numpy's, and the explainer's sequence continues as if nothing ran."""
+    runner, _ = make()
+    trace = run(runner.run(IDS[:4]))
+    names = ["h.0.q", "h.1.k", "h.1.att"]
+    got = run(runner.tensors([9, 8, 7, 6, 5], names))
+    assert list(got) == names and runner.engine is not None
+    want = full(checkpoint, [9, 8, 7, 6, 5])
+    for name in names:
+        assert_close(f"tensors {name}", got[name], want[name], **TOL)
+    trace = runners.append_rows(trace, run(runner.extend(IDS[4:])))
+    compare("tensors then extend", trace, full(checkpoint, IDS))
+    with pytest.raises(ValueError, match="h.9.q"):
+        run(runner.tensors([1, 2], ["h.9.q"]))
