@@ -65,7 +65,9 @@ def test_read_layer_after_decode_steps(small_engine, run):
 
 def test_without_keep_only_the_unwritten_tensors_stay(small_engine, run):
     engine, _ = small_engine("int8")
-    full = run(engine.forward(IDS))
+    # Without captured attention stages every layer runs the fast attention kernels (issue 15,
+    # attention), whose sums differ from attention.wgsl's in the last bits: compare like with like.
+    full = run(engine.forward(IDS, capture=lambda n: n in ("tok_emb", "ln_f", "logits")))
     run(engine.forward(IDS, capture="none"))
     assert_same(run(engine.read_kept(lambda n: n in ("tok_emb", "ln_f", "logits"))), full,
                 ["tok_emb", "ln_f", "logits"])
@@ -180,7 +182,8 @@ def test_forward_top_equals_the_logits_top(small_engine, run, scheme):
     engine, _ = small_engine(scheme)
     cache_a, cache_b = engine.new_cache(), engine.new_cache()
     for step in (IDS, [7], [250]):
-        full = run(engine.forward(step, cache=cache_a))
+        # capture="logits": the same (fast) attention kernels as forward_top's run
+        full = run(engine.forward(step, cache=cache_a, capture="logits"))
         top, trace = run(engine.forward_top(step, cache=cache_b, k=32))
         assert list(trace.tensors) == []
         values, ids = reference.top_k(full.logits[-1], 32)
