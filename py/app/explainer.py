@@ -154,9 +154,12 @@ class Explainer:
         """New distribution and sample, then the views, yielding to the page between them."""
         self.sample()
         self.update_namespace()
-        if light:
-            self.run.render(), self.output.render(), self.map.render()
+        if light:  # issue 16: a turn for the page between views (no main-thread task over 200 ms)
+            for controller in (self.run, self.output, self.map):
+                await asyncio.sleep(0)
+                controller.render()
         else:
+            await asyncio.sleep(0)
             await self.render_all_async()
         self.factors.refresh()
         # A counter on the page that says a run has been drawn (tests wait on it).

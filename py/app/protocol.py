@@ -19,6 +19,7 @@ Page -> worker (``head["op"]``, each with an ``id``; the worker answers each wit
 ``describe``    the runner's type, backend, losses, calibration (tests, the console)
 ``destroy``     destroy the GPU device behind the engine's back (the device-loss test)
 ``stop``        ``upto``: abandon every request with an id below it (between blocks)
+``slow``        ``ms``: wait that long at every block boundary (tests land a Stop mid-run)
 ==============  ==========================================================================
 
 Worker -> page: ``reply`` (``id``, ``ok``, the trace's tensors or ``error``/``kind``),
@@ -222,6 +223,7 @@ class ModelHost:
         self.cached: list[int] | None = []  # the positions the runner's cache holds; None: unknown
         self.stopped_below = 0
         self.current = 0
+        self.delay_s = 0.0  # the ``slow`` test hook
         self._lock = asyncio.Lock()
 
     async def step(self, label: str, fraction: float) -> None:
@@ -230,7 +232,7 @@ class ModelHost:
         if rid < self.stopped_below:
             raise Stopped("stopped")
         self.send({"op": "progress", "id": rid, "label": label, "fraction": fraction}, [])
-        await asyncio.sleep(0)  # lets a stop message in
+        await asyncio.sleep(self.delay_s)  # lets a stop message in
         if rid < self.stopped_below:
             raise Stopped("stopped")
 
@@ -242,6 +244,9 @@ class ModelHost:
         """One message from the page; ``stop`` acts at once, the rest queue in order."""
         if head.get("op") == "stop":
             self.stopped_below = max(self.stopped_below, int(head["upto"]))
+            return
+        if head.get("op") == "slow":
+            self.delay_s = max(0.0, float(head["ms"])) / 1e3
             return
         asyncio.ensure_future(self._serve(head, arrays))
 
