@@ -157,7 +157,7 @@ class Explainer:
         if light:  # issue 16: a turn for the page between views (no main-thread task over 200 ms)
             for controller in (self.run, self.output, self.map):
                 await asyncio.sleep(0)
-                controller.render()
+                await controller.render_async()
         else:
             await asyncio.sleep(0)
             await self.render_all_async()
@@ -188,7 +188,7 @@ class Explainer:
         """render_all, handing control back to the page after each view."""
         for controller in self.parts.values():
             if controller.slot not in (None, "tour"):
-                controller.render()
+                await controller.render_async()  # issue 16: a turn between the view and its drawing
                 await asyncio.sleep(0)
 
     # ----- events -----------------------------------------------------------------------

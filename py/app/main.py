@@ -41,9 +41,6 @@ async def main() -> Boot:
         from .loader import load_model
         from .worker_client import ModelWorker
 
-        # issue 16: the model worker boots its own Pyodide while this thread loads the model.
-        worker = ModelWorker.start()
-
         # Issue 11: the model picker; ?model=hf:<repo> loads a Hub checkpoint (py/app/hub_loader.py).
         from . import picker
         from .hub_loader import ModelChooser
@@ -56,10 +53,25 @@ async def main() -> Boot:
         if chooser.choice.is_hub:
             mode.model = chooser.choice.spec
             mode.show()
+        # issue 16: the model worker boots its own Pyodide while this thread loads the model
+        # (hub models and light mode still compute on this thread: no second interpreter).
+        in_worker = not (chooser.choice.is_hub or mode.mode.light)
+        worker = ModelWorker.start() if in_worker else ModelWorker(
+            error="light mode and Hub models do not use the worker yet")
         if chooser.choice.is_hub:
             model = await chooser.load(mode)
         else:
             model = await load_model(mode.model_url, mode.progress)
+        # issue 15: numpy multiplies the stored int8 weights with the WebAssembly SIMD kernel
+        # (no float32 copy of the model); without the kernel it keeps float32 weights. q4
+        # weights (light mode, phones) always stay stored: each product dequantizes block by
+        # block, so GPT-2-small's shape needs a 228 MiB heap instead of 752 (bench/memory.md).
+        # With the model worker (issue 16) this thread's numpy serves the experiments and panels.
+        from .kernel import load_kernel
+
+        kernel, app.kernel_note = await load_kernel()
+        if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
+            model.keep_quantized(kernel)
         page.progress("Preparing the explainer", 0.99)
         binding = Binding(page)
         explainer = Explainer(binding, model, runner=mode.runner(model), namespace=console.namespace,
@@ -71,33 +83,18 @@ async def main() -> Boot:
         attach_qk(explainer, binding, mode.model_url)
         app.explainer = explainer
         # issue 16: the model computes in the worker (py/app/worker.py builds its runner: WebGPU
-        # or numpy); this thread keeps the lazily dequantized weights for the weights views only.
+        # or numpy); this thread keeps the stored weights for the views, experiments and panels.
         app.worker = worker
         page.progress("Starting the model worker", 0.99)
-        if chooser.choice.is_hub or mode.mode.light:
-            worker.stop("hub models and light mode still compute on the page's main thread")
-        elif await worker.attach(app, explainer, mode.model_url, False, js.location.search) is not None:
+        if in_worker and await worker.attach(app, explainer, mode.model_url, False, js.location.search) is not None:
             await explainer.start()
             return
         app.worker_note = worker.fallback_note()
-        await compute_here(app, explainer, model, mode)
+        await compute_here(app, explainer)
         await explainer.start()
 
-    async def compute_here(app: Boot, explainer, model, mode) -> None:
-        """The model on this thread (no worker): the int8 kernel, then WebGPU or numpy."""
-        # issue 15: numpy multiplies the stored int8 weights with the WebAssembly SIMD kernel
-        # (no float32 copy of the model); without the kernel it keeps float32 weights. q4
-        # weights (light mode, phones) always stay stored: each product dequantizes block by
-        # block, so GPT-2-small's shape needs a 228 MiB heap instead of 752 (bench/memory.md).
-        from .kernel import load_kernel
-        from .runner import ReferenceRunner
-
-        kernel, app.kernel_note = await load_kernel()
-        if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
-            model.keep_quantized(kernel)
-        explainer.params = model.params
-        explainer.runner = mode.runner(model) or ReferenceRunner(model.params, model.config,
-                                                                 step=explainer.run.progress)
+    async def compute_here(app: Boot, explainer) -> None:
+        """The model on this thread (no worker): WebGPU or numpy, as the page did before issue 16."""
         # WebGPU when an adapter and a device answer in time, else numpy; the page says why.
         from pyodide.ffi import to_js
 

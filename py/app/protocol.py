@@ -224,6 +224,7 @@ class ModelHost:
         self.stopped_below = 0
         self.current = 0
         self.delay_s = 0.0  # the ``slow`` test hook
+        self.heap = lambda: 0  # the worker's wasm heap in bytes (worker.py sets it)
         self._lock = asyncio.Lock()
 
     async def step(self, label: str, fraction: float) -> None:
@@ -329,4 +330,5 @@ class ModelHost:
         return {"kind": type(r).__name__, "name": self._backend(), "losses": int(getattr(r, "losses", 0)),
                 "calibration": getattr(r, "calibration", None),
                 "backend": getattr(status, "backend", self._backend()), "cause": getattr(status, "cause", ""),
-                "reason": getattr(status, "reason", ""), "cached": None if self.cached is None else len(self.cached)}
+                "reason": getattr(status, "reason", ""), "cached": None if self.cached is None else len(self.cached),
+                "heap_bytes": int(self.heap())}

@@ -100,7 +100,10 @@ def _on_message(event) -> None:
 
 def serve(boot_ms: float = 0.0, files: int = 0) -> None:
     """Listen to the page (web/model-worker.mjs calls this once Python and the files are in)."""
+    import pyodide_js
+
     _state["host"] = ModelHost(post)
+    _state["host"].heap = lambda: int(pyodide_js._module.HEAPU8.length)
     _state["proxy"] = create_proxy(_on_message)
     js.self.onmessage = _state["proxy"]
     post({"op": "booted", "ms": float(boot_ms), "files": int(files)})

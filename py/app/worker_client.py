@@ -87,13 +87,6 @@ class ModelWorker:
         self._waiting[op] = future
         return future
 
-    def stop(self, why: str) -> None:
-        """Do without the worker (``why`` goes into the backend reason)."""
-        self.error = why
-        if self.worker is not None:
-            self.worker.terminate()
-            self.worker = None
-
     def fallback_note(self) -> str:
         """The sentence the backend reason adds when the page computes on its own thread."""
         why = self.error or "the worker did not start"
@@ -129,5 +122,4 @@ class ModelWorker:
             runner.receive(head, arrays)
         self._early.clear()
         explainer.runner = runner
-        app.kernel_note = self.ready.get("kernel", "")
         return runner

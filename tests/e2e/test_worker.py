@@ -88,6 +88,10 @@ def test_a_256_token_run_has_no_long_task_and_progress_comes_per_block(numpy_pag
 
 def test_stop_answers_within_100_ms_and_keeps_the_previous_trace(numpy_page):
     page = numpy_page.page
+    before = runs(page)
+    page.get_by_test_id("prompt").fill("The lighthouse keeper counted the ships")
+    page.get_by_test_id("prompt").press("Enter")
+    wait_run(page, before)
     shown = numpy_page.py("explainer.ids.size")
     # Slow each worker step down so that Stop lands in the middle of the run.
     numpy_page.py("explainer.runner.post({'op': 'slow', 'ms': 300}, [])")
