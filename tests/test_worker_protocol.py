@@ -221,3 +221,26 @@ def test_pack_and_unpack_round_trip_dtypes_and_shapes():
     for name, value in tensors.items():
         assert back[name].dtype == value.dtype and back[name].shape == value.shape
         np.testing.assert_array_equal(back[name], value)
+
+
+def test_a_stop_drops_computations_but_not_a_truncate_queued_behind_them():
+    fake = FakeWorker()
+    run(fake.page.run(IDS[:5]))
+
+    async def go():
+        task = asyncio.ensure_future(fake.page.extend([IDS[5]]))
+        await asyncio.sleep(0)
+        fake.page.truncate(4)  # queued behind the extend, then both are abandoned on the page
+        fake.page.stop()
+        with pytest.raises(protocol.Stopped):
+            await task
+        for _ in range(30):
+            await asyncio.sleep(0)
+
+    run(go())
+    ops = [(h["op"], h.get("ok"), h.get("kind")) for h in fake.to_page if h["op"] == "reply"]
+    assert ops[-2:] == [("reply", False, "Stopped"), ("reply", True, None)]  # extend dropped, truncate done
+    assert fake.host.runner.cache.length == 4
+    trace = run(fake.page.extend([IDS[6]]))  # the page's cache view (4 positions) and the worker's agree
+    want = reference.forward(PARAMS, CONFIG, np.append(IDS[:4], IDS[6]))
+    np.testing.assert_allclose(trace.logits, want.logits[-1:], rtol=1e-5, atol=1e-6)

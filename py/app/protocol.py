@@ -128,9 +128,11 @@ class WorkerRunner:
         return bool(self._pending)
 
     # ----- messages ---------------------------------------------------------------------------
-    def _send(self, op: str, arrays=(), **fields) -> asyncio.Future:
+    def _send(self, op: str, arrays=(), wait: bool = True, **fields) -> asyncio.Future:
         rid, self._next = self._next, self._next + 1
         future = asyncio.get_event_loop().create_future()
+        if not wait:  # nobody awaits it: its outcome (a Stop, an error) is read here, not logged
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending[rid] = future
         self.post({"op": op, "id": rid, **fields}, list(arrays))
         return future
@@ -176,7 +178,7 @@ class WorkerRunner:
 
     def truncate(self, n: int) -> None:
         self.ids = self.ids[:max(0, int(n))]
-        self._send("truncate", n=int(n))
+        self._send("truncate", wait=False, n=int(n))
 
     async def tensors(self, ids, names) -> dict[str, np.ndarray]:
         """Only ``names`` of the trace of ``ids`` (from an empty cache; the page's cache stays)."""
@@ -202,7 +204,7 @@ class WorkerRunner:
         request); False when WebGPU does not run there."""
         if self.backend != "webgpu":
             return False
-        self._send("destroy")
+        self._send("destroy", wait=False)
         return True
 
 
@@ -255,7 +257,7 @@ class ModelHost:
         async with self._lock:
             rid = int(head.get("id", 0))
             self.current = rid
-            if rid < self.stopped_below and head["op"] not in ("truncate",):
+            if rid < self.stopped_below and head["op"] in ("run", "extend", "tensors"):
                 self.send({"op": "reply", "id": rid, "ok": False, "kind": "Stopped", "error": "stopped"}, [])
                 return
             try:
