@@ -248,6 +248,9 @@ class RunController(Controller):
             try:
                 if ex.trace is not None:
                     await ex.render_all_async()
+                    # Drawn again: the counter tests wait on moves on, also after a Stop that
+                    # dropped the step in flight (issue 16).
+                    self.ui.set_attr("explainer", "data-runs", str(self.runs))
                     self.status(f"Generated {self.made} token{'s' * (self.made != 1)}"
                                 f"{' (stopped)' if self.stop_requested else ''}; "
                                 f"showing {ex.ids.size} tokens. " + self.ran_status())
