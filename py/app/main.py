@@ -56,8 +56,8 @@ async def main() -> Boot:
         # issue 16: the model worker boots its own Pyodide while this thread loads the model
         # (hub models and light mode still compute on this thread: no second interpreter).
         in_worker = not (chooser.choice.is_hub or mode.mode.light)
-        worker = ModelWorker.start() if in_worker else ModelWorker(
-            error="light mode and Hub models do not use the worker yet")
+        worker = ModelWorker.start() if in_worker else ModelWorker.unused(
+            "light mode and Hub models do not use the worker yet")
         if chooser.choice.is_hub:
             model = await chooser.load(mode)
         else:

@@ -41,7 +41,17 @@ class ModelWorker:
 
     @classmethod
     def start(cls, url: str = WORKER_URL) -> "ModelWorker":
-        """Start the worker now (it boots Pyodide in parallel with the page's model download)."""
+        """The worker web/worker-start.js started as the page loaded (with the messages it sent
+        since), else a new one (it boots Pyodide in parallel with the page's model download)."""
+        early = getattr(js.window, "glassboxModelWorker", None)
+        if early is not None:
+            js.window.glassboxModelWorker = None
+            if getattr(early, "worker", None) is None:
+                return cls(error=f"the browser refused a module worker ({early.error})")
+            adopted = cls(early.worker)
+            for event in early.early:
+                (adopted._on_error if getattr(event, "type", "") == "error" else adopted._on_message)(event)
+            return adopted
         if getattr(js, "Worker", None) is None:
             return cls(error="this browser has no Web Workers")
         try:
@@ -86,6 +96,15 @@ class ModelWorker:
         future = asyncio.get_event_loop().create_future()
         self._waiting[op] = future
         return future
+
+    @classmethod
+    def unused(cls, why: str) -> "ModelWorker":
+        """No worker here (``why`` goes into the backend reason); one started early is ended."""
+        early = getattr(js.window, "glassboxModelWorker", None)
+        if early is not None and getattr(early, "worker", None) is not None:
+            early.worker.terminate()
+        js.window.glassboxModelWorker = None
+        return cls(error=why)
 
     def fallback_note(self) -> str:
         """The sentence the backend reason adds when the page computes on its own thread."""

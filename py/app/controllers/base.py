@@ -45,4 +45,8 @@ class Controller:
         view = self.view()
         if view is not None:
             await asyncio.sleep(0)
-            self.ui.show(self.slot, view)
+            show = getattr(self.ui, "show_async", None)  # binding.Binding: in steps
+            if show is not None:
+                await show(self.slot, view)
+            else:
+                self.ui.show(self.slot, view)
