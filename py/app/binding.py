@@ -111,10 +111,23 @@ class Binding:
         return _TEX.sub(swap, html)
 
     def show(self, slot: str, view) -> None:
+        for _ in self._show_steps(slot, view):
+            pass
+
+    async def show_async(self, slot: str, view) -> None:
+        """show, giving the page a turn after the HTML and after the heat maps: a 256-token
+        attention view is ~0.8 MB of HTML, and one task for all of it took ~300 ms (issue 16)."""
+        import asyncio
+
+        for _ in self._show_steps(slot, view):
+            await asyncio.sleep(0)
+
+    def _show_steps(self, slot: str, view):
         element = self._slot(slot)
         active = self.document.activeElement
         active_id = active.id if active is not None and active.id and element.contains(active) else ""
         element.innerHTML = self.render_tex(view.html)
+        yield
         for key in self.slot_heats.pop(slot, []):
             self.heats.pop(key, None)
         keys = []
@@ -127,6 +140,7 @@ class Binding:
             self.heats[heat.key] = heat
             keys.append(heat.key)
         self.slot_heats[slot] = keys
+        yield
         for box in element.querySelectorAll("[data-keep-in-view]"):
             self._scroll_to_selected(box)
         if active_id:

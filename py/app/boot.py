@@ -33,6 +33,8 @@ class Boot:
         self.versions: dict[str, str] = {}
         self.kernel_note = ""  # issue 15: how numpy multiplies (app/kernel.py), set by main.py
         self.kernel_task = None  # p15: the kernel's load after the first run, where it is deferred
+        self.worker = None  # issue 16: the model worker (app/worker_client.ModelWorker), set by main.py
+        self.worker_note = ""  # issue 16: why the model runs on the main thread, when it does
 
     async def boot(self) -> bool:
         """Run the start-up steps; True when the page reached 'ready', False on error."""
@@ -63,5 +65,7 @@ class Boot:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         self.backend = backend
+        if self.worker_note and reason:  # issue 16: no worker, and why
+            reason = f"{reason} {self.worker_note}"
         self.page.set_backend(backend)
         self.page.show("app", adapter_view.render(self.adapter, backend, self.versions, reason, cause, switch))

@@ -154,9 +154,12 @@ class Explainer:
         """New distribution and sample, then the views, yielding to the page between them."""
         self.sample()
         self.update_namespace()
-        if light:
-            self.run.render(), self.output.render(), self.map.render()
+        if light:  # issue 16: a turn for the page between views (no main-thread task over 200 ms)
+            for controller in (self.run, self.output, self.map):
+                await asyncio.sleep(0)
+                await controller.render_async()
         else:
+            await asyncio.sleep(0)
             await self.render_all_async()
         self.factors.refresh()
         # A counter on the page that says a run has been drawn (tests wait on it).
@@ -185,7 +188,7 @@ class Explainer:
         """render_all, handing control back to the page after each view."""
         for controller in self.parts.values():
             if controller.slot not in (None, "tour"):
-                controller.render()
+                await controller.render_async()  # issue 16: a turn between the view and its drawing
                 await asyncio.sleep(0)
 
     # ----- events -----------------------------------------------------------------------

@@ -190,6 +190,9 @@ async def choose_backend(runner: WebGPURunner, backend: str) -> Status:
     status says why and numpy keeps running."""
     if backend not in ("numpy", "webgpu"):
         raise ValueError(f"unknown backend {backend!r}; expected numpy or webgpu")
+    own = getattr(runner, "choose_backend", None)
+    if own is not None:  # the model worker's runner (issue 16): its own runner chooses there
+        return await own(backend)
     runner.numpy.cache = None  # the next run starts a new sequence on either side
     runner.ids = runner.ids[:0]
     runner.where = "numpy"

@@ -44,6 +44,7 @@ async def main() -> Boot:
         from .device import DeviceMode
         from .explainer import Explainer
         from .loader import load_model
+        from .worker_client import ModelWorker
 
         # Issue 11: the model picker; ?model=hf:<repo> loads a Hub checkpoint (py/app/hub_loader.py).
         from . import picker
@@ -57,6 +58,11 @@ async def main() -> Boot:
         if chooser.choice.is_hub:
             mode.model = chooser.choice.spec
             mode.show()
+        # issue 16: the model worker boots its own Pyodide while this thread loads the model
+        # (hub models and light mode still compute on this thread: no second interpreter).
+        in_worker = not (chooser.choice.is_hub or mode.mode.light)
+        worker = ModelWorker.start() if in_worker else ModelWorker.unused(
+            "light mode and Hub models do not use the worker yet")
         if chooser.choice.is_hub:
             model = await chooser.load(mode)
         else:
@@ -66,13 +72,15 @@ async def main() -> Boot:
         # weights (light mode, phones) always stay stored: each product dequantizes block by
         # block, so GPT-2-small's shape needs a 228 MiB heap instead of 752 (bench/memory.md).
         # p15: the kernel loads before the first run only where numpy may run it first
-        # (gpu_light.kernel_first); otherwise after the first run, in the background.
-        from .gpu_light import BACKEND_KEY, kernel_first, remembered_backend, use_kernel
+        # (gpu_light.kernel_first); otherwise after the first run, in the background. With the
+        # model worker (issue 16) this thread's numpy serves the experiments and panels, and
+        # keeps the stored weights from the start (the kernel loads while the worker boots).
+        from .gpu_light import BACKEND_KEY, bind_switch, kernel_first, remembered_backend, use_kernel
         from .kernel import load_kernel
 
         scheme = model.checkpoint.scheme
         choice = remembered_backend(js.location.search, stored(BACKEND_KEY, "sessionStorage"))[0]
-        kernel_later = scheme == "int8" and not kernel_first(scheme, app.adapter, choice)
+        kernel_later = scheme == "int8" and not in_worker and not kernel_first(scheme, app.adapter, choice)
         if scheme == "q4":
             model.keep_quantized(None)
         elif scheme == "int8" and not kernel_later:
@@ -90,17 +98,19 @@ async def main() -> Boot:
 
         attach_qk(explainer, binding, mode.model_url)
         app.explainer = explainer
-        # WebGPU when an adapter and a device answer in time, else numpy; the page says why.
-        # issue 15 (p15): one call builds the runner for full and light mode (app/gpu_light.py),
-        # and the backend card's switch (remembered in sessionStorage for the visit).
-        from pyodide.ffi import to_js
-
-        from .gpu_light import attach_backend, bind_switch
-        from .gpu_runner import browser_engine
-
-        page.progress("Starting WebGPU", 0.99)
-        make_engine = browser_engine(js.navigator, to_js, js.Object.fromEntries, explainer.model.checkpoint)
-        runner = await attach_backend(app, explainer, make_engine, js.location.search, stored(BACKEND_KEY, "sessionStorage"))
+        # issue 16: the model computes in the worker (py/app/worker.py builds its runner: WebGPU
+        # or numpy); this thread keeps the stored weights for the views, experiments and panels.
+        app.worker = worker
+        page.progress("Starting the model worker", 0.99)
+        remembered = stored(BACKEND_KEY, "sessionStorage")
+        runner = None
+        if in_worker:
+            runner = await worker.attach(app, explainer, mode.model_url, False, js.location.search, remembered)
+        if runner is None:
+            app.worker_note = worker.fallback_note()
+            runner = await compute_here(app, explainer, remembered)
+        # issue 15 (p15): the backend card's switch (remembered in sessionStorage for the visit),
+        # for the worker's runner as for this thread's.
         app.backend_switch = bind_switch(explainer, runner, js.document.querySelector('[data-slot="app"]'), js.window,
                                          create_proxy)
         if runner.status.backend == "webgpu":
@@ -108,6 +118,21 @@ async def main() -> Boot:
         await explainer.start()
         if kernel_later:  # p15: off the path to the first prediction
             app.kernel_task = explainer.spawn(use_kernel(app, model, load_kernel, explainer))
+
+    async def compute_here(app: Boot, explainer, remembered: str | None):
+        """The model on this thread (no worker): WebGPU or numpy, as the page did before issue 16.
+        Returns the runner."""
+        # WebGPU when an adapter and a device answer in time, else numpy; the page says why.
+        # issue 15 (p15): one call builds the runner for full and light mode (app/gpu_light.py),
+        # and the backend card's switch (remembered in sessionStorage for the visit).
+        from pyodide.ffi import to_js
+
+        from .gpu_light import attach_backend
+        from .gpu_runner import browser_engine
+
+        page.progress("Starting WebGPU", 0.99)
+        make_engine = browser_engine(js.navigator, to_js, js.Object.fromEntries, explainer.model.checkpoint)
+        return await attach_backend(app, explainer, make_engine, js.location.search, remembered)
 
     app = Boot(page, probe=lambda: probe_adapter(js.navigator), start=start)
     console.namespace["app"] = app

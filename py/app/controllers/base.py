@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Callable
 
 Action = Callable[..., object]  # (controller, value: str, data: dict) -> None or an asyncio.Task
@@ -33,3 +35,18 @@ class Controller:
         view = self.view()
         if view is not None:
             self.ui.show(self.slot, view)
+
+    async def render_async(self) -> None:
+        """render, with a turn for the page between computing the view and drawing it: on a
+        long input each half can take a good part of the 200 ms a task may last (issue 16)."""
+        if self.slot is None or type(self).render is not Controller.render:
+            self.render()  # a controller that draws more than its slot does it in one go
+            return
+        view = self.view()
+        if view is not None:
+            await asyncio.sleep(0)
+            show = getattr(self.ui, "show_async", None)  # binding.Binding: in steps
+            if show is not None:
+                await show(self.slot, view)
+            else:
+                self.ui.show(self.slot, view)

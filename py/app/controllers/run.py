@@ -18,6 +18,7 @@ import numpy as np
 from glassbox.model import InputError
 
 from .. import runner as runners
+from ..protocol import Stopped
 from ..views import controls
 from ..views.common import View, token_label
 from .base import Controller
@@ -54,6 +55,8 @@ class RunController(Controller):
         self.runs = 0
         self.last_run_s = 0.0
         self.booting = False
+        self.steps = 0  # progress steps heard (issue 16: one per block; tests count them)
+        self._turn = 0  # which begin() the page's busy state belongs to (Stop ends it at once)
         self._painted = -1e9  # when progress() last repainted (time.perf_counter)
 
     # ----- state shown on the page ----------------------------------------------------------
@@ -61,6 +64,7 @@ class RunController(Controller):
         """The runner's step hook: what runs now, then a turn for the page. Repainted when a run
         starts and then at most once per PROGRESS_EVERY_S (issue 15: a repaint per layer cost
         ~0.4 s per short run); long runs still show each block as it comes."""
+        self.steps += 1
         now = time.perf_counter()
         if now - self._painted < PROGRESS_EVERY_S:
             return
@@ -93,11 +97,14 @@ class RunController(Controller):
     def begin(self) -> bool:
         if self.busy:
             return False
+        self._turn += 1
         self._set_busy(True)
         return True
 
-    def end(self) -> None:
-        self._set_busy(False)
+    def end(self, turn: int | None = None) -> None:
+        """Leave the busy state, unless Stop already did for this ``turn`` (issue 16)."""
+        if turn is None or turn == self._turn:
+            self._set_busy(False)
 
     async def timed(self, coro):
         self.runs += 1
@@ -145,7 +152,7 @@ class RunController(Controller):
         """Tokenize ``text`` (or the current text) and run the model on it."""
         if not self.begin():
             return
-        ex = self.ex
+        ex, turn = self.ex, self._turn
         try:
             ex.attention.stop_player()
             text = ex.text if text is None else text
@@ -160,10 +167,12 @@ class RunController(Controller):
             ex.block.position = None
             await ex.after_run()
             self.status(self.ran_status())
+        except Stopped:
+            pass  # issue 16: Stop has already put the page back (stop below)
         except Exception as exc:  # noqa: BLE001  (shown on the page; the app stays usable)
             self.fail(exc)
         finally:
-            self.end()
+            self.end(turn)
 
     async def _append(self, token: int) -> None:
         """Run the model on the sequence + ``token`` (KV cache when the runner has one)."""
@@ -199,19 +208,22 @@ class RunController(Controller):
     async def generate_one(self) -> None:
         if not self.begin():
             return
+        turn = self._turn
         try:
             self.ex.attention.stop_player()
             await self.generate()
+        except Stopped:
+            pass
         except Exception as exc:  # noqa: BLE001
             self.fail(exc)
         finally:
-            self.end()
+            self.end(turn)
 
     async def generate_continuously(self, limit: int = MAX_CONTINUOUS) -> None:
         """Generate and keep tokens until Stop, the context is full or ``limit`` tokens."""
         if not self.begin():
             return
-        ex = self.ex
+        ex, turn = self.ex, self._turn
         self.generating, self.stop_requested, self.made = True, False, 0
         self.ui.set_attr("continuous", "aria-pressed", "true")
         try:
@@ -225,22 +237,41 @@ class RunController(Controller):
                 self.accept(render=False)
                 self.render()
                 await asyncio.sleep(0)
+        except Stopped:
+            pass
         except Exception as exc:  # noqa: BLE001
             self.fail(exc)
         finally:
-            self.generating = False
-            self.ui.set_attr("continuous", "aria-pressed", "false")
+            if turn == self._turn:  # not ended by Stop already
+                self.generating = False
+                self.ui.set_attr("continuous", "aria-pressed", "false")
             try:
                 if ex.trace is not None:
                     await ex.render_all_async()
+                    # Drawn again: the counter tests wait on moves on, also after a Stop that
+                    # dropped the step in flight (issue 16).
+                    self.ui.set_attr("explainer", "data-runs", str(self.runs))
                     self.status(f"Generated {self.made} token{'s' * (self.made != 1)}"
                                 f"{' (stopped)' if self.stop_requested else ''}; "
                                 f"showing {ex.ids.size} tokens. " + self.ran_status())
             finally:
-                self.end()
+                self.end(turn)
 
     def stop(self) -> None:
+        """Stop: continuous generation ends after this token; with a runner that can abandon a
+        request (the model worker, issue 16) the run in flight is dropped and the page is ready
+        at once, still showing the last finished trace."""
         self.stop_requested = True
+        abandon = getattr(self.ex.runner, "stop", None)
+        if not self.busy or abandon is None:
+            return
+        abandon()
+        self._turn += 1  # the stopped run's end() no longer applies
+        if self.generating:
+            self.generating = False
+            self.ui.set_attr("continuous", "aria-pressed", "false")
+        self._set_busy(False)
+        self.status(f"Stopped: showing {self.ex.ids.size} tokens; the run in flight was dropped.")
 
     def accept(self, render: bool = True) -> None:
         """Keep the generated token: it becomes part of the text."""

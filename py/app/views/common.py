@@ -56,8 +56,16 @@ def _lut(stops: np.ndarray) -> np.ndarray:
 
 
 def _lookup(lut: np.ndarray, t) -> np.ndarray:
-    t = np.nan_to_num(np.asarray(t, dtype=np.float32), nan=0.5, posinf=1.0, neginf=0.0)
-    return lut[np.clip(t * np.float32(256) + np.float32(0.5), 0, 256).astype(np.intp)]
+    """lut[round(t * 256)] for t in [0, 1] (NaN as 0.5, clipped). Each RGBA entry is read as one
+    uint32, and the index is built in place (issue 16: a third of a 256-token view's time)."""
+    t = np.asarray(t, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        index = np.atleast_1d(t * np.float32(256))
+    np.nan_to_num(index, copy=False, nan=128.0, posinf=256.0, neginf=0.0)
+    index += np.float32(0.5)
+    np.clip(index, 0, 256, out=index)
+    words = lut.view(np.uint32).reshape(-1)
+    return words[index.astype(np.intp, order="C")].view(np.uint8).reshape(t.shape + (4,))
 
 
 def viridis(t) -> np.ndarray:

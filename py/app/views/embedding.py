@@ -12,6 +12,8 @@ character is shown above them, with each token's bytes on hover.
 
 from __future__ import annotations
 
+import functools
+
 from html import escape
 
 from glassbox.trace import Trace
@@ -30,6 +32,13 @@ def row_labels(tokens: list[str]) -> list[str]:
 
 
 def labels_column(tokens: list[str], start: int = 0, row_px: int = ROW_PX) -> str:
+    return _labels_column(tuple(tokens), start, row_px)
+
+
+@functools.lru_cache(maxsize=16)
+def _labels_column(tokens: tuple[str, ...], start: int, row_px: int) -> str:
+    """labels_column, kept for the next call: a 256-token view asks for the same column a dozen
+    times (issue 16)."""
     items = "".join(
         f'<li style="height:{row_px}px" title="position {start + i}">'
         f'<span class="pos">{start + i}</span> {escape(token_label(t))}</li>'

@@ -1,0 +1,357 @@
+"""The model in a Web Worker (issue 16): the messages between the page and the worker.
+
+No ``js`` import: both ends are plain Python, so CPython tests drive them with a fake worker
+(tests/test_worker_protocol.py). The JavaScript glue is thin: py/app/worker_client.py on the
+page and py/app/worker.py in the worker turn a message ``(head, arrays)`` into one
+``postMessage({head: JSON, buffers: [ArrayBuffer, ...]}, transfer=buffers)`` and back, one
+ArrayBuffer per tensor, transferred (never copied element by element, never cloned).
+
+Page -> worker (``head["op"]``, each with an ``id``; the worker answers each with a ``reply``):
+
+==============  ==========================================================================
+``run``         ``ids``: every tensor of that sequence (the worker's runner.run)
+``extend``      ``ids`` after ``known`` (the positions the page believes are cached): the step
+                trace of the new tokens. A worker whose cache does not hold exactly ``known``
+                (after a Stop, a failure) first runs ``known`` again.
+``truncate``    ``n``: forget positions >= n (no reply needed; answered anyway, in order)
+``tensors``     ``ids``, ``names``: those trace tensors of ``ids`` from an empty cache
+                (issue 12's corpus; the worker's runner.tensors, else glassbox.reference)
+``describe``    the runner's type, backend, losses, calibration (tests, the console)
+``destroy``     destroy the GPU device behind the engine's back (the device-loss test)
+``stop``        ``upto``: abandon every request with an id below it (between blocks)
+``slow``        ``ms``: wait that long at every block boundary (tests land a Stop mid-run)
+==============  ==========================================================================
+
+Worker -> page: ``reply`` (``id``, ``ok``, the trace's tensors or ``error``/``kind``),
+``progress`` (``id``, ``label``, ``fraction``: once per block), ``status`` (``backend``,
+``cause``, ``reason``, ``name``: which backend runs and why, as gpu_runner.Status says).
+
+Stop answers at once on the page: ``WorkerRunner.stop()`` fails every request in flight with
+``Stopped`` (the run controller shows the previous trace) and posts ``stop``; the worker checks
+between blocks and drops the stopped request's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from glassbox.config import GPTConfig
+from glassbox.model import InputError
+from glassbox.trace import Trace
+
+Post = Callable[[dict, list], None]  # post(head, arrays)
+
+
+class Stopped(Exception):
+    """The page stopped this request (Stop): its result, if any, is dropped."""
+
+
+class WorkerError(RuntimeError):
+    """The worker failed a request (its message says how)."""
+
+
+# Exceptions that keep their type across the boundary (the run controller words them).
+_KINDS = {"InputError": InputError, "ValueError": ValueError, "Stopped": Stopped}
+
+
+# ----- tensors ------------------------------------------------------------------------------
+
+def pack(tensors: dict[str, np.ndarray]) -> tuple[dict, list[np.ndarray]]:
+    """(layout, arrays): names, shapes and dtypes in the head, one C-contiguous array each."""
+    names = list(tensors)
+    arrays = [np.ascontiguousarray(tensors[n]) for n in names]
+    return ({"names": names, "shapes": [list(a.shape) for a in arrays], "dtypes": [a.dtype.str for a in arrays]},
+            arrays)
+
+
+def unpack(layout: dict, arrays: list) -> dict[str, np.ndarray]:
+    """The inverse of pack; ``arrays`` may be numpy arrays or flat byte buffers."""
+    out = {}
+    for name, shape, dtype, data in zip(layout["names"], layout["shapes"], layout["dtypes"], arrays, strict=True):
+        a = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.dtype(dtype))
+        out[name] = a.view(np.dtype(dtype)).reshape(shape)
+    return out
+
+
+def trace_message(trace: Trace) -> tuple[dict, list[np.ndarray]]:
+    layout, arrays = pack(trace.tensors)
+    return {"trace": {"ids": [int(i) for i in trace.ids], "start": int(trace.start), **layout}}, arrays
+
+
+def trace_from(head: dict, arrays: list, config: GPTConfig) -> Trace:
+    t = head["trace"]
+    return Trace(config=config, ids=np.asarray(t["ids"], dtype=np.int64), start=int(t["start"]),
+                 tensors=unpack(t, arrays))
+
+
+# ----- the page's side ----------------------------------------------------------------------
+
+async def _no_step(label: str, fraction: float) -> None:
+    return None
+
+
+class WorkerRunner:
+    """The runner contract (runner.py: run, extend, truncate; plus ``tensors``) over messages.
+
+    ``post(head, arrays)`` sends to the worker; the page's glue calls ``receive(head, arrays)``
+    for every message back. ``step(label, fraction)`` is the explainer's progress hook;
+    ``on_status(head)`` hears which backend runs (status messages).
+    """
+
+    def __init__(self, post: Post, config: GPTConfig, step: Callable[[str, float], Awaitable[None]] = _no_step,
+                 on_status: Callable[[dict], None] | None = None):
+        self.post = post
+        self.config = config
+        self.step = step
+        self.on_status = on_status or (lambda head: None)
+        self.ids = np.zeros(0, dtype=np.int64)  # what the worker's cache holds, as far as the page knows
+        self.backend = "numpy"
+        self.last = "numpy"  # the backend of the last trace (the run status shows it)
+        self.reason = ""
+        self.cause = "starting"
+        self.kind = ""  # the worker-side runner's class name
+        self.losses = 0
+        self.progress_messages = 0  # progress messages heard (one per block; tests count them)
+        self._next = 1
+        self._pending: dict[int, asyncio.Future] = {}
+        self._tasks: set = set()
+
+    @property
+    def name(self) -> str:
+        return self.last
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    # ----- messages ---------------------------------------------------------------------------
+    def _send(self, op: str, arrays=(), wait: bool = True, **fields) -> asyncio.Future:
+        rid, self._next = self._next, self._next + 1
+        future = asyncio.get_event_loop().create_future()
+        if not wait:  # nobody awaits it: its outcome (a Stop, an error) is read here, not logged
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending[rid] = future
+        self.post({"op": op, "id": rid, **fields}, list(arrays))
+        return future
+
+    def receive(self, head: dict, arrays: list) -> None:
+        """One message from the worker."""
+        op = head.get("op")
+        if op == "status":
+            self.backend, self.cause, self.reason = head["backend"], head["cause"], head["reason"]
+            self.kind, self.losses = head.get("kind", self.kind), int(head.get("losses", self.losses))
+            self.on_status(head)
+        elif op == "progress":
+            if head.get("id") in self._pending:  # a stopped request's progress is not shown
+                self.progress_messages += 1
+                task = asyncio.ensure_future(self.step(head["label"], float(head["fraction"])))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        elif op == "reply":
+            future = self._pending.pop(head.get("id"), None)
+            if future is None or future.done():
+                return  # stopped: dropped
+            if head.get("ok"):
+                future.set_result((head, arrays))
+            else:
+                kind = _KINDS.get(head.get("kind"), WorkerError)
+                future.set_exception(kind(head.get("error", "the worker failed")))
+
+    async def _call(self, op: str, **fields) -> tuple[dict, list]:
+        return await self._send(op, **fields)
+
+    # ----- the runner contract ----------------------------------------------------------------
+    async def run(self, ids) -> Trace:
+        ids = np.asarray(ids, dtype=np.int64)
+        head, arrays = await self._call("run", ids=ids.tolist())
+        self.ids, self.last = ids, head.get("backend", self.backend)
+        return trace_from(head, arrays, self.config)
+
+    async def extend(self, ids) -> Trace:
+        ids = np.asarray(ids, dtype=np.int64)
+        head, arrays = await self._call("extend", ids=ids.tolist(), known=self.ids.tolist())
+        self.ids, self.last = np.concatenate([self.ids, ids]), head.get("backend", self.backend)
+        return trace_from(head, arrays, self.config)
+
+    def truncate(self, n: int) -> None:
+        self.ids = self.ids[:max(0, int(n))]
+        self._send("truncate", wait=False, n=int(n))
+
+    async def tensors(self, ids, names) -> dict[str, np.ndarray]:
+        """Only ``names`` of the trace of ``ids`` (from an empty cache; the page's cache stays)."""
+        head, arrays = await self._call("tensors", ids=np.asarray(ids, dtype=np.int64).tolist(), names=list(names))
+        return unpack(head["layout"], arrays)
+
+    async def describe(self) -> dict:
+        head, _ = await self._call("describe")
+        return head["about"]
+
+    @property
+    def status(self):
+        """Which backend the worker runs now and why (gpu_runner.Status)."""
+        from .gpu_runner import Status
+
+        return Status(self.backend, self.cause, self.reason)
+
+    async def choose_backend(self, backend: str):
+        """The reader's switch (issue 15, gpu_light.choose_backend) done by the worker's runner;
+        the next run starts a new sequence."""
+        head, _ = await self._call("backend", backend=backend)
+        self.ids = self.ids[:0]
+        self.backend, self.cause, self.reason = head["backend"], head["cause"], head["reason"]
+        return self.status
+
+    def stop(self) -> int:
+        """Abandon every request in flight now (each raises Stopped) and tell the worker.
+        Returns how many were abandoned."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(Stopped("stopped"))
+        self.post({"op": "stop", "upto": self._next}, [])
+        return len(pending)
+
+    def destroy_device_for_test(self) -> bool:
+        """Destroy the worker's GPU device behind its engine's back (in order, before the next
+        request); False when WebGPU does not run there."""
+        if self.backend != "webgpu":
+            return False
+        self._send("destroy", wait=False)
+        return True
+
+
+# ----- the worker's side --------------------------------------------------------------------
+
+class ModelHost:
+    """Answers the page's requests with a runner (runner.py's contract), one at a time.
+
+    ``send(head, arrays)`` posts to the page. ``runner`` is built by the worker
+    (worker.make_runner); its step hook must be ``self.step`` so that progress reaches the
+    page per block and Stop is checked between blocks.
+    """
+
+    def __init__(self, send: Post, runner=None, reference_params=None):
+        self.send = send
+        self.runner = runner
+        self.params = reference_params  # for ``tensors`` when the runner has none (float32 or lazy)
+        self.cached: list[int] | None = []  # the positions the runner's cache holds; None: unknown
+        self.stopped_below = 0
+        self.current = 0
+        self.delay_s = 0.0  # the ``slow`` test hook
+        self.heap = lambda: 0  # the worker's wasm heap in bytes (worker.py sets it)
+        self._lock = asyncio.Lock()
+
+    async def step(self, label: str, fraction: float) -> None:
+        """The runner's hook between blocks: progress to the page, then a Stop check."""
+        rid = self.current
+        if rid < self.stopped_below:
+            raise Stopped("stopped")
+        self.send({"op": "progress", "id": rid, "label": label, "fraction": fraction}, [])
+        await asyncio.sleep(self.delay_s)  # lets a stop message in
+        if rid < self.stopped_below:
+            raise Stopped("stopped")
+
+    def status(self, backend: str, cause: str, reason: str) -> None:
+        self.send({"op": "status", "backend": backend, "cause": cause, "reason": reason,
+                   "kind": type(self.runner).__name__, "losses": int(getattr(self.runner, "losses", 0))}, [])
+
+    def handle(self, head: dict, arrays: list) -> None:
+        """One message from the page; ``stop`` acts at once, the rest queue in order."""
+        if head.get("op") == "stop":
+            self.stopped_below = max(self.stopped_below, int(head["upto"]))
+            return
+        if head.get("op") == "slow":
+            self.delay_s = max(0.0, float(head["ms"])) / 1e3
+            return
+        asyncio.ensure_future(self._serve(head, arrays))
+
+    async def _serve(self, head: dict, arrays: list) -> None:
+        async with self._lock:
+            rid = int(head.get("id", 0))
+            self.current = rid
+            if rid < self.stopped_below and head["op"] in ("run", "extend", "tensors"):
+                self.send({"op": "reply", "id": rid, "ok": False, "kind": "Stopped", "error": "stopped"}, [])
+                return
+            try:
+                reply, out = await self._answer(head)
+            except BaseException as exc:  # noqa: BLE001  (every failure goes back to the page)
+                if head["op"] in ("run", "extend"):
+                    self.cached = None
+                self.send({"op": "reply", "id": rid, "ok": False, "kind": type(exc).__name__,
+                           "error": str(exc) or type(exc).__name__}, [])
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            self.send({"op": "reply", "id": rid, "ok": True, **reply}, out)
+
+    def _backend(self) -> str:
+        return str(getattr(self.runner, "name", "numpy"))
+
+    async def _answer(self, head: dict) -> tuple[dict, list]:
+        op, runner = head["op"], self.runner
+        if op == "run":
+            ids = [int(i) for i in head["ids"]]
+            self.cached = None
+            trace = await runner.run(np.asarray(ids, dtype=np.int64))
+            self.cached = ids
+            reply, out = trace_message(trace)
+            return {**reply, "backend": self._backend()}, out
+        if op == "extend":
+            ids, known = [int(i) for i in head["ids"]], [int(i) for i in head["known"]]
+            if self.cached != known:  # after a Stop or a failure: bring the cache to what the page has
+                self.cached = None
+                await runner.run(np.asarray(known, dtype=np.int64))
+                self.cached = known
+            self.cached = None
+            trace = await runner.extend(np.asarray(ids, dtype=np.int64))
+            self.cached = known + ids
+            reply, out = trace_message(trace)
+            return {**reply, "backend": self._backend()}, out
+        if op == "truncate":
+            n = int(head["n"])
+            runner.truncate(n)
+            if self.cached is not None:
+                self.cached = self.cached[:n]
+            return {}, []
+        if op == "tensors":
+            return await self._tensors(head)
+        if op == "describe":
+            return {"about": self.describe()}, []
+        if op == "destroy":
+            return {"destroyed": bool(runner.destroy_device_for_test())}, []
+        if op == "backend":  # issue 15 (p15): the reader's switch
+            from .gpu_light import choose_backend
+
+            self.cached = None
+            status = await choose_backend(runner, str(head["backend"]))
+            return {"backend": status.backend, "cause": status.cause, "reason": status.reason}, []
+        raise ValueError(f"no worker request {op!r}")
+
+    async def _tensors(self, head: dict) -> tuple[dict, list]:
+        ids, names = np.asarray(head["ids"], dtype=np.int64), list(head["names"])
+        own = getattr(self.runner, "tensors", None)
+        if own is not None:
+            found = await own(ids, names)
+        else:  # the reference, from an empty cache (the runner's KV cache is untouched)
+            from glassbox import reference
+
+            wanted = set(names)
+            trace = reference.forward(self.params, self.runner.config, ids, capture=lambda n: n in wanted)
+            missing = wanted - set(trace.tensors)
+            if missing:
+                raise ValueError(f"no trace tensors named {sorted(missing)}")
+            found = {n: trace[n] for n in names}
+        layout, out = pack(found)
+        return {"layout": layout}, out
+
+    def describe(self) -> dict:
+        r = self.runner
+        status = getattr(r, "status", None)
+        return {"kind": type(r).__name__, "name": self._backend(), "losses": int(getattr(r, "losses", 0)),
+                "calibration": getattr(r, "calibration", None),
+                "backend": getattr(status, "backend", self._backend()), "cause": getattr(status, "cause", ""),
+                "reason": getattr(status, "reason", ""), "cached": None if self.cached is None else len(self.cached),
+                "heap_bytes": int(self.heap())}

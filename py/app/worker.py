@@ -1,0 +1,111 @@
+"""The model worker's Python (issue 16): web/model-worker.mjs boots Pyodide and calls ``serve``.
+
+It waits for the page's ``init`` (the model folder, light or full mode, the address's query
+string), loads the model (the page has just stored its shards in the browser's cache, so this
+reads them back: one download for both), builds the runner with ``make_runner`` (the one place
+that decides which runner computes: WebGPU with its start-up calibration, or numpy with the
+WebAssembly int8 kernel) and then answers the page through protocol.ModelHost.
+
+Messages are ``{head: JSON text, buffers: [ArrayBuffer, ...]}``; each tensor travels as one
+transferred ArrayBuffer (protocol.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+
+import js
+from pyodide.ffi import create_proxy, to_js
+
+from .protocol import ModelHost
+from .transfer import incoming, outgoing
+
+_state: dict = {}
+WORKER_NOTE = "The model runs in a Web Worker, off the page's main thread."
+
+
+def post(head: dict, arrays=()) -> None:
+    """postMessage to the page, each array's bytes in its own transferred ArrayBuffer."""
+    js.postMessage(*outgoing(head, arrays))
+
+
+async def make_runner(model, light: bool, search: str, on_status, remembered: str | None = None):
+    """The runner the worker computes with: gpu_light.make_runner, the one constructor the page
+    uses too (issue 15), in front of numpy's runner (light mode: lightmode.LightRunner; full
+    mode: the ReferenceRunner), started as the address's ``?backend=`` or this visit's choice
+    (``remembered``, the page's sessionStorage) says; on a software adapter it calibrates.
+    ``on_status(backend, cause, reason)`` hears every change of backend.
+    """
+    from . import lightmode
+    from .gpu_light import choose_backend, make_runner as page_runner, remembered_backend
+    from .gpu_runner import browser_engine
+    from .runner import ReferenceRunner
+
+    host = _state["host"]
+    numpy = (lightmode.LightRunner(model.params, model.config, step=host.step) if light
+             else ReferenceRunner(model.params, model.config, step=host.step))
+    make = browser_engine(js.navigator, to_js, js.Object.fromEntries, model.checkpoint)
+    runner = page_runner(numpy, make, on_status=lambda s: on_status(s.backend, s.cause, s.reason), calibrate=True)
+    choice, by = remembered_backend(search, remembered)
+    if by == "visit":
+        await choose_backend(runner, choice)
+    else:
+        await runner.start(choice)
+    return runner
+
+
+async def _init(head: dict) -> None:
+    from .kernel import load_kernel
+    from .loader import load_model
+
+    from . import loader
+    from .kernel import KERNEL_URL
+
+    host: ModelHost = _state["host"]
+    started = time.perf_counter()
+    # The page's addresses, absolute: a worker resolves "./x" against web/model-worker.mjs.
+    root = head["root"]
+    loader.VOCAB_URL = str(js.URL.new(loader.VOCAB_URL, root).href)
+    model = await load_model(str(js.URL.new(head["model_url"], root).href))
+    kernel, note = await load_kernel(str(js.URL.new(KERNEL_URL, root).href))
+    if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
+        model.keep_quantized(kernel)
+    host.params = model.params
+
+    def on_status(backend: str, cause: str, reason: str) -> None:
+        host.status(backend, cause, f"{reason} {WORKER_NOTE}")
+
+    host.runner = await make_runner(model, bool(head.get("light")), head.get("search", ""), on_status,
+                                    head.get("remembered"))
+    status = getattr(host.runner, "status", None)
+    if status is not None:  # the last word, also when it did not change from the first
+        on_status(status.backend, status.cause, status.reason)
+    post({"op": "ready", "ms": (time.perf_counter() - started) * 1e3, "kernel": note,
+          "kind": type(host.runner).__name__})
+
+
+def _on_message(event) -> None:
+    head, arrays = incoming(event.data)
+    if head.get("op") == "init":
+        async def init():
+            try:
+                await _init(head)
+            except Exception as exc:  # noqa: BLE001  (the page falls back to its own runner)
+                post({"op": "init-failed", "error": f"{type(exc).__name__}: {exc}",
+                      "trace": traceback.format_exc()})
+        asyncio.ensure_future(init())
+        return
+    _state["host"].handle(head, arrays)
+
+
+def serve(boot_ms: float = 0.0, files: int = 0) -> None:
+    """Listen to the page (web/model-worker.mjs calls this once Python and the files are in)."""
+    import pyodide_js
+
+    _state["host"] = ModelHost(post)
+    _state["host"].heap = lambda: int(pyodide_js._module.HEAPU8.length)
+    _state["proxy"] = create_proxy(_on_message)
+    js.self.onmessage = _state["proxy"]
+    post({"op": "booted", "ms": float(boot_ms), "files": int(files)})
