@@ -146,8 +146,11 @@ def test_attention_cells_carry_the_trace_values(model, trace):
         assert float(value) == pytest.approx(float(att[q, k]), abs=1e-9, rel=1e-7)
         assert bool(masked) == (k > q)
     assert 'data-testid="derivation-toggle"' in view.html
+    # The derivation's stages are built while it is open (a closed one costs nothing: issue 16).
+    assert not any(f'data-testid="stage-{name}"' in view.html for name, *_ in attention.STAGES)
+    opened = attention.render(trace, tokens, 1, 1, derivation_open=True)
     for name, *_ in attention.STAGES:
-        assert f'data-testid="stage-{name}"' in view.html
+        assert f'data-testid="stage-{name}"' in opened.html
 
 
 def test_heat_maps_describe_exact_values(model, trace):

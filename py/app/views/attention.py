@@ -40,7 +40,7 @@ from .mathtex import panel as math_panel
 from .weights import button as weight_button
 from .weights import downsample
 
-WINDOW = 48  # positions shown in the zoomed window of the attention matrix
+WINDOW = 32  # positions shown in the zoomed window of the attention matrix (48 made 490 KB of SVG at 256 tokens)
 TABLE_MAX = 12  # matrices up to this many tokens show their numbers in the cells
 ROW_PX = 16
 THUMB_MAX = 128  # head thumbnails pool longer matrices into at most this many cells a side
@@ -499,101 +499,105 @@ def render(trace: Trace, tokens, layer: int, head: int, *, derivation_open: bool
                        query=getattr(lens, "query", None),
                        scale=scale, start=trace.start)
 
-    # The derivation, stage by stage, with one worked cell per stage.
-    i = n - 1
-    j = int(np.argmax(att[head, i]))
-    r = n - 1  # the worked examples follow the last token, the one whose next token is predicted
-    sqrt_k = math.sqrt(K)
-    m_row = masked[head, i, : i + 1]
-    row_max = float(m_row.max())
-    exps = np.exp((m_row - row_max).astype(np.float64))
+    # The derivation, stage by stage, with one worked cell per stage: built only while it is
+    # open (opening it re-renders the view), so a closed one costs no HTML, heat maps or time —
+    # at 256 tokens its nine maps were half of the view's HTML (issue 16: no task over 200 ms).
     stages_html = []
-    stage_bodies = {}
+    if derivation_open:
+        # The derivation, stage by stage, with one worked cell per stage.
+        i = n - 1
+        j = int(np.argmax(att[head, i]))
+        r = n - 1  # the worked examples follow the last token, the one whose next token is predicted
+        sqrt_k = math.sqrt(K)
+        m_row = masked[head, i, : i + 1]
+        row_max = float(m_row.max())
+        exps = np.exp((m_row - row_max).astype(np.float64))
+        stage_bodies = {}
 
-    def grid(name: str, m: np.ndarray, kind: str, caption: str, mask=None) -> str:
-        if n <= TABLE_MAX:
-            return numbers_table(m, short, kind, caption, mask, masked_text="0" if kind == "prob" else "−∞")
-        if kind == "prob":
-            heat = prob_heat(f"{key}.{name}", caption, m, labels, labels, mask=mask)
-        else:
-            shown = np.where(mask, 0, m) if mask is not None else m
-            heat = signed_heat(f"{key}.{name}", caption, shown, labels, col_name="key", row_name="query")
-            heat.col_labels = labels
-            if mask is not None:
-                heat.mask, heat.mask_text = mask, "−∞ (masked: a future token)"
-                heat.rgba[mask] = (200, 204, 212, 255)
-        heat.qk, heat.marks = (trace.start, trace.start), True  # an attention-shaped map: query x key
-        heats.append(heat)
-        return f'<div class="map-body">{labels_column(tokens, trace.start)}{canvas_html(heat, caption, ROW_PX, 480)}</div>'
+        def grid(name: str, m: np.ndarray, kind: str, caption: str, mask=None) -> str:
+            if n <= TABLE_MAX:
+                return numbers_table(m, short, kind, caption, mask, masked_text="0" if kind == "prob" else "−∞")
+            if kind == "prob":
+                heat = prob_heat(f"{key}.{name}", caption, m, labels, labels, mask=mask)
+            else:
+                shown = np.where(mask, 0, m) if mask is not None else m
+                heat = signed_heat(f"{key}.{name}", caption, shown, labels, col_name="key", row_name="query")
+                heat.col_labels = labels
+                if mask is not None:
+                    heat.mask, heat.mask_text = mask, "−∞ (masked: a future token)"
+                    heat.rgba[mask] = (200, 204, 212, 255)
+            heat.qk, heat.marks = (trace.start, trace.start), True  # an attention-shaped map: query x key
+            heats.append(heat)
+            return f'<div class="map-body">{labels_column(tokens, trace.start)}{canvas_html(heat, caption, ROW_PX, 480)}</div>'
 
-    def vec_map(name: str, m: np.ndarray, caption: str, cols: str = "dim", highlight: tuple[int, int] | None = None) -> str:
-        heat = signed_heat(f"{key}.{name}", caption, m, labels, col_name=cols)
-        heats.append(heat)
-        overlay = ""
-        if highlight is not None:
-            a, b = highlight
-            total = m.shape[1]
-            overlay = (f'<span class="col-highlight" style="left:{100 * a / total:.3f}%;width:{100 * (b - a) / total:.3f}%" '
-                       f'aria-hidden="true"></span>')
-        return (f'<div class="map-body">{labels_column(tokens, trace.start)}<div class="canvas-wrap">'
-                f'{canvas_html(heat, caption, ROW_PX, 480)}{overlay}</div></div>')
+        def vec_map(name: str, m: np.ndarray, caption: str, cols: str = "dim", highlight: tuple[int, int] | None = None) -> str:
+            heat = signed_heat(f"{key}.{name}", caption, m, labels, col_name=cols)
+            heats.append(heat)
+            overlay = ""
+            if highlight is not None:
+                a, b = highlight
+                total = m.shape[1]
+                overlay = (f'<span class="col-highlight" style="left:{100 * a / total:.3f}%;width:{100 * (b - a) / total:.3f}%" '
+                           f'aria-hidden="true"></span>')
+            return (f'<div class="map-body">{labels_column(tokens, trace.start)}<div class="canvas-wrap">'
+                    f'{canvas_html(heat, caption, ROW_PX, 480)}{overlay}</div></div>')
 
-    q_i, k_j = q[head, i], k[head, j]
-    stage_bodies["scores"] = (
-        grid("scores", scores[head], "signed", f"scores[{head}] = Q·Kᵀ (every pair, before the mask)")
-        + f'<p class="worked">Query {i} {escape(labels[i])} · key {j} {escape(labels[j])}: '
-          f'q·k = {_terms(q_i, k_j)} = <strong>{fmt(scores[head, i, j], 6)}</strong> '
-          f'<span class="muted">(recomputed: {fmt(float(np.dot(q_i.astype(np.float64), k_j)), 6)})</span></p>')
-    stage_bodies["scaled"] = (
-        grid("scaled", scaled[head], "signed", f"scaled[{head}] = scores / √{K}")
-        + f'<p class="worked">√K = √{K} = {fmt(sqrt_k, 6)}; {fmt(scores[head, i, j], 6)} / {fmt(sqrt_k, 6)} = '
-          f'<strong>{fmt(scaled[head, i, j], 6)}</strong></p>')
-    stage_bodies["masked"] = (
-        grid("masked", masked[head], "signed", f"masked[{head}]: future cells set to −∞", mask=future)
-        + f'<p class="worked">{n * (n - 1) // 2} of {n * n} cells are in the future and become −∞ '
-          f'(stored as {float(MASK_VALUE):g}, so e^(−∞ − max) is exactly 0); query 0 {escape(labels[0])} can only see itself.</p>')
-    stage_bodies["softmax"] = (
-        grid("softmax", att[head], "prob", f"att[{head}] = softmax over each row", mask=future)
-        + f'<p class="worked">Row {i} {escape(labels[i])}: max = {fmt(row_max, 5)}, '
-          f'Σ e^(x − max) = {fmt(exps.sum(), 6)}; key {j}: e^({fmt(m_row[j] - row_max, 4)}) / {fmt(exps.sum(), 6)} = '
-          f'<strong>{fmt(exps[j] / exps.sum(), 6)}</strong> (trace: {fmt(att[head, i, j], 6)}). '
-          f'The row sums to {fmt(float(att[head, i].sum(dtype=np.float64)), 7)}.</p>')
-    contrib = np.argsort(-att[head, r, : r + 1])[:3]
-    recomputed = sum(float(att[head, r, t]) * float(v[head, t, 0]) for t in range(r + 1))
-    stage_bodies["times-v"] = (
-        '<div class="maps two">'
-        + f'<figure class="map"><figcaption>Values <code>v[{head}]</code> [{n}×{K}]</figcaption>'
-        + vec_map("v2", v[head], f"values (head {head + 1})") + '</figure>'
-        + f'<figure class="map"><figcaption>Weighted sum <code>att[{head}] @ v[{head}]</code> [{n}×{K}]</figcaption>'
-        + vec_map("o", head_out[head], f"att @ v (head {head + 1})") + '</figure></div>'
-        + f'<p class="worked">Output row {r} {escape(labels[r])} mixes the values with its attention row; the largest '
-          'weights: ' + ", ".join(f"{fmt(att[head, r, t], 3)} × v[{t}] {escape(labels[t])}" for t in contrib)
-        + f'. Dimension 0: Σₜ a·v = {fmt(recomputed, 6)} (trace: {fmt(head_out[head, r, 0], 6)}).</p>')
-    stage_bodies["head-out"] = (
-        vec_map("headout", head_out[head], f"head_out[{head}]")
-        + f'<p class="worked">Head {head + 1} hands on {K} numbers per token; the norm of each row: '
-        + ", ".join(f"{escape(short[t])} {fmt(np.linalg.norm(head_out[head, t]), 3)}" for t in range(min(n, 8)))
-        + ("…" if n > 8 else "") + '</p>')
-    a, b = head * K, (head + 1) * K
-    stage_bodies["concat"] = (
-        vec_map("concat", concat, "attn_concat", highlight=(a, b))
-        + f'<p class="worked">Columns {a}–{b - 1} are head {head + 1}: attn_concat[{r}, {a}] = {fmt(concat[r, a], 6)} '
-          f'= head_out[{head}][{r}, 0] = {fmt(head_out[head, r, 0], 6)}.</p>')
-    stage_bodies["proj"] = (
-        vec_map("proj", proj, "attn_proj")
-        + (weight_button(f"pop-{layer}-attn_c_proj", "Weights: attn c_proj", "attn.c_proj") if "c_proj" in pops else "")
-        + f'<p class="worked">attn_proj = attn_concat · W_Oᵀ + b ({D}×{D} weights in <code>attn.c_proj</code>); '
-          'it is added to the residual stream (see the block view).</p>')
-    pictures = stage_pictures(key, head, q[head], k[head], v[head], scores[head], scaled[head], masked[head], att[head],
-                              head_out[head], K, labels)
-    for index, (name, title, formula) in enumerate(STAGES, 1):
-        picture = pictures.get(name)
-        if picture is not None:
-            heats.extend(picture.heats)
-        stages_html.append(
-            f'<section class="stage" data-stage-name="{name}" data-testid="stage-{name}" aria-label="{escape(title)}">'
-            f'<h4>{escape(title)}</h4><div class="stage-formula">{tex(formula, display=True)}</div>'
-            f'{picture.html if picture is not None else ""}{stage_bodies[name]}</section>')
+        q_i, k_j = q[head, i], k[head, j]
+        stage_bodies["scores"] = (
+            grid("scores", scores[head], "signed", f"scores[{head}] = Q·Kᵀ (every pair, before the mask)")
+            + f'<p class="worked">Query {i} {escape(labels[i])} · key {j} {escape(labels[j])}: '
+              f'q·k = {_terms(q_i, k_j)} = <strong>{fmt(scores[head, i, j], 6)}</strong> '
+              f'<span class="muted">(recomputed: {fmt(float(np.dot(q_i.astype(np.float64), k_j)), 6)})</span></p>')
+        stage_bodies["scaled"] = (
+            grid("scaled", scaled[head], "signed", f"scaled[{head}] = scores / √{K}")
+            + f'<p class="worked">√K = √{K} = {fmt(sqrt_k, 6)}; {fmt(scores[head, i, j], 6)} / {fmt(sqrt_k, 6)} = '
+              f'<strong>{fmt(scaled[head, i, j], 6)}</strong></p>')
+        stage_bodies["masked"] = (
+            grid("masked", masked[head], "signed", f"masked[{head}]: future cells set to −∞", mask=future)
+            + f'<p class="worked">{n * (n - 1) // 2} of {n * n} cells are in the future and become −∞ '
+              f'(stored as {float(MASK_VALUE):g}, so e^(−∞ − max) is exactly 0); query 0 {escape(labels[0])} can only see itself.</p>')
+        stage_bodies["softmax"] = (
+            grid("softmax", att[head], "prob", f"att[{head}] = softmax over each row", mask=future)
+            + f'<p class="worked">Row {i} {escape(labels[i])}: max = {fmt(row_max, 5)}, '
+              f'Σ e^(x − max) = {fmt(exps.sum(), 6)}; key {j}: e^({fmt(m_row[j] - row_max, 4)}) / {fmt(exps.sum(), 6)} = '
+              f'<strong>{fmt(exps[j] / exps.sum(), 6)}</strong> (trace: {fmt(att[head, i, j], 6)}). '
+              f'The row sums to {fmt(float(att[head, i].sum(dtype=np.float64)), 7)}.</p>')
+        contrib = np.argsort(-att[head, r, : r + 1])[:3]
+        recomputed = sum(float(att[head, r, t]) * float(v[head, t, 0]) for t in range(r + 1))
+        stage_bodies["times-v"] = (
+            '<div class="maps two">'
+            + f'<figure class="map"><figcaption>Values <code>v[{head}]</code> [{n}×{K}]</figcaption>'
+            + vec_map("v2", v[head], f"values (head {head + 1})") + '</figure>'
+            + f'<figure class="map"><figcaption>Weighted sum <code>att[{head}] @ v[{head}]</code> [{n}×{K}]</figcaption>'
+            + vec_map("o", head_out[head], f"att @ v (head {head + 1})") + '</figure></div>'
+            + f'<p class="worked">Output row {r} {escape(labels[r])} mixes the values with its attention row; the largest '
+              'weights: ' + ", ".join(f"{fmt(att[head, r, t], 3)} × v[{t}] {escape(labels[t])}" for t in contrib)
+            + f'. Dimension 0: Σₜ a·v = {fmt(recomputed, 6)} (trace: {fmt(head_out[head, r, 0], 6)}).</p>')
+        stage_bodies["head-out"] = (
+            vec_map("headout", head_out[head], f"head_out[{head}]")
+            + f'<p class="worked">Head {head + 1} hands on {K} numbers per token; the norm of each row: '
+            + ", ".join(f"{escape(short[t])} {fmt(np.linalg.norm(head_out[head, t]), 3)}" for t in range(min(n, 8)))
+            + ("…" if n > 8 else "") + '</p>')
+        a, b = head * K, (head + 1) * K
+        stage_bodies["concat"] = (
+            vec_map("concat", concat, "attn_concat", highlight=(a, b))
+            + f'<p class="worked">Columns {a}–{b - 1} are head {head + 1}: attn_concat[{r}, {a}] = {fmt(concat[r, a], 6)} '
+              f'= head_out[{head}][{r}, 0] = {fmt(head_out[head, r, 0], 6)}.</p>')
+        stage_bodies["proj"] = (
+            vec_map("proj", proj, "attn_proj")
+            + (weight_button(f"pop-{layer}-attn_c_proj", "Weights: attn c_proj", "attn.c_proj") if "c_proj" in pops else "")
+            + f'<p class="worked">attn_proj = attn_concat · W_Oᵀ + b ({D}×{D} weights in <code>attn.c_proj</code>); '
+              'it is added to the residual stream (see the block view).</p>')
+        pictures = stage_pictures(key, head, q[head], k[head], v[head], scores[head], scaled[head], masked[head], att[head],
+                                  head_out[head], K, labels)
+        for index, (name, title, formula) in enumerate(STAGES, 1):
+            picture = pictures.get(name)
+            if picture is not None:
+                heats.extend(picture.heats)
+            stages_html.append(
+                f'<section class="stage" data-stage-name="{name}" data-testid="stage-{name}" aria-label="{escape(title)}">'
+                f'<h4>{escape(title)}</h4><div class="stage-formula">{tex(formula, display=True)}</div>'
+                f'{picture.html if picture is not None else ""}{stage_bodies[name]}</section>')
     total = len(STAGES)
     stage = max(0, min(int(stage), total))
     derivation = (
