@@ -285,6 +285,9 @@ def storage_text(p) -> str:
     if p.dictionary_bytes:  # issue 13
         source += (f"; the factors dictionary ({p.dictionary_bytes / MIB:.1f} MiB, sha256-checked too) is "
                    "downloaded when its panel first opens")
+    if getattr(p, "qk_bytes", 0):  # issue 12
+        source += (f"; the Q/K map's files ({p.qk_bytes / MIB:.1f} MiB, sha256-checked too) when the map is "
+                   "first built")
     if not p.stored:
         return source + "; not kept on this device."
     if p.persisted:

@@ -64,6 +64,7 @@ class Progress:
     persisted: bool | None = None  # navigator.storage.persist()'s answer; None: not asked
     offline: bool = False  # the manifest came from the store: the network did not answer
     dictionary_bytes: int = 0  # the factors dictionary (issue 13): fetched when its panel first opens
+    qk_bytes: int = 0  # the query/key map's files (issue 12): fetched when the map is first built
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -273,12 +274,14 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
     state.total_bytes = sum(entry["bytes"] for _, _, entry in shards)
     # Issue 13: the factors dictionary is not downloaded now, but counted and kept when stored;
     # issue 12: so are the query/key map's files (fetched when the map is first built).
-    extras = [(base_url + entry["file"], entry["file"], entry) for entry in factors.entries(manifest)]
+    dictionary = [(base_url + entry["file"], entry["file"], entry) for entry in factors.entries(manifest)]
     try:
-        extras += [(base_url + entry["file"], entry["file"], entry) for entry in qk.manifest_entries(manifest)]
+        qk_files = [(base_url + entry["file"], entry["file"], entry) for entry in qk.manifest_entries(manifest)]
     except weights.WeightsError as e:
         raise LoadError(str(e)) from None
-    state.dictionary_bytes = sum(entry["bytes"] for _, _, entry in extras)
+    extras = dictionary + qk_files
+    state.dictionary_bytes = sum(entry["bytes"] for _, _, entry in dictionary)
+    state.qk_bytes = sum(entry["bytes"] for _, _, entry in qk_files)
     state.total_shards = len(shards)
 
     # 2. What this device already holds, checked again (a damaged copy is dropped).
@@ -297,7 +300,8 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
         have[url] = data
 
     # 3. Room for the rest, and persistence.
-    need = sum(entry.get("bytes", 0) for url, _, entry in tokenizer + shards if url not in have) + state.dictionary_bytes
+    need = sum(entry.get("bytes", 0) for url, _, entry in tokenizer + shards if url not in have) + state.dictionary_bytes \
+        + state.qk_bytes
     if keep and need:
         try:
             estimate = await storage.estimate()

@@ -18,6 +18,9 @@ Page -> worker (``head["op"]``, each with an ``id``; the worker answers each wit
                 (issue 12's corpus; the worker's runner.tensors, else glassbox.reference)
 ``describe``    the runner's type, backend, losses, calibration (tests, the console)
 ``destroy``     destroy the GPU device behind the engine's back (the device-loss test)
+``qk_pca``      ``layout`` + one buffer of points [G, M, K]: the Q/K map's PCA on the worker's
+                WebGPU device (issue 12; glassbox.gpu.qk_pca), the coordinates [G, M, 2] back
+``backend``     ``backend``: the reader's switch (issue 15; gpu_light.choose_backend there)
 ``stop``        ``upto``: abandon every request with an id below it (between blocks)
 ``slow``        ``ms``: wait that long at every block boundary (tests land a Stop mid-run)
 ==============  ==========================================================================
@@ -196,6 +199,11 @@ class WorkerRunner:
 
         return Status(self.backend, self.cause, self.reason)
 
+    @property
+    def qk_pca(self) -> "_RemotePCA":
+        """The Q/K map's PCA (issue 12) on the worker's WebGPU device (glassbox.gpu.qk_pca)."""
+        return _RemotePCA(self)
+
     async def choose_backend(self, backend: str):
         """The reader's switch (issue 15, gpu_light.choose_backend) done by the worker's runner;
         the next run starts a new sequence."""
@@ -221,6 +229,19 @@ class WorkerRunner:
             return False
         self._send("destroy", wait=False)
         return True
+
+
+class _RemotePCA:
+    """``await project(points [G, M, K]) -> [G, M, 2]`` computed by the worker's QKPCA: the
+    points cross once (one transferred buffer), the coordinates come back."""
+
+    def __init__(self, runner: WorkerRunner):
+        self.runner = runner
+
+    async def project(self, points: np.ndarray) -> np.ndarray:
+        layout, arrays = pack({"points": np.asarray(points)})
+        head, out = await self.runner._send("qk_pca", arrays, layout=layout)
+        return unpack(head["layout"], out)["xy"]
 
 
 # ----- the worker's side --------------------------------------------------------------------
@@ -276,7 +297,7 @@ class ModelHost:
                 self.send({"op": "reply", "id": rid, "ok": False, "kind": "Stopped", "error": "stopped"}, [])
                 return
             try:
-                reply, out = await self._answer(head)
+                reply, out = await self._answer(head, arrays)
             except BaseException as exc:  # noqa: BLE001  (every failure goes back to the page)
                 if head["op"] in ("run", "extend"):
                     self.cached = None
@@ -290,7 +311,7 @@ class ModelHost:
     def _backend(self) -> str:
         return str(getattr(self.runner, "name", "numpy"))
 
-    async def _answer(self, head: dict) -> tuple[dict, list]:
+    async def _answer(self, head: dict, arrays: list = ()) -> tuple[dict, list]:
         op, runner = head["op"], self.runner
         if op == "run":
             ids = [int(i) for i in head["ids"]]
@@ -322,6 +343,8 @@ class ModelHost:
             return {"about": self.describe()}, []
         if op == "destroy":
             return {"destroyed": bool(runner.destroy_device_for_test())}, []
+        if op == "qk_pca":  # issue 12: the Q/K map's PCA on this worker's WebGPU device
+            return await self._qk_pca(head, arrays)
         if op == "backend":  # issue 15 (p15): the reader's switch
             from .gpu_light import choose_backend
 
@@ -329,6 +352,18 @@ class ModelHost:
             status = await choose_backend(runner, str(head["backend"]))
             return {"backend": status.backend, "cause": status.cause, "reason": status.reason}, []
         raise ValueError(f"no worker request {op!r}")
+
+    async def _qk_pca(self, head: dict, arrays: list) -> tuple[dict, list]:
+        from glassbox.gpu.qk_pca import QKPCA
+
+        engine = getattr(self.runner, "engine", None)
+        if engine is None:
+            raise ValueError("WebGPU does not run the model in the worker now")
+        if getattr(self, "_pca", None) is None or self._pca[0] is not engine.backend:
+            self._pca = (engine.backend, QKPCA(engine.backend))
+        xy = await self._pca[1].project(unpack(head["layout"], arrays)["points"])
+        layout, out = pack({"xy": xy})
+        return {"layout": layout}, out
 
     async def _tensors(self, head: dict) -> tuple[dict, list]:
         ids, names = np.asarray(head["ids"], dtype=np.int64), list(head["names"])

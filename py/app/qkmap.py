@@ -169,8 +169,13 @@ class QKMap:
     def gpu_pca(self):
         """The GPU PCA on the runner's WebGPU device, or None when the runner is not on WebGPU."""
         runner = self.runner()
+        if runner_backend(runner) != "webgpu":
+            return None
+        remote = getattr(runner, "qk_pca", None)
+        if remote is not None:  # issue 16: the model worker's device computes it
+            return remote
         engine = getattr(runner, "engine", None)
-        if engine is None or runner_backend(runner) != "webgpu":
+        if engine is None:
             return None
         if self._gpu_pca is None or self._gpu_pca[0] is not engine.backend:
             from glassbox.gpu.qk_pca import QKPCA

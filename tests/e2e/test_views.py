@@ -353,7 +353,7 @@ def test_long_input_is_cut_to_the_context_and_windowed(app, ref):
     page.get_by_test_id("layer-select").select_option("4")
     page.get_by_test_id("head-select").select_option("4")
     got = cells(page)
-    window = 48  # the zoomed window of cells; the canvas above covers every position (issue 10)
+    from app.views.attention import WINDOW as window  # the zoomed window; the canvas covers every position
     assert len(got) == window * window
     assert page.get_attribute("[data-testid=attention-matrix]", "data-positions") == str(prompt.ids.size)
     trace = ref.forward(prompt.ids)

@@ -124,3 +124,35 @@ def test_the_map_uses_the_gpu_pca_when_its_runner_is_on_webgpu(run, backend, min
     for layer, head in ((0, 0), (3, 3)):
         cpu = qk.project(m.data, layer, head)
         assert_close(f"qk_pca map {layer}.{head}", m.xy[layer, head], cpu, atol=1e-4 * np.abs(cpu).max(), rtol=0)
+
+
+def test_the_page_asks_the_model_worker_for_the_pca(run, backend, mini_set):
+    """Issue 16: with the model in a Web Worker the page has no GPU device of its own; the Q/K
+    map's PCA crosses to the worker (protocol 'qk_pca': the points out, the coordinates back,
+    as byte buffers) and runs there on the runner's device: the same numbers as QKPCA here."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from app import protocol
+
+    host_box = {}
+
+    def to_host(head, arrays):
+        asyncio.get_event_loop().call_soon(host_box["host"].handle, json.loads(json.dumps(head)),
+                                           [np.ascontiguousarray(a).tobytes() for a in arrays])
+
+    page = protocol.WorkerRunner(to_host, None)
+
+    def to_page(head, arrays):
+        asyncio.get_event_loop().call_soon(page.receive, json.loads(json.dumps(head)),
+                                           [np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8) for a in arrays])
+
+    runner = SimpleNamespace(engine=SimpleNamespace(backend=backend), name="webgpu")
+    host_box["host"] = protocol.ModelHost(to_page, runner)
+    points = qk.all_head_points(mini_set)
+    got = run(page.qk_pca.project(points))
+    np.testing.assert_array_equal(got, run(_project(backend, points)))
+    runner.engine = None  # WebGPU gone in the worker: a clear error, the map then uses numpy
+    with pytest.raises(ValueError, match="WebGPU does not run"):
+        run(page.qk_pca.project(points))
