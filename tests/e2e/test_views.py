@@ -320,6 +320,10 @@ def test_continuous_generation_stops_and_the_page_stays_responsive(app, ref):
     assert page.is_enabled("[data-testid=stop]")
     page.get_by_test_id("stop").click()
     page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=RUN_TIMEOUT_MS)
+    # Stop answers at once (issue 16); the views are then drawn for the kept tokens, and the
+    # status line says so: wait for that, so that the next test's run counter starts after it.
+    page.wait_for_function("(document.querySelector('[data-testid=run-status]').textContent || '')"
+                           ".startsWith('Generated')", timeout=RUN_TIMEOUT_MS)
     gaps = page.evaluate("() => { cancelAnimationFrame(window.__raf); return window.__gaps; }")
     n1 = len(shown_ids(page))
     assert n0 + 3 <= n1 <= n0 + 64

@@ -246,7 +246,9 @@ class RunController(Controller):
                 self.generating = False
                 self.ui.set_attr("continuous", "aria-pressed", "false")
             try:
-                if ex.trace is not None:
+                # After a Stop (turn + 1) the views are drawn for the kept tokens; once a new run
+                # has begun (turn + 2 or more) that run draws them itself.
+                if ex.trace is not None and self._turn <= turn + 1:
                     await ex.render_all_async()
                     # Drawn again: the counter tests wait on moves on, also after a Stop that
                     # dropped the step in flight (issue 16).
