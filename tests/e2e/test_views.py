@@ -398,7 +398,9 @@ def test_derivation_stages_play_step_replay_and_reduced_motion(app, ref):
     assert page.get_by_test_id("derivation-toggle").get_attribute("aria-expanded") == "true"
     assert page.get_by_test_id("derivation-play").get_attribute("aria-pressed") == "true"
     page.wait_for_function("Number(document.querySelector('#derivation').dataset.stage) >= 2", timeout=10_000)
-    page.get_by_test_id("derivation-play").click()  # pause
+    # Pause. The player scrolls each new stage into view (the view follows it), which can move the
+    # button between Playwright's aim and its click: dispatch the click on the button itself.
+    page.get_by_test_id("derivation-play").dispatch_event("click")
     assert page.get_by_test_id("derivation-play").get_attribute("aria-pressed") == "false"
     stage = int(page.get_attribute("#derivation", "data-stage"))
     page.get_by_test_id("derivation-step").click()
