@@ -20,6 +20,8 @@ from glassbox.config import GPTConfig
 from glassbox.model import InputError
 from glassbox.weights import random_params
 
+from glassbox.trace import LAYER_NAMES, SUMMARY_NAMES, LayerTrace, layer_name
+
 from app import protocol, runner as runners
 
 CONFIG = GPTConfig(n_layer=3, n_head=2, n_embd=16, n_positions=32, vocab_size=97)
@@ -80,14 +82,57 @@ def assert_traces_equal(got, want, rtol=0.0):
         np.testing.assert_allclose(got[name], value, rtol=rtol, atol=rtol * 1e-2, err_msg=name)
 
 
+def partial(full, layer: int = 0):
+    """What a run through the worker brings back of ``full`` (issue 16): the globals, every
+    layer's summaries, ``layer`` in full, the last logits row."""
+    return LayerTrace.select(full, layer, last_logits=True)
+
+
 def test_a_run_through_the_worker_is_the_reference_trace_tensor_for_tensor():
     fake = FakeWorker()
     got = run(fake.page.run(IDS))
-    assert_traces_equal(got, reference.forward(PARAMS, CONFIG, IDS))
-    # One reply carries the whole trace: one buffer per tensor, their layout in the head.
+    full = reference.forward(PARAMS, CONFIG, IDS)
+    assert_traces_equal(got, partial(full))
+    # One reply carries the partial trace: one buffer per tensor, their layout in the head.
     reply = [h for h in fake.to_page if h["op"] == "reply"][-1]
     assert reply["ok"] and len(reply["trace"]["names"]) == len(got.tensors)
     assert fake.page.name == "numpy"
+
+
+def test_only_the_viewed_layer_and_the_summaries_cross():
+    fake = FakeWorker()
+    got = run(fake.page.run(IDS))
+    assert isinstance(got, LayerTrace) and got.viewed == 0 and got.logits_start == IDS.size - 1
+    assert got.logits.shape == (1, CONFIG.vocab_size)
+    for layer in range(CONFIG.n_layer):
+        for short in LAYER_NAMES:
+            held = layer_name(layer, short) in got.tensors
+            assert held == (layer == 0 or short in SUMMARY_NAMES), (layer, short)
+    for name in ("tok_emb", "pos_emb", "emb", "ln_f", "ln_f.mean", "ln_f.var"):
+        assert name in got.tensors
+    with pytest.raises(KeyError, match=r"holds layer 1's tensors in full.*select_layer"):
+        got["h.2.att"]
+    sent = fake.host.sent[-1][1]
+    assert sent == sum(v.nbytes for v in got.tensors.values())
+    assert sent < reference.forward(PARAMS, CONFIG, IDS).to_safetensors({}).__len__() / 2
+
+
+def test_fetch_layer_crosses_exactly_the_reference_layer_and_later_runs_bring_it():
+    fake = FakeWorker()
+    full = reference.forward(PARAMS, CONFIG, IDS)
+    trace = run(fake.page.run(IDS))
+    for layer in (2, 1, 2, 0):
+        assert run(fake.page.fetch_layer(trace, layer)) == "worker"
+        assert trace.viewed == layer and trace.holds(layer)
+        assert_traces_equal(trace, partial(full, layer))  # exact: the worker's kept numpy trace
+    assert run(fake.page.fetch_layer(trace, 0)) == "" and fake.page.fetches == 4
+    run(fake.page.fetch_layer(trace, 1))
+    again = run(fake.page.run(IDS[:5]))  # the next run brings the layer the reader views
+    assert again.viewed == 1
+    # (the logits are computed a few rows at a time: their last row sums in another order)
+    assert_traces_equal(again, partial(reference.forward(PARAMS, CONFIG, IDS[:5]), 1), rtol=1e-5)
+    with pytest.raises(ValueError, match="layer 4 does not exist"):
+        run(fake.page.fetch_layer(trace, 3))
 
 
 def test_progress_reaches_the_page_once_per_block():
@@ -102,21 +147,75 @@ def test_progress_reaches_the_page_once_per_block():
 def test_extend_and_truncate_join_to_a_full_run():
     fake = FakeWorker()
     local = runners.ReferenceRunner(PARAMS, CONFIG)  # the same steps without the worker
+    fake.page.viewed = 2  # the reader views layer 3: only its tensors (and the summaries) cross
     trace, want = run(fake.page.run(IDS[:4])), run(local.run(IDS[:4]))
     for token in IDS[4:6]:
-        trace = runners.append_rows(trace, run(fake.page.extend([token])))
+        step = run(fake.page.extend([token]))
+        assert step.viewed == 2 and step.ids.size == 1 and "h.1.att" not in step.tensors
+        trace = runners.append_rows(trace, step)
         want = runners.append_rows(want, run(local.extend([token])))
     # Equal up to one float32 ulp: append_rows' q_old @ k_new sees C-contiguous arrays after the
     # trip and strided views locally, and BLAS sums them in another order (seen: 6e-7 relative).
-    assert_traces_equal(trace, want, rtol=2e-6)
+    assert_traces_equal(trace, partial(want, 2), rtol=2e-6)
     # ...and a full run up to float32 rounding (the cached products sum in another order).
     np.testing.assert_allclose(trace["h.2.att"], reference.forward(PARAMS, CONFIG, IDS[:6])["h.2.att"],
                                rtol=1e-5, atol=1e-6)
+    # The worker joined the full trace itself: a fetched layer covers every position.
+    run(fake.page.fetch_layer(trace, 0))
+    assert_traces_equal(trace, partial(want, 0), rtol=2e-6)
     fake.page.truncate(5)  # a discarded token
     trace = runners.append_rows(runners.truncate_rows(trace, 5), run(fake.page.extend([IDS[6]])))
     want = reference.forward(PARAMS, CONFIG, np.append(IDS[:5], IDS[6]))
-    np.testing.assert_allclose(trace.logits, want.logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trace.logits, want.logits[-1:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trace["h.0.scores"], want["h.0.scores"], rtol=1e-5, atol=1e-6)
     assert fake.host.cached == want.ids.tolist()
+
+
+def test_changing_layer_during_generation_keeps_every_step_right():
+    """The reader picks another layer while a step is in flight (continuous generation): the
+    step comes back with the old layer, the fetch with the new one for the old positions; the
+    explainer's hold_layer loop (here by hand) fetches again, and later steps join right."""
+    fake = FakeWorker()
+    trace = run(fake.page.run(IDS[:4]))
+
+    async def race():
+        step_task = asyncio.ensure_future(fake.page.extend([IDS[4]]))  # sent with layer 0
+        fetch_task = asyncio.ensure_future(fake.page.fetch_layer(trace, 2))  # for the 4 old positions
+        step = await step_task
+        joined = runners.append_rows(trace, step)  # the step holds layer 1 (0-based 0) only
+        await fetch_task
+        return joined
+
+    joined = run(race())
+    assert fake.page.viewed == 2 and not joined.holds(2)
+    run(fake.page.fetch_layer(joined, 2))  # what explainer.hold_layer does before drawing
+    for token in IDS[5:7]:
+        joined = runners.append_rows(joined, run(fake.page.extend([token])))
+        assert joined.viewed == 2
+    full = reference.forward(PARAMS, CONFIG, IDS)
+    for short in LAYER_NAMES:
+        name = layer_name(2, short)
+        np.testing.assert_allclose(joined[name], full[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(joined.logits, full.logits[-1:], rtol=1e-5, atol=1e-6)
+
+
+def test_light_mode_runs_in_the_worker():
+    """numpy light mode (lightmode.LightRunner) behind the worker: runs bring the viewed layer,
+    a fetch computes another one in the worker, equal to the reference."""
+    from app import lightmode
+
+    fake = FakeWorker(lightmode.LightRunner)
+    full = reference.forward(PARAMS, CONFIG, IDS)
+    trace = run(fake.page.run(IDS))
+    assert trace.viewed == 0 and "h.1.att" not in trace.tensors
+    np.testing.assert_allclose(trace.logits, full.logits[-1:], rtol=1e-5, atol=1e-6)  # logits in row chunks
+    assert run(fake.page.fetch_layer(trace, 1)) == "worker"
+    for short in LAYER_NAMES:
+        name = layer_name(1, short)
+        np.testing.assert_array_equal(trace[name], full[name], err_msg=name)
+    assert fake.host.runner.layer == 1
+    assert run(fake.page.run(IDS[:3])).viewed == 1
+    assert not hasattr(fake.page, "view_layer"), "nothing computes a layer on the page"
 
 
 def test_stop_answers_at_once_and_the_next_step_still_joins_correctly():
@@ -139,7 +238,8 @@ def test_stop_answers_at_once_and_the_next_step_still_joins_correctly():
     # The worker's cache is now unknown or ahead; the next extend brings it back first.
     trace = runners.append_rows(trace, run(fake.page.extend([IDS[5]])))
     want = reference.forward(PARAMS, CONFIG, np.append(IDS[:4], IDS[5]))
-    np.testing.assert_allclose(trace.logits, want.logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trace.logits, want.logits[-1:], rtol=1e-5, atol=1e-6)
+    run(fake.page.fetch_layer(trace, 2))
     np.testing.assert_allclose(trace["h.2.att"], want["h.2.att"], rtol=1e-5, atol=1e-6)
 
 
@@ -268,7 +368,7 @@ def test_the_backend_switch_crosses_to_the_worker_runner():
     assert fake.page.ids.size == 0 and fake.host.cached is None
     on_numpy = run(fake.page.run(ids))
     assert fake.to_page[-1]["backend"] == "numpy"
-    assert_traces_equal(on_numpy, reference.forward(params, gl.CONFIG, ids))
+    assert_traces_equal(on_numpy, partial(reference.forward(params, gl.CONFIG, ids)))
     status = run(choose_backend(fake.page, "webgpu"))
     assert status.backend == "webgpu" and len(made) == engines  # the parked engine came back
     assert_traces_equal(run(fake.page.run(ids)), first)

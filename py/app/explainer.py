@@ -26,6 +26,7 @@ import asyncio
 import numpy as np
 
 from glassbox.sampling import distribution, sample
+from glassbox.trace import LayerTrace
 
 from . import runner as runners
 from .controllers.attention import AttentionController
@@ -131,6 +132,19 @@ class Explainer:
     @property
     def runs(self) -> int:
         return self.run.runs
+
+    async def hold_layer(self, trace, layer: int | None = None) -> None:
+        """issue 16: make a partial trace (glassbox.trace.LayerTrace: the model worker's, light
+        mode's on WebGPU) hold ``layer`` (the layer shown) before it is drawn, through the
+        runner's ``await fetch_layer`` — nothing is computed on this thread. Repeated while the
+        layer shown moves meanwhile (the reader picks another during generation)."""
+        fetch = getattr(self.runner, "fetch_layer", None)
+        for _ in range(8):
+            want = self.layer if layer is None else layer
+            if fetch is None or not isinstance(trace, LayerTrace) or trace.holds(want):
+                return
+            await fetch(trace, want)
+        raise RuntimeError("the layer shown kept changing while its tensors were fetched")
 
     def set_trace(self, trace) -> None:
         prepare = getattr(self.runner, "view_layer", None)  # light mode: the trace must hold the layer shown

@@ -89,6 +89,10 @@ class GPULightRunner(WebGPURunner):
     def layer(self) -> int:
         return self.wanted
 
+    def aim(self, layer: int) -> None:
+        """The layer the next run reads back (the model worker's host says which, issue 16)."""
+        self.wanted = int(layer)
+
     async def run(self, ids) -> lightmode.LayerTrace:
         self.capture = lightmode.light_capture(self.wanted)
         trace = await super().run(ids)
@@ -140,18 +144,19 @@ class GPULightRunner(WebGPURunner):
 # ----- one constructor ----------------------------------------------------------------------
 
 def make_runner(numpy_runner, make_engine: Callable[[], Awaitable] | None, *,
-                on_status: Callable[[Status], None] | None = None, calibrate: bool = True):
+                on_status: Callable[[Status], None] | None = None, calibrate: bool = True, partial: bool = False):
     """The page's runner around the explainer's numpy runner: a WebGPURunner (full mode,
     ``ReferenceRunner``) or a GPULightRunner (light mode, ``lightmode.LightRunner``); the
     numpy runner itself when ``make_engine`` is None. ``calibrate``: time both backends at
-    start on a software adapter."""
+    start on a software adapter. ``partial``: full mode reads back partial traces (the model
+    worker's, issue 16; gpu_runner's docstring)."""
     if make_engine is None:
         return numpy_runner
     if isinstance(numpy_runner, lightmode.LightRunner):
         return GPULightRunner(make_engine, numpy_runner.params, numpy_runner.config, on_status=on_status,
                               calibrate=calibrate)
     if isinstance(numpy_runner, ReferenceRunner):
-        return WebGPURunner(make_engine, numpy_runner, on_status=on_status, calibrate=calibrate)
+        return WebGPURunner(make_engine, numpy_runner, on_status=on_status, calibrate=calibrate, partial=partial)
     raise TypeError(f"no WebGPU runner for {type(numpy_runner).__name__}")
 
 

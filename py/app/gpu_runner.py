@@ -16,6 +16,19 @@ exactly as for numpy. It exists only while the runner captures every tensor (``c
 None or "all"): a trace of one layer cannot be joined, and the explainer then re-runs the
 sequence through ``run`` (it checks ``hasattr(runner, "extend")``).
 
+**Partial traces** (issue 16, ``partial=True``; the model worker builds it so): ``run`` and
+``extend`` read back only what a view shows — the embeddings, ln_f, the logits, every layer's
+summaries (glassbox.trace.view_capture) and every tensor of the layer the reader views
+(``aim(layer)``) — and return a glassbox.trace.LayerTrace. ``run`` keeps the rest of the run
+on the GPU (``Engine.forward(keep=True)``; without it when the keep limit refuses);
+``await fetch_layer(trace, layer)`` reads another layer with ``engine.read_layer`` when the
+kept run is that trace's sequence, else runs the sequence once more from the engine's own
+cache capturing that layer only (the KV cache the runner extends is untouched). Steps join
+with ``runner.append_rows`` like full ones. Progress: ``step`` (the numpy runner's hook) is
+awaited before the GPU work ("encoding and submitting every block": the engine records
+each block's commands and submits once) and before the readback; the fraction says which of
+those two stages is done, not how far the GPU has computed.
+
 ``capture`` takes what ``Engine.forward`` takes (None/"all", "logits", a layer number, or a
 predicate such as ``lightmode.light_capture(layer)``) and applies from the next ``run``.
 
@@ -55,7 +68,7 @@ import numpy as np
 
 from glassbox import reference
 from glassbox.gpu.backend import DeviceLostError, GPUError, GPUUnavailableError
-from glassbox.trace import check_names, layer_name
+from glassbox.trace import LAYER_NAMES, LayerTrace, check_names, layer_name, layer_only, view_capture
 
 GPU_TIMEOUT_S = 10.0  # for each of requestAdapter() and requestDevice()
 CALIBRATION_TOKENS = 8  # the start-up check on a software adapter: one forward of this many tokens
@@ -129,7 +142,8 @@ class WebGPURunner:
     """The explainer's runner on a GPU Engine; numpy (``fallback``) where WebGPU cannot run."""
 
     def __init__(self, make_engine: Callable[[], Awaitable], fallback, *, capture=None,
-                 on_status: Callable[[Status], None] | None = None, calibrate: bool = False):
+                 on_status: Callable[[Status], None] | None = None, calibrate: bool = False,
+                 partial: bool = False):
         self.make_engine = make_engine  # async () -> Engine; raises GPUUnavailableError / GPUError
         self.numpy = fallback  # a ReferenceRunner: run / extend / truncate, its cache public
         self.config = fallback.config
@@ -147,6 +161,14 @@ class WebGPURunner:
         self._sequence_capture = None  # the capture the current sequence's run used
         self.calibrate = calibrate  # on a software adapter, time both backends at start
         self.calibration: dict[str, float] | None = None  # ms per backend, when it ran
+        self.partial = partial  # issue 16: read back what a view shows (see the module docstring)
+        self.viewed = 0  # the layer read back in full (partial traces)
+        self._kept_ids: np.ndarray | None = None  # the sequence the engine's keep=True run holds
+        self.readbacks: list[tuple[str, int, int]] = []  # (what, tensors, bytes) per GPU read (bench)
+
+    def aim(self, layer: int) -> None:
+        """The layer partial traces hold in full from the next run or step (issue 16)."""
+        self.viewed = int(layer)
 
     # ----- status ---------------------------------------------------------------------------
     @property
@@ -248,7 +270,8 @@ class WebGPURunner:
     def __getattr__(self, name: str):
         # ``extend`` (see the module docstring) is there only while every tensor is captured.
         numpy = self.__dict__.get("numpy")
-        if name == "extend" and self.__dict__.get("capture") in (None, "all") and hasattr(numpy, "extend"):
+        full = self.__dict__.get("capture") in (None, "all") or self.__dict__.get("partial")
+        if name == "extend" and full and hasattr(numpy, "extend"):
             return self._extend
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
@@ -279,9 +302,37 @@ class WebGPURunner:
         self.numpy.cache = cache
 
     # ----- the runner interface -----------------------------------------------------------------
-    async def _gpu(self, ids: np.ndarray, capture):
+    async def _progress(self, label: str, fraction: float) -> None:
+        step = getattr(self.numpy, "step", None)
+        if step is not None:
+            await step(label, fraction)
+
+    def _note(self, what: str, trace) -> None:
+        self.readbacks = (self.readbacks + [(what, len(trace.tensors),
+                                             int(sum(v.nbytes for v in trace.tensors.values())))])[-16:]
+
+    async def _forward(self, ids: np.ndarray, capture, keep: bool):
+        """engine.forward on the runner's cache; keep=True falls back to keep=False when the
+        engine's keep limit refuses it (the layers are then run again when fetched)."""
+        if keep:
+            try:
+                return await self.engine.forward(ids, cache=self.cache, capture=capture, keep=True), True
+            except GPUError as e:
+                if "keep=True" not in str(e):
+                    raise
+        return await self.engine.forward(ids, cache=self.cache, capture=capture), False
+
+    async def _gpu(self, ids: np.ndarray, capture, keep: bool = False):
         """engine.forward on the GPU cache, or None (after saying why) when it failed."""
+        self._kept_ids = None
         try:
+            if self.partial:
+                await self._progress(f"WebGPU: encoding and submitting all {self.config.n_layer} blocks", 0.5)
+                trace, kept = await self._forward(ids, capture, keep)
+                self._kept_ids = ids if kept and self.cache.length == ids.size else None
+                self._note("run" if keep else "step", trace)
+                await self._progress("WebGPU: read back", 1.0)
+                return LayerTrace.select(trace, self.viewed)
             return await self.engine.forward(ids, cache=self.cache, capture=capture)
         except DeviceLostError as e:
             self._lost(e)
@@ -298,7 +349,10 @@ class WebGPURunner:
             await self._recover()
         if self.engine is not None:
             self.cache.reset()
-            trace = await self._gpu(ids, self.capture)
+            if self.partial:
+                trace = await self._gpu(ids, view_capture(self.viewed), keep=True)
+            else:
+                trace = await self._gpu(ids, self.capture)
             if trace is not None:
                 if self.status.cause == "gpu-error":
                     self._say("webgpu", "ok", f"WebGPU runs the model on {adapter_name(self.engine)}.")
@@ -323,7 +377,7 @@ class WebGPURunner:
                     self.where = "webgpu"
         if self.where == "webgpu" and self.engine is not None:
             before = self.cache.length
-            step = await self._gpu(ids, self._sequence_capture)
+            step = await self._gpu(ids, view_capture(self.viewed) if self.partial else self._sequence_capture)
             if step is not None:
                 self._keep_kv(step, append=True)
                 self.ids, self.last = np.concatenate([self.ids, ids]), "webgpu"
@@ -345,6 +399,7 @@ class WebGPURunner:
         not (and, after a device loss here, the status says so as for ``run``)."""
         wanted = set(check_names(self.config, names))
         if self.engine is not None:
+            self._kept_ids = None  # this forward replaces what the engine kept
             try:
                 trace = await self.engine.forward(np.asarray(ids, dtype=np.int64), capture=wanted.__contains__)
                 return {name: trace[name] for name in names}
@@ -356,10 +411,49 @@ class WebGPURunner:
                 self._lost(e)
         return await self.numpy.tensors(ids, names)
 
+    async def fetch_layer(self, trace, layer: int) -> str:
+        """Make a partial ``trace`` of the current sequence hold every tensor of ``layer``
+        (issue 16; see the module docstring): read from what the GPU kept, else one forward
+        of that layer only from the engine's own cache, else numpy. Returns the backend that
+        did ("webgpu", "numpy"), or "" when the trace held the layer already."""
+        layer = int(layer)
+        if not 0 <= layer < self.config.n_layer:
+            raise ValueError(f"layer {layer + 1} does not exist (the model has {self.config.n_layer})")
+        self.viewed = layer
+        if not isinstance(trace, LayerTrace) or trace.holds(layer):
+            return ""
+        if trace.start != 0:
+            raise ValueError("only a trace of a whole sequence can fetch another layer")
+        ids = np.asarray(trace.ids, dtype=np.int64)
+        if self.engine is not None:
+            try:
+                if self._kept_ids is not None and np.array_equal(self._kept_ids, ids):
+                    fresh = await self.engine.read_layer(layer)
+                    self._note("read_layer", fresh)
+                else:
+                    self._kept_ids = None
+                    fresh = await self.engine.forward(ids, capture=layer_only(layer))
+                    self._note("layer forward", fresh)
+                trace.set_layer(layer, fresh.tensors)
+                return "webgpu"
+            except DeviceLostError as e:
+                self._lost(e)
+            except GPUError as e:
+                self._say("numpy", "gpu-error", f"numpy computed layer {layer + 1}: the WebGPU engine refused it ({e}).")
+            except Exception as e:  # noqa: BLE001  (a failed submit: take the device for lost)
+                self._lost(e)
+        from . import runner as runners
+
+        names = [layer_name(layer, n) for n in LAYER_NAMES]
+        trace.set_layer(layer, await runners.tensors_async(self.numpy.params, self.config, ids, names))
+        return "numpy"
+
     def truncate(self, n: int) -> None:
         """Keep the first n cached positions (after a discarded token)."""
         n = max(0, min(int(n), self.ids.size))
         self.ids = self.ids[:n]
+        if self._kept_ids is not None and self._kept_ids.size > n:
+            self._kept_ids = None
         if self.cache is not None:
             self.cache.length = min(self.cache.length, n)
         self.numpy.truncate(n)

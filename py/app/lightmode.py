@@ -30,7 +30,8 @@ import numpy as np
 
 from glassbox import reference
 from glassbox.config import GPTConfig
-from glassbox.trace import LAYER_NAMES, Trace, capture_layer, layer_name
+from glassbox.trace import LAYER_NAMES, SUMMARY_NAMES, Trace, layer_name, view_capture
+from glassbox.trace import LayerTrace as PartialTrace
 
 from . import runner as runners
 
@@ -39,8 +40,9 @@ LIGHT_MEMORY_GB = 4
 LIGHT_BUFFER_BYTES = 256 * 1024 * 1024
 LIGHT_SCREEN_PX = 600
 LIGHT_SUFFIX = "-q4"  # light mode's weights: weights/<default>-q4 where weights/index.json lists it
-# Per-layer tensors kept for every layer in light mode: [N, D] each, drawn by the overview.
-SUMMARY_NAMES = ("attn_proj", "mlp_proj", "res_1", "res_2")
+# Per-layer tensors kept for every layer in light mode: [N, D] each, drawn by the overview
+# (glassbox.trace.SUMMARY_NAMES: every partial trace holds them, issue 16).
+assert SUMMARY_NAMES == ("attn_proj", "mlp_proj", "res_1", "res_2")
 
 MIB = 1024 * 1024
 
@@ -156,13 +158,8 @@ def parse_facts(memory, max_binding, max_buffer, width, height, webgpu, stored, 
 # ----- the light runner -------------------------------------------------------------------
 
 def light_capture(layer: int):
-    """capture_layer(layer), plus every layer's SUMMARY_NAMES."""
-    one = capture_layer(layer)
-
-    def want(name: str) -> bool:
-        return one(name) or (name.startswith("h.") and name.split(".", 2)[2] in SUMMARY_NAMES)
-
-    return want
+    """capture_layer(layer), plus every layer's SUMMARY_NAMES (glassbox.trace.view_capture)."""
+    return view_capture(layer)
 
 
 def layer_tensors(params, config: GPTConfig, ids: np.ndarray, layer: int) -> dict[str, np.ndarray]:
@@ -180,13 +177,15 @@ def layer_tensors(params, config: GPTConfig, ids: np.ndarray, layer: int) -> dic
     return kept
 
 
-class LayerTrace(Trace):
-    """A Trace holding one layer in full (plus the summaries); other layers on first use."""
+class LayerTrace(PartialTrace):
+    """glassbox.trace.LayerTrace (summaries + one layer) that computes another layer with
+    numpy on ``view_layer`` (light mode on the page's own thread; the model worker does the
+    same in the worker, issue 16)."""
 
     def __init__(self, trace: Trace, params, layer: int):
-        super().__init__(config=trace.config, ids=trace.ids, start=trace.start, tensors=dict(trace.tensors))
+        super().__init__(trace.config, trace.ids, trace.start, trace.tensors, viewed=layer,
+                         logits_start=getattr(trace, "logits_start", 0))
         self._params = params
-        self.viewed = layer
 
     def view_layer(self, layer: int) -> None:
         """Compute ``layer``'s tensors and drop the previously viewed layer's (not the summaries)."""
@@ -194,12 +193,7 @@ class LayerTrace(Trace):
             return
         if self.start != 0:
             raise ValueError("only a trace of the whole sequence can compute another layer")
-        fresh = layer_tensors(self._params, self.config, self.ids, layer)
-        old = layer_name(self.viewed, "")
-        for name in [n for n in self.tensors if n.startswith(old) and n[len(old):] not in SUMMARY_NAMES]:
-            del self.tensors[name]
-        self.tensors.update(fresh)
-        self.viewed = layer
+        self.set_layer(layer, layer_tensors(self._params, self.config, self.ids, layer))
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.tensors and name.startswith("h.") and name.split(".", 2)[2:] and \
@@ -223,16 +217,24 @@ class LightRunner:
         self.config = config
         self.step = step
         self.last: LayerTrace | None = None
+        self._aimed: int | None = None
 
     @property
     def layer(self) -> int:
         """The layer the views looked at last (the next run captures it directly)."""
-        return self.last.viewed if self.last is not None else 0
+        if self._aimed is not None:
+            return self._aimed
+        return self.last.viewed if self.last is not None and self.last.viewed is not None else 0
+
+    def aim(self, layer: int) -> None:
+        """The layer the next run captures (the model worker's host says which, issue 16)."""
+        self._aimed = int(layer)
 
     def view_layer(self, trace: LayerTrace, layer: int) -> None:
         """Make ``trace`` hold ``layer``'s tensors (one pass through the blocks up to it),
         dropping the previously viewed layer's. Reading a trace never computes: the map
         controller calls this when a layer is selected."""
+        self._aimed = int(layer)
         trace.view_layer(layer)
 
     async def run(self, ids) -> LayerTrace:

@@ -59,10 +59,11 @@ async def main() -> Boot:
             mode.model = chooser.choice.spec
             mode.show()
         # issue 16: the model worker boots its own Pyodide while this thread loads the model
-        # (hub models and light mode still compute on this thread: no second interpreter).
-        in_worker = not (chooser.choice.is_hub or mode.mode.light)
+        # (hub models still compute on this thread: no second interpreter). s16: light mode too
+        # runs in the worker (its one-layer runner there; a layer the reader opens is fetched).
+        in_worker = not chooser.choice.is_hub
         worker = ModelWorker.start() if in_worker else ModelWorker.unused(
-            "light mode and Hub models do not use the worker yet")
+            "Hub models do not use the worker yet")
         if chooser.choice.is_hub:
             model = await chooser.load(mode)
         else:
@@ -105,7 +106,8 @@ async def main() -> Boot:
         remembered = stored(BACKEND_KEY, "sessionStorage")
         runner = None
         if in_worker:
-            runner = await worker.attach(app, explainer, mode.model_url, False, js.location.search, remembered)
+            runner = await worker.attach(app, explainer, mode.model_url, mode.mode.light, js.location.search,
+                                         remembered)  # s16: light mode in the worker
         if runner is None:
             app.worker_note = worker.fallback_note()
             runner = await compute_here(app, explainer, remembered)

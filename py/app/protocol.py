@@ -9,10 +9,13 @@ ArrayBuffer per tensor, transferred (never copied element by element, never clon
 Page -> worker (``head["op"]``, each with an ``id``; the worker answers each with a ``reply``):
 
 ==============  ==========================================================================
-``run``         ``ids``: every tensor of that sequence (the worker's runner.run)
-``extend``      ``ids`` after ``known`` (the positions the page believes are cached): the step
-                trace of the new tokens. A worker whose cache does not hold exactly ``known``
-                (after a Stop, a failure) first runs ``known`` again.
+``run``         ``ids``, ``layer``: the partial trace of that sequence (the worker's runner.run;
+                see "What crosses" below)
+``extend``      ``ids`` after ``known`` (the positions the page believes are cached), ``layer``:
+                the partial step trace of the new tokens. A worker whose cache does not hold
+                exactly ``known`` (after a Stop, a failure) first runs ``known`` again.
+``layer``       ``ids``, ``layer``: every tensor of that layer for that sequence (the page's
+                ``await runner.fetch_layer(trace, layer)``), from what the worker kept
 ``truncate``    ``n``: forget positions >= n (no reply needed; answered anyway, in order)
 ``tensors``     ``ids``, ``names``: those trace tensors of ``ids`` from an empty cache
                 (issue 12's corpus; the worker's runner.tensors, else glassbox.reference)
@@ -29,6 +32,14 @@ Worker -> page: ``reply`` (``id``, ``ok``, the trace's tensors or ``error``/``ki
 ``progress`` (``id``, ``label``, ``fraction``: once per block), ``status`` (``backend``,
 ``cause``, ``reason``, ``name``: which backend runs and why, as gpu_runner.Status says).
 
+What crosses (issue 16): a run or a step sends a partial trace (glassbox.trace.LayerTrace) —
+the embeddings, ln_f, every layer's SUMMARY_NAMES (the map's [N, D] tensors), every tensor of
+the layer the reader views, and the last logits row (the only one the views read) — never the
+whole trace. The worker keeps what its runner computed (numpy: the full trace, joined step by
+step with runner.append_rows; WebGPU: what the GPU kept) and answers ``layer`` from it; a
+sequence it no longer holds is run again from an empty cache (the runner's ``tensors``), the
+KV cache untouched.
+
 Stop answers at once on the page: ``WorkerRunner.stop()`` fails every request in flight with
 ``Stopped`` (the run controller shows the previous trace) and posts ``stop``; the worker checks
 between blocks and drops the stopped request's work.
@@ -43,7 +54,9 @@ import numpy as np
 
 from glassbox.config import GPTConfig
 from glassbox.model import InputError
-from glassbox.trace import Trace
+from glassbox.trace import LAYER_NAMES, LayerTrace, Trace, layer_name, layer_only
+
+from . import runner as runners
 
 Post = Callable[[dict, list], None]  # post(head, arrays)
 
@@ -81,13 +94,23 @@ def unpack(layout: dict, arrays: list) -> dict[str, np.ndarray]:
 
 def trace_message(trace: Trace) -> tuple[dict, list[np.ndarray]]:
     layout, arrays = pack(trace.tensors)
-    return {"trace": {"ids": [int(i) for i in trace.ids], "start": int(trace.start), **layout}}, arrays
+    head = {"ids": [int(i) for i in trace.ids], "start": int(trace.start), **layout}
+    if isinstance(trace, LayerTrace):
+        head.update(viewed=trace.viewed, logits_start=int(trace.logits_start))
+    return {"trace": head}, arrays
 
 
 def trace_from(head: dict, arrays: list, config: GPTConfig) -> Trace:
     t = head["trace"]
-    return Trace(config=config, ids=np.asarray(t["ids"], dtype=np.int64), start=int(t["start"]),
-                 tensors=unpack(t, arrays))
+    ids, start, tensors = np.asarray(t["ids"], dtype=np.int64), int(t["start"]), unpack(t, arrays)
+    if "viewed" in t:
+        return LayerTrace(config, ids, start, tensors, viewed=t["viewed"], logits_start=int(t["logits_start"]))
+    return Trace(config=config, ids=ids, start=start, tensors=tensors)
+
+
+def nbytes(arrays) -> int:
+    """The bytes of a message's buffers (bench: what crosses)."""
+    return int(sum(np.asarray(a).nbytes if isinstance(a, np.ndarray) else len(a) for a in arrays))
 
 
 # ----- the page's side ----------------------------------------------------------------------
@@ -118,6 +141,8 @@ class WorkerRunner:
         self.kind = ""  # the worker-side runner's class name
         self.losses = 0
         self.progress_messages = 0  # progress messages heard (one per block; tests count them)
+        self.viewed = 0  # the layer whose tensors runs bring back in full (issue 16; fetch_layer moves it)
+        self.fetches = 0  # layers fetched from the worker (tests)
         self._next = 1
         self._pending: dict[int, asyncio.Future] = {}
         self._tasks: set = set()
@@ -169,15 +194,32 @@ class WorkerRunner:
     # ----- the runner contract ----------------------------------------------------------------
     async def run(self, ids) -> Trace:
         ids = np.asarray(ids, dtype=np.int64)
-        head, arrays = await self._call("run", ids=ids.tolist())
+        head, arrays = await self._call("run", ids=ids.tolist(), layer=int(self.viewed))
         self.ids, self.last = ids, head.get("backend", self.backend)
         return trace_from(head, arrays, self.config)
 
     async def extend(self, ids) -> Trace:
         ids = np.asarray(ids, dtype=np.int64)
-        head, arrays = await self._call("extend", ids=ids.tolist(), known=self.ids.tolist())
+        head, arrays = await self._call("extend", ids=ids.tolist(), known=self.ids.tolist(), layer=int(self.viewed))
         self.ids, self.last = np.concatenate([self.ids, ids]), head.get("backend", self.backend)
         return trace_from(head, arrays, self.config)
+
+    async def fetch_layer(self, trace: LayerTrace, layer: int) -> str:
+        """Make ``trace`` (a partial trace from this runner) hold every tensor of ``layer``,
+        read from the worker (which kept them, or runs the sequence again from an empty cache);
+        the next runs bring that layer back in full. Returns "worker", or "" when the trace
+        held it already. Nothing is computed on this thread."""
+        layer = int(layer)
+        if not 0 <= layer < self.config.n_layer:
+            raise ValueError(f"layer {layer + 1} does not exist (the model has {self.config.n_layer})")
+        self.viewed = layer
+        if not isinstance(trace, LayerTrace) or trace.holds(layer):
+            return ""
+        head, arrays = await self._call("layer", ids=np.asarray(trace.ids, dtype=np.int64).tolist(), layer=layer,
+                                        start=int(trace.start))
+        trace.set_layer(layer, unpack(head["layout"], arrays))
+        self.fetches += 1
+        return "worker"
 
     def truncate(self, n: int) -> None:
         self.ids = self.ids[:max(0, int(n))]
@@ -246,6 +288,20 @@ class _RemotePCA:
 
 # ----- the worker's side --------------------------------------------------------------------
 
+def _rows_from(trace: LayerTrace, start: int) -> LayerTrace:
+    """The rows from position ``start`` on of a joined partial trace (a step's rows)."""
+    out = LayerTrace(trace.config, trace.ids[start:], start, viewed=trace.viewed, logits_start=0)
+    for name, value in trace.tensors.items():
+        short = name.split(".", 2)[2] if name.startswith("h.") else name
+        if name == "logits":
+            out[name] = value[max(0, start - trace.logits_start):]
+        elif short in runners.HEAD_ROWS or short in runners.ATTENTION_GRIDS:
+            out[name] = value[:, start:]
+        else:
+            out[name] = value[start:]
+    return out
+
+
 class ModelHost:
     """Answers the page's requests with a runner (runner.py's contract), one at a time.
 
@@ -259,6 +315,8 @@ class ModelHost:
         self.runner = runner
         self.params = reference_params  # for ``tensors`` when the runner has none (float32 or lazy)
         self.cached: list[int] | None = []  # the positions the runner's cache holds; None: unknown
+        self.kept: Trace | None = None  # the trace of ``cached`` as the runner gave it (issue 16)
+        self.sent: list[tuple[str, int]] = []  # (op, bytes) of the last replies with tensors (bench)
         self.stopped_below = 0
         self.current = 0
         self.delay_s = 0.0  # the ``slow`` test hook
@@ -293,19 +351,21 @@ class ModelHost:
         async with self._lock:
             rid = int(head.get("id", 0))
             self.current = rid
-            if rid < self.stopped_below and head["op"] in ("run", "extend", "tensors"):
+            if rid < self.stopped_below and head["op"] in ("run", "extend", "tensors", "layer"):
                 self.send({"op": "reply", "id": rid, "ok": False, "kind": "Stopped", "error": "stopped"}, [])
                 return
             try:
                 reply, out = await self._answer(head, arrays)
             except BaseException as exc:  # noqa: BLE001  (every failure goes back to the page)
                 if head["op"] in ("run", "extend"):
-                    self.cached = None
+                    self.cached, self.kept = None, None
                 self.send({"op": "reply", "id": rid, "ok": False, "kind": type(exc).__name__,
                            "error": str(exc) or type(exc).__name__}, [])
                 if not isinstance(exc, Exception):
                     raise
                 return
+            if out:
+                self.sent = (self.sent + [(head["op"], nbytes(out))])[-16:]
             self.send({"op": "reply", "id": rid, "ok": True, **reply}, out)
 
     def _backend(self) -> str:
@@ -314,28 +374,37 @@ class ModelHost:
     async def _answer(self, head: dict, arrays: list = ()) -> tuple[dict, list]:
         op, runner = head["op"], self.runner
         if op == "run":
-            ids = [int(i) for i in head["ids"]]
-            self.cached = None
+            ids, layer = [int(i) for i in head["ids"]], int(head.get("layer", 0))
+            self._aim(layer)
+            self.cached, self.kept = None, None
             trace = await runner.run(np.asarray(ids, dtype=np.int64))
-            self.cached = ids
-            reply, out = trace_message(trace)
+            self.cached, self.kept = ids, trace
+            reply, out = trace_message(await self._partial(trace, layer))
             return {**reply, "backend": self._backend()}, out
         if op == "extend":
             ids, known = [int(i) for i in head["ids"]], [int(i) for i in head["known"]]
+            layer = int(head.get("layer", 0))
+            self._aim(layer)
             if self.cached != known:  # after a Stop or a failure: bring the cache to what the page has
-                self.cached = None
-                await runner.run(np.asarray(known, dtype=np.int64))
+                self.cached, self.kept = None, None
+                self.kept = await runner.run(np.asarray(known, dtype=np.int64))
                 self.cached = known
-            self.cached = None
+            kept, self.cached, self.kept = self.kept, None, None
             trace = await runner.extend(np.asarray(ids, dtype=np.int64))
             self.cached = known + ids
-            reply, out = trace_message(trace)
+            self.kept = self._join(kept, trace)
+            reply, out = trace_message(await self._partial(trace, layer, kept))
             return {**reply, "backend": self._backend()}, out
+        if op == "layer":
+            return await self._layer(head)
         if op == "truncate":
             n = int(head["n"])
             runner.truncate(n)
             if self.cached is not None:
                 self.cached = self.cached[:n]
+            if self.kept is not None:
+                self.kept = runners.truncate_rows(self.kept, n) if 0 < n < self.kept.ids.size else (
+                    self.kept if n >= self.kept.ids.size else None)
             return {}, []
         if op == "tensors":
             return await self._tensors(head)
@@ -353,6 +422,73 @@ class ModelHost:
             return {"backend": status.backend, "cause": status.cause, "reason": status.reason}, []
         raise ValueError(f"no worker request {op!r}")
 
+    # ----- partial traces (issue 16) --------------------------------------------------------------
+    def _aim(self, layer: int) -> None:
+        """Tell the runner which layer the page views (GPU and light runners capture it)."""
+        if not 0 <= layer < self.runner.config.n_layer:
+            raise ValueError(f"layer {layer + 1} does not exist (the model has {self.runner.config.n_layer})")
+        aim = getattr(self.runner, "aim", None)
+        if aim is not None:
+            aim(layer)
+
+    @staticmethod
+    def _join(kept: Trace | None, step: Trace) -> Trace | None:
+        """The trace of the whole cached sequence after a step (None when it cannot be joined)."""
+        if kept is None or kept.start != 0 or step.start != kept.ids.size:
+            return None
+        try:
+            return runners.append_rows(kept, step)
+        except (ValueError, KeyError):
+            return None
+
+    async def _partial(self, trace: Trace, layer: int, before: Trace | None = None) -> LayerTrace:
+        """The partial trace of a run or step for ``layer`` (runner.partial_step); a runner that
+        captured another layer (it should not) has it read first."""
+        if isinstance(trace, LayerTrace) and not trace.holds(layer):
+            whole = self.kept if trace.start else trace
+            if whole is None or not isinstance(whole, LayerTrace):
+                raise ValueError(f"the worker's runner did not keep layer {layer + 1}")
+            await self._fill(whole, layer)
+            if trace.start:  # the step's rows of that layer: the joined trace's last rows
+                return runners.partial_step(_rows_from(whole, trace.start), layer)
+        return runners.partial_step(trace, layer)
+
+    async def _fill(self, kept: Trace, layer: int) -> None:
+        """Make ``kept`` (the runner's own trace of the cached sequence) hold ``layer``."""
+        fetch = getattr(self.runner, "fetch_layer", None)
+        if fetch is not None:
+            await fetch(kept, layer)
+        elif hasattr(kept, "view_layer"):  # numpy light mode (lightmode.LayerTrace), in this worker
+            kept.view_layer(layer)
+        else:
+            kept.set_layer(layer, await self._fresh(kept.ids, layer))
+
+    async def _fresh(self, ids, layer: int) -> dict[str, np.ndarray]:
+        """``layer``'s tensors of ``ids`` run from an empty cache (the KV cache untouched)."""
+        _, out = await self._tensors({"ids": np.asarray(ids).tolist(),
+                                      "names": [layer_name(layer, n) for n in LAYER_NAMES]})
+        names = [layer_name(layer, n) for n in LAYER_NAMES]
+        return dict(zip(names, out))
+
+    async def _layer(self, head: dict) -> tuple[dict, list]:
+        """Every tensor of ``layer`` (but the summaries the page holds) for the page's ``ids``."""
+        ids, layer = np.asarray(head["ids"], dtype=np.int64), int(head["layer"])
+        if int(head.get("start", 0)) != 0:
+            raise ValueError("only a trace of a whole sequence can fetch another layer")
+        self._aim(layer)
+        kept, found = self.kept, None
+        if kept is not None and kept.start == 0 and kept.ids.size >= ids.size and \
+                np.array_equal(kept.ids[:ids.size], ids):
+            if kept.ids.size == ids.size and isinstance(kept, LayerTrace) and not kept.holds(layer):
+                await self._fill(kept, layer)
+            if all(layer_name(layer, n) in kept.tensors for n in LAYER_NAMES):
+                whole = kept if kept.ids.size == ids.size else runners.truncate_rows(kept, ids.size)
+                found = {n: whole.tensors[n] for n in whole.tensors if layer_only(layer)(n)}
+        if found is None:  # a sequence the worker no longer holds (a Stop, a discarded token)
+            found = {n: v for n, v in (await self._fresh(ids, layer)).items() if layer_only(layer)(n)}
+        layout, out = pack(found)
+        return {"layout": layout}, out
+
     async def _qk_pca(self, head: dict, arrays: list) -> tuple[dict, list]:
         from glassbox.gpu.qk_pca import QKPCA
 
@@ -368,6 +504,8 @@ class ModelHost:
     async def _tensors(self, head: dict) -> tuple[dict, list]:
         ids, names = np.asarray(head["ids"], dtype=np.int64), list(head["names"])
         own = getattr(self.runner, "tensors", None)
+        if own is None and hasattr(self.runner, "params"):  # numpy light mode: the same blocks, no cache
+            own = lambda i, n: runners.tensors_async(self.runner.params, self.runner.config, i, n)  # noqa: E731
         if own is not None:
             found = await own(ids, names)
         else:  # the reference, from an empty cache (the runner's KV cache is untouched)

@@ -155,8 +155,13 @@ class QKMap:
         if trace is not None:
             try:
                 parts = [qk.from_trace(trace)]
-            except ValueError:  # a light-mode trace without every layer's q/k/att
-                parts = [qk.sentence_qk(self.model.params, self.config, trace.ids)]
+            except (ValueError, KeyError):  # a partial trace (light mode, the model worker's: issue 16)
+                tensors = getattr(self.runner(), "tensors", None)
+                if tensors is not None and trace.start == 0:  # s16: the runner's (the worker's), not this thread
+                    names = qk.qk_names(self.config.n_layer)
+                    parts = [qk.from_tensors(await tensors(trace.ids, names), self.config.n_layer)]
+                else:
+                    parts = [qk.sentence_qk(self.model.params, self.config, trace.ids)]
             user = qk.stack(parts)
             user.token_id = np.asarray(trace.ids, dtype=np.int64)
             self.user_set = user

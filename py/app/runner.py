@@ -40,7 +40,8 @@ import numpy as np
 
 from glassbox import reference
 from glassbox.config import GPTConfig
-from glassbox.trace import FINAL_NAMES, Trace, check_names, layer_name, layer_of
+from glassbox.trace import (FINAL_NAMES, LAYER_NAMES, SUMMARY_NAMES, LayerTrace, Trace, check_names, layer_name,
+                            layer_of)
 
 # Per-layer tensors laid out [H, N, T] (queries x keys) and [H, N, K] (heads first).
 ATTENTION_GRIDS = ("scores", "scaled", "masked", "att")
@@ -115,10 +116,30 @@ async def tensors_async(params, config: GPTConfig, ids, names) -> dict[str, np.n
     return out
 
 
+def _partial(trace: Trace) -> bool:
+    return isinstance(trace, LayerTrace)
+
+
 def _check_layers(trace: Trace) -> None:
+    if _partial(trace):
+        return
     for layer in range(trace.config.n_layer):
         if layer_name(layer, "att") not in trace:
             raise ValueError(f"the trace lacks layer {layer}'s tensors: capture every tensor to extend it")
+
+
+def _logits_rows(old: Trace, new: Trace, n0: int) -> tuple[np.ndarray, int] | None:
+    """(logits, first position held) of the joined trace: every row when both hold every row,
+    else the rows the step holds (a partial trace keeps the last rows only)."""
+    if "logits" not in new.tensors:
+        return None
+    if "logits" not in old.tensors:  # a cut partial trace: the step's rows
+        return new.tensors["logits"], n0 + int(getattr(new, "logits_start", 0))
+    start0, start1 = int(getattr(old, "logits_start", 0)), int(getattr(new, "logits_start", 0))
+    extra = new.tensors["logits"]
+    if start0 == 0 and start1 == 0 and old.tensors["logits"].shape[0] == n0 and extra.shape[0] == new.ids.size:
+        return np.concatenate([old.tensors["logits"], extra], axis=0), 0
+    return extra, n0 + start1
 
 
 def append_rows(old: Trace, new: Trace) -> Trace:
@@ -126,6 +147,12 @@ def append_rows(old: Trace, new: Trace) -> Trace:
 
     ``new`` must have been computed with the KV cache holding exactly old's keys and values
     (new.start == N0). See the module docstring for why this equals a full forward.
+
+    Partial traces (glassbox.trace.LayerTrace, issue 16) join too: the result holds what both
+    hold (every layer's summaries; the viewed layer when both hold it in full, else none:
+    ``viewed`` None, the caller fetches it), and the logits rows the step holds. The raw
+    ``scores``/``scaled`` columns of the old rows need the old queries, which the viewed layer
+    holds.
     """
     n0 = int(old.ids.size)
     if old.start != 0 or new.start != n0:
@@ -134,18 +161,32 @@ def append_rows(old: Trace, new: Trace) -> Trace:
         raise ValueError("the traces come from different models")
     _check_layers(old), _check_layers(new)
     K = old.config.head_size
-    out = Trace(config=old.config, ids=np.concatenate([old.ids, new.ids]), start=0)
+    ids = np.concatenate([old.ids, new.ids])
+    partial = _partial(old) or _partial(new)
+    if partial:
+        viewed = getattr(old, "viewed", None) if _partial(old) else getattr(new, "viewed", None)
+        if _partial(old) and _partial(new) and old.viewed != new.viewed:
+            viewed = None
+        if viewed is not None and not (_holds(old, viewed) and _holds(new, viewed)):
+            viewed = None
+        out = LayerTrace(old.config, ids, 0, viewed=viewed)
+    else:
+        out = Trace(config=old.config, ids=ids, start=0)
     for name, value in old.tensors.items():
+        if name == "logits" or name not in new.tensors:
+            continue
         short = name.split(".", 2)[2] if name.startswith("h.") else name
-        extra = new[name]
+        layer = layer_of(name)
+        if partial and layer is not None and short not in SUMMARY_NAMES and layer != out.viewed:
+            continue  # a layer only one side holds in full: fetched again when shown
+        extra = new.tensors[name]
         if short in HEAD_ROWS:
             out[name] = np.concatenate([value, extra], axis=1)
         elif short in ATTENTION_GRIDS:
-            layer = int(name.split(".")[1])
             h, _, t0 = value.shape
             if short in ("scores", "scaled"):
-                q_old = old[layer_name(layer, "q")]
-                k_new = new[layer_name(layer, "k")]
+                q_old = old.tensors[layer_name(layer, "q")]
+                k_new = new.tensors[layer_name(layer, "k")]
                 cols = (q_old @ k_new.transpose(0, 2, 1)).astype(np.float32)
                 if short == "scaled":
                     cols = (cols / np.float32(math.sqrt(K))).astype(np.float32)
@@ -156,23 +197,48 @@ def append_rows(old: Trace, new: Trace) -> Trace:
             out[name] = np.concatenate([np.concatenate([value, cols], axis=2), extra], axis=1)
         else:
             out[name] = np.concatenate([value, extra], axis=0)
+    logits = _logits_rows(old, new, n0)
+    if logits is not None:
+        out["logits"] = logits[0]
+        if partial:
+            out.logits_start = logits[1]
+        elif logits[1]:
+            raise ValueError("a full trace cannot join a step that holds only some logits rows")
     return out
+
+
+def _holds(trace: Trace, layer: int) -> bool:
+    return all(layer_name(layer, n) in trace.tensors for n in LAYER_NAMES)
 
 
 def truncate_rows(trace: Trace, n: int) -> Trace:
     """The trace of the first n tokens (exact: later tokens never change earlier rows)."""
     if not 0 < n <= trace.ids.size or trace.start != 0:
         raise ValueError(f"cannot cut a trace of {trace.ids.size} tokens to {n}")
-    out = Trace(config=trace.config, ids=trace.ids[:n].copy(), start=0)
+    if _partial(trace):
+        out = LayerTrace(trace.config, trace.ids[:n].copy(), 0, viewed=trace.viewed,
+                         logits_start=min(trace.logits_start, n - 1))
+    else:
+        out = Trace(config=trace.config, ids=trace.ids[:n].copy(), start=0)
     for name, value in trace.tensors.items():
         short = name.split(".", 2)[2] if name.startswith("h.") else name
-        if short in HEAD_ROWS:
+        if name == "logits" and _partial(trace):
+            rows = value[:max(0, n - trace.logits_start)].copy()
+            if rows.shape[0]:
+                out[name] = rows
+        elif short in HEAD_ROWS:
             out[name] = value[:, :n].copy()
         elif short in ATTENTION_GRIDS:
             out[name] = value[:, :n, :n].copy()
         else:
             out[name] = value[:n].copy()
     return out
+
+
+def partial_step(trace: Trace, layer: int, last_logits: bool = True) -> LayerTrace:
+    """What crosses the model worker (issue 16): ``trace`` (a run or a step) cut to the globals,
+    every layer's summaries and ``layer``'s tensors, with the last logits row only."""
+    return LayerTrace.select(trace, layer, last_logits=last_logits)
 
 
 class ReferenceRunner:

@@ -47,7 +47,9 @@ async def make_runner(model, light: bool, search: str, on_status, remembered: st
     numpy = (lightmode.LightRunner(model.params, model.config, step=host.step) if light
              else ReferenceRunner(model.params, model.config, step=host.step))
     make = browser_engine(js.navigator, to_js, js.Object.fromEntries, model.checkpoint)
-    runner = page_runner(numpy, make, on_status=lambda s: on_status(s.backend, s.cause, s.reason), calibrate=True)
+    # s16 (issue 16): the GPU reads back what a view shows; the page fetches other layers
+    runner = page_runner(numpy, make, on_status=lambda s: on_status(s.backend, s.cause, s.reason), calibrate=True,
+                         partial=True)
     choice, by = remembered_backend(search, remembered)
     if by == "visit":
         await choose_backend(runner, choice)

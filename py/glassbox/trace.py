@@ -150,3 +150,89 @@ class Trace:
         tensors = {name: np.ascontiguousarray(value) for name, value in self.tensors.items()}
         tensors["ids"] = np.asarray(self.ids, dtype=np.int64)
         return safetensors.save(tensors, metadata)
+
+
+# ----- partial traces (issue 16): what a view shows, the rest fetched on demand -----------------
+
+# Per-layer [N, D] tensors every partial trace holds for every layer: the model map (overview)
+# draws res_1/res_2 and the norms of attn_proj/mlp_proj; the block view reads the previous
+# layer's res_2; the factors panel codes emb and res_2.
+SUMMARY_NAMES = ("attn_proj", "mlp_proj", "res_1", "res_2")
+
+
+def view_capture(layer: int):
+    """What a partial trace captures: the embeddings, ln_f and the logits, every layer's
+    SUMMARY_NAMES, and every tensor of ``layer`` (the one the views show)."""
+    prefix = layer_name(layer, "")
+
+    def want(name: str) -> bool:
+        return not name.startswith("h.") or name.startswith(prefix) or name.split(".", 2)[2] in SUMMARY_NAMES
+
+    return want
+
+
+def layer_only(layer: int):
+    """One layer's tensors other than the SUMMARY_NAMES a partial trace already holds."""
+    prefix = layer_name(layer, "")
+    return lambda name: name.startswith(prefix) and name[len(prefix):] not in SUMMARY_NAMES
+
+
+class LayerTrace(Trace):
+    """A partial Trace (issue 16): the globals, every layer's SUMMARY_NAMES and all tensors of
+    one layer, ``viewed`` (None: none in full, e.g. after joining a step of another layer).
+
+    ``logits_start``: the position of the first logits row held ("logits" is [N - logits_start, V];
+    a run through the model worker keeps only the last row, the one the views read).
+    Reading a tensor of another layer raises a KeyError that says how to get it: the page's
+    runner fetches a layer with ``await runner.fetch_layer(trace, layer)`` (selecting a layer
+    on the map does that); reading never computes.
+    """
+
+    def __init__(self, config, ids, start: int = 0, tensors=None, viewed: int | None = 0, logits_start: int = 0):
+        super().__init__(config=config, ids=ids, start=start, tensors=dict(tensors or {}))
+        self.viewed = viewed
+        self.logits_start = int(logits_start)
+
+    @classmethod
+    def select(cls, trace: Trace, layer: int, last_logits: bool = False) -> "LayerTrace":
+        """The partial trace of ``trace`` (full, or partial holding ``layer``) for ``layer``;
+        with ``last_logits`` only the last logits row is kept."""
+        want = view_capture(layer)
+        tensors = {n: v for n, v in trace.tensors.items() if want(n)}
+        missing = [n for n in all_names(trace.config) if want(n) and n not in tensors and n != "logits"]
+        if missing:
+            raise ValueError(f"the trace lacks {missing[0]!r}: it cannot show layer {layer + 1}")
+        start = int(getattr(trace, "logits_start", 0))
+        if last_logits and "logits" in tensors and tensors["logits"].shape[0] > 1:
+            start += tensors["logits"].shape[0] - 1
+            tensors["logits"] = tensors["logits"][-1:]
+        return cls(trace.config, trace.ids, trace.start, tensors, viewed=layer, logits_start=start)
+
+    def holds(self, layer: int) -> bool:
+        """Whether every tensor of ``layer`` is here."""
+        return all(layer_name(layer, n) in self.tensors for n in LAYER_NAMES)
+
+    def set_layer(self, layer: int, tensors: dict[str, np.ndarray]) -> None:
+        """Hold ``layer``'s ``tensors`` (its full set, all positions) instead of the viewed
+        layer's (the summaries stay)."""
+        prefix = layer_name(layer, "")
+        fresh = {n: v for n, v in tensors.items() if n.startswith(prefix)}
+        missing = [layer_name(layer, n) for n in LAYER_NAMES if layer_name(layer, n) not in fresh
+                   and n not in SUMMARY_NAMES]
+        if missing:
+            raise ValueError(f"layer {layer + 1}'s tensors lack {missing[0]!r}")
+        if self.viewed is not None and self.viewed != layer:
+            old = layer_name(self.viewed, "")
+            for name in [n for n in self.tensors if n.startswith(old) and n[len(old):] not in SUMMARY_NAMES]:
+                del self.tensors[name]
+        self.tensors.update(fresh)
+        self.viewed = layer
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.tensors and name.startswith("h.") and name.split(".", 2)[2:] and \
+                name.split(".", 2)[2] in LAYER_NAMES:
+            held = "no layer in full" if self.viewed is None else f"layer {self.viewed + 1}'s tensors in full"
+            raise KeyError(f"this trace holds {held} (plus every layer's {', '.join(SUMMARY_NAMES)}): {name!r} is "
+                           f"not here. Select its layer on the map, or `await explainer.select_layer(l)` in the "
+                           f"console, to fetch it")
+        return super().__getitem__(name)

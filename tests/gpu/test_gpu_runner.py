@@ -257,3 +257,45 @@ def test_tensors_reads_only_the_names_and_leaves_the_sequence_alone(run, make, c
     compare("tensors then extend", trace, full(checkpoint, IDS))
     with pytest.raises(ValueError, match="h.9.q"):
         run(runner.tensors([1, 2], ["h.9.q"]))
+
+
+# ----- issue 16: partial traces (what the model worker's WebGPU runner reads back) -------------
+
+def compare_partial(label, got, want):
+    """compare() for partial traces, whose tensors a fetch adds in another order."""
+    assert set(got.tensors) == set(want.tensors), label
+    compare(label, got, type(want)(want.config, want.ids, want.start, {n: want.tensors[n] for n in got.tensors}))
+
+
+def test_partial_runs_read_back_one_layer_and_fetch_others_from_the_gpu(run, make, checkpoint):
+    """A partial run holds the globals, every layer's summaries and the viewed layer; another
+    layer comes from what the GPU kept (read_layer) or, after a step, from one forward of that
+    layer from the engine's own cache — within the engine's tolerance of numpy, and the KV
+    cache the runner extends is untouched (later steps still join to a full forward)."""
+    from glassbox.trace import LAYER_NAMES, LayerTrace, layer_name
+
+    runner, _ = make(partial=True)
+    runner.aim(1)
+    trace = run(runner.run(IDS[:4]))
+    assert isinstance(trace, LayerTrace) and trace.viewed == 1 and "h.0.att" not in trace.tensors
+    assert runner.readbacks[-1][0] == "run"
+    compare_partial("partial run", trace, LayerTrace.select(full(checkpoint, IDS[:4]), 1))
+    assert run(runner.fetch_layer(trace, 0)) == "webgpu" and runner.readbacks[-1][0] == "read_layer"
+    compare_partial("read_layer", trace, LayerTrace.select(full(checkpoint, IDS[:4]), 0))
+    for token in IDS[4:]:
+        step = run(runner.extend([token]))
+        assert step.viewed == 0 and step.ids.size == 1
+        trace = runners.append_rows(trace, step)
+    want = full(checkpoint, IDS)
+    compare_partial("partial run + steps", trace, LayerTrace.select(want, 0))
+    assert run(runner.fetch_layer(trace, 1)) == "webgpu" and runner.readbacks[-1][0] == "layer forward"
+    for short in LAYER_NAMES:
+        name = layer_name(1, short)
+        have, expected = trace[name], want[name]
+        if short == "masked":
+            hidden = expected == reference.MASK_VALUE
+            have, expected = have[~hidden], expected[~hidden]
+        assert_close(name, have, expected, **TOL)
+    trace = runners.append_rows(trace, run(runner.extend([42])))  # the cache was not disturbed
+    assert trace.viewed == 1
+    compare_partial("after a fetch", trace, LayerTrace.select(full(checkpoint, IDS + [42]), 1))

@@ -87,10 +87,17 @@ class MapController(Controller):
         return None
 
     async def _fetched(self, fetching, layer: int) -> bool:
-        """Show the layer once its tensors came; False (and the error shown) when that failed."""
+        """Show the layer once its tensors came; False (and the error shown) when that failed.
+        issue 16: a step that landed meanwhile (continuous generation) may have replaced the
+        trace with one that lacks the layer: it is fetched into that one too."""
+        from ..protocol import Stopped
+
         try:
             await fetching
+            await self.ex.hold_layer(self.ex.trace, layer)
             self._show_layer(layer)
+        except Stopped:
+            return False
         except Exception as exc:  # noqa: BLE001  (shown beside the input, as an event's error)
             self.ex.fail(exc)
             return False

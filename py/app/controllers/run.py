@@ -160,6 +160,7 @@ class RunController(Controller):
             self.remember(text)
             prompt = ex.model.prompt(text)
             trace = await self.timed(ex.runner.run(prompt.ids))
+            await ex.hold_layer(trace)  # issue 16: a partial trace holds the layer shown
             ex.dropped = prompt.dropped
             ex.set_trace(trace)
             self.pending, self.undo, self.pending_prob = False, None, None
@@ -182,6 +183,7 @@ class RunController(Controller):
             trace = runners.append_rows(ex.trace, step)
         else:
             trace = await self.timed(ex.runner.run(np.append(ex.ids, np.int64(token))))
+        await ex.hold_layer(trace)  # issue 16: the reader may have picked another layer meanwhile
         ex.set_trace(trace)
 
     async def generate(self, light: bool = False) -> bool:
