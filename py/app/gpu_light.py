@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
-from glassbox.gpu.backend import DeviceLostError, GPUError
 
 from . import lightmode
 from .gpu_runner import Status, WebGPURunner, adapter_name, asked_backend
@@ -61,12 +60,6 @@ class _NumpyLight(lightmode.LightRunner):
     @property
     def layer(self) -> int:
         return self._wanted()
-
-
-def _layer_only(layer: int) -> Callable[[str], bool]:
-    """One layer's tensors other than the summaries every light trace already holds."""
-    prefix = f"h.{layer}."
-    return lambda name: name.startswith(prefix) and name[len(prefix):] not in lightmode.SUMMARY_NAMES
 
 
 class GPULightRunner(WebGPURunner):
@@ -112,33 +105,15 @@ class GPULightRunner(WebGPURunner):
 
     async def fetch_layer(self, trace: lightmode.LayerTrace, layer: int) -> str:
         """Make ``trace`` hold ``layer``'s tensors, read from the GPU (one forward that reads
-        back that layer alone); numpy computes them when WebGPU cannot. Returns the backend
-        that did ("webgpu", "numpy", or "" when the trace held the layer already)."""
-        layer = int(layer)
-        self.wanted = layer
+        back that layer alone: gpu_runner.WebGPURunner.fetch_layer); numpy computes them when
+        WebGPU cannot. Returns the backend that did ("webgpu", "numpy", or "" when the trace
+        held the layer already)."""
+        self.wanted = int(layer)
         if trace.viewed == layer:
             return ""
-        if self.engine is not None and trace.start == 0:
-            try:
-                fresh = await self.engine.forward(trace.ids, capture=_layer_only(layer))
-            except DeviceLostError as e:
-                self._lost(e)
-            except GPUError as e:
-                self._say("numpy", "gpu-error", f"numpy computed layer {layer + 1}: the WebGPU engine refused it ({e}).")
-            except Exception as e:  # noqa: BLE001  (a failed submit: take the device for lost)
-                self._lost(e)
-            else:
-                if trace.viewed != layer:  # (a numpy view_layer may have run meanwhile)
-                    old = f"h.{trace.viewed}."
-                    for name in [n for n in trace.tensors
-                                 if n.startswith(old) and n[len(old):] not in lightmode.SUMMARY_NAMES]:
-                        del trace.tensors[name]
-                    trace.tensors.update({n: v for n, v in fresh.tensors.items() if n.startswith(f"h.{layer}.")})
-                    trace.viewed = layer
-                self.fetches += 1
-                return "webgpu"
-        trace.view_layer(layer)
-        return "numpy"
+        done = await super().fetch_layer(trace, layer)
+        self.fetches += done == "webgpu"
+        return done
 
 
 # ----- one constructor ----------------------------------------------------------------------

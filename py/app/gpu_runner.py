@@ -68,7 +68,7 @@ import numpy as np
 
 from glassbox import reference
 from glassbox.gpu.backend import DeviceLostError, GPUError, GPUUnavailableError
-from glassbox.trace import LAYER_NAMES, LayerTrace, check_names, layer_name, layer_only, view_capture
+from glassbox.trace import LAYER_NAMES, LayerTrace, check_names, layer_name, layer_only, needs_layer, view_capture
 
 GPU_TIMEOUT_S = 10.0  # for each of requestAdapter() and requestDevice()
 CALIBRATION_TOKENS = 8  # the start-up check on a software adapter: one forward of this many tokens
@@ -417,11 +417,10 @@ class WebGPURunner:
         of that layer only from the engine's own cache, else numpy. Returns the backend that
         did ("webgpu", "numpy"), or "" when the trace held the layer already."""
         layer = int(layer)
-        if not 0 <= layer < self.config.n_layer:
-            raise ValueError(f"layer {layer + 1} does not exist (the model has {self.config.n_layer})")
-        self.viewed = layer
-        if not isinstance(trace, LayerTrace) or trace.holds(layer):
+        if not needs_layer(trace, layer):
+            self.viewed = layer
             return ""
+        self.viewed = layer
         if trace.start != 0:
             raise ValueError("only a trace of a whole sequence can fetch another layer")
         ids = np.asarray(trace.ids, dtype=np.int64)

@@ -54,7 +54,7 @@ import numpy as np
 
 from glassbox.config import GPTConfig
 from glassbox.model import InputError
-from glassbox.trace import LAYER_NAMES, LayerTrace, Trace, layer_name, layer_only
+from glassbox.trace import LAYER_NAMES, LayerTrace, Trace, layer_name, layer_only, needs_layer
 
 from . import runner as runners
 
@@ -210,10 +210,9 @@ class WorkerRunner:
         the next runs bring that layer back in full. Returns "worker", or "" when the trace
         held it already. Nothing is computed on this thread."""
         layer = int(layer)
-        if not 0 <= layer < self.config.n_layer:
-            raise ValueError(f"layer {layer + 1} does not exist (the model has {self.config.n_layer})")
+        wanted = needs_layer(trace, layer)
         self.viewed = layer
-        if not isinstance(trace, LayerTrace) or trace.holds(layer):
+        if not wanted:
             return ""
         head, arrays = await self._call("layer", ids=np.asarray(trace.ids, dtype=np.int64).tolist(), layer=layer,
                                         start=int(trace.start))

@@ -177,6 +177,15 @@ def layer_only(layer: int):
     return lambda name: name.startswith(prefix) and name[len(prefix):] not in SUMMARY_NAMES
 
 
+def needs_layer(trace, layer: int) -> bool:
+    """Whether a fetch must bring ``layer`` (0-based) into ``trace``: False for a full trace or
+    a partial one that holds it; ValueError for a layer the model does not have."""
+    layer = int(layer)
+    if not 0 <= layer < trace.config.n_layer:
+        raise ValueError(f"layer {layer + 1} does not exist (the model has {trace.config.n_layer})")
+    return isinstance(trace, LayerTrace) and not trace.holds(layer)
+
+
 class LayerTrace(Trace):
     """A partial Trace (issue 16): the globals, every layer's SUMMARY_NAMES and all tensors of
     one layer, ``viewed`` (None: none in full, e.g. after joining a step of another layer).
