@@ -24,10 +24,11 @@ on the GPU (``Engine.forward(keep=True)``; without it when the keep limit refuse
 ``await fetch_layer(trace, layer)`` reads another layer with ``engine.read_layer`` when the
 kept run is that trace's sequence, else runs the sequence once more from the engine's own
 cache capturing that layer only (the KV cache the runner extends is untouched). Steps join
-with ``runner.append_rows`` like full ones. Progress: ``step`` (the numpy runner's hook) is
-awaited before the GPU work ("encoding and submitting every block": the engine records
-each block's commands and submits once) and before the readback; the fraction says which of
-those two stages is done, not how far the GPU has computed.
+with ``runner.append_rows`` like full ones. Progress: ``step`` (the numpy runner's hook: in
+the worker it reports to the page and checks Stop) is awaited once before the GPU work, with
+fraction 0 — the engine records every block's commands once, replays them in one submit and
+maps the readback once, so there is no truthful per-block point to report; the trace's
+arrival is the end. (numpy runs report once per block.)
 
 ``capture`` takes what ``Engine.forward`` takes (None/"all", "logits", a layer number, or a
 predicate such as ``lightmode.light_capture(layer)``) and applies from the next ``run``.
@@ -325,13 +326,13 @@ class WebGPURunner:
     async def _gpu(self, ids: np.ndarray, capture, keep: bool = False):
         """engine.forward on the GPU cache, or None (after saying why) when it failed."""
         self._kept_ids = None
+        if self.partial:  # issue 16: progress (and a Stop check in the worker) before the GPU work
+            await self._progress(f"WebGPU: all {self.config.n_layer} blocks submitted at once", 0.0)
         try:
             if self.partial:
-                await self._progress(f"WebGPU: encoding and submitting all {self.config.n_layer} blocks", 0.5)
                 trace, kept = await self._forward(ids, capture, keep)
                 self._kept_ids = ids if kept and self.cache.length == ids.size else None
                 self._note("run" if keep else "step", trace)
-                await self._progress("WebGPU: read back", 1.0)
                 return LayerTrace.select(trace, self.viewed)
             return await self.engine.forward(ids, cache=self.cache, capture=capture)
         except DeviceLostError as e:

@@ -526,4 +526,8 @@ class ModelHost:
                 "calibration": getattr(r, "calibration", None),
                 "backend": getattr(status, "backend", self._backend()), "cause": getattr(status, "cause", ""),
                 "reason": getattr(status, "reason", ""), "cached": None if self.cached is None else len(self.cached),
-                "heap_bytes": int(self.heap())}
+                "heap_bytes": int(self.heap()),
+                # issue 16: the engine's weights scheme, layers read back after a run, what crossed
+                "scheme": getattr(getattr(r, "engine", None), "scheme", None),
+                "fetches": int(getattr(r, "fetches", 0)), "sent": [list(x) for x in self.sent],
+                "readbacks": [list(x) for x in getattr(r, "readbacks", [])]}

@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT / "py"))
 from app.views.attention import scale_weights  # noqa: E402
 from app.views.common import viridis  # noqa: E402
 
+from .test_views import choose_layer  # noqa: E402
+
 RUN_TIMEOUT_MS = 300_000  # a 256-token run on SwiftShader WebGPU took 150 s on a loaded 2-core machine
 LONG_TEXT = " ".join(["The model reads every word of this sentence once more."] * 30)
 
@@ -103,7 +105,7 @@ def test_a_256_token_input_covers_every_position_in_each_colour_scale(app, ref):
     prompt = ref.prompt(LONG_TEXT)
     assert prompt.ids.size == ref.config.n_positions == 256
     run_text(page, LONG_TEXT)
-    page.get_by_test_id("layer-select").select_option("3")
+    choose_layer(page, "3")
     page.get_by_test_id("head-select").select_option("2")
     att = ref.forward(prompt.ids)["h.2.att"][1]
     for scale in ("linear", "row", "log"):

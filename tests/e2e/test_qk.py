@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .test_views import run_text
+from .test_views import choose_layer, run_text
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = "The file is opened, read and closed again."
@@ -178,7 +178,7 @@ def test_search_highlights_across_heads(built):
 
 def test_explainer_head_selects_the_large_head(built):
     page = built.page
-    page.select_option("#layer-select", "3")
+    choose_layer(page, "3")  # issue 16: the worker sends layer 3 first
     page.select_option("#head-select", "2")
     assert page.inner_text("[data-testid=qk-single-layer]") == "3"
     assert page.inner_text("[data-testid=qk-single-head]") == "2"

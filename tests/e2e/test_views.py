@@ -57,6 +57,14 @@ def wait_run(page, before: int) -> None:
         arg=before, timeout=RUN_TIMEOUT_MS)
 
 
+def choose_layer(page, layer: str) -> None:
+    """Pick layer ``layer`` (1-based, as the select shows) and wait until the views draw it: with
+    the model worker (issue 16) its tensors are fetched from the worker first."""
+    page.get_by_test_id("layer-select").select_option(str(layer))
+    page.wait_for_function("n => document.querySelector('[data-testid=explainer]').dataset.layer === n",
+                           arg=str(int(layer) - 1), timeout=RUN_TIMEOUT_MS)
+
+
 def open_every_view(page) -> None:
     """Open every detailed view ("Every view" in the bar), as a reader who wants them all."""
     if page.get_attribute("#open-all", "aria-pressed") != "true":
@@ -156,7 +164,7 @@ def test_attention_cells_equal_the_reference_for_every_layer_and_head(app, ref):
     n = len(ids)
     worst = 0.0
     for layer, head in ((1, 1), (3, 2), (ref.config.n_layer, ref.config.n_head)):
-        page.get_by_test_id("layer-select").select_option(str(layer))
+        choose_layer(page, str(layer))
         page.get_by_test_id("head-select").select_option(str(head))
         got = cells(page)
         assert len(got) == n * n
@@ -183,7 +191,7 @@ def test_hover_and_keys_read_the_real_values(app, ref):
     page = app.page
     ids = shown_ids(page)
     trace = ref.forward(np.asarray(ids))
-    page.get_by_test_id("layer-select").select_option("1")
+    choose_layer(page, "1")
     page.get_by_test_id("head-select").select_option("1")
     # Attention cell hover: value, query token, key token.
     cell = page.locator('[data-testid=attention-cell][data-q="3"][data-k="1"]')
@@ -219,7 +227,7 @@ def test_layer_norm_statistics_equal_the_reference(app, ref):
     page = app.page
     ids = shown_ids(page)
     trace = ref.forward(np.asarray(ids))
-    page.get_by_test_id("layer-select").select_option("2")
+    choose_layer(page, "2")
     for name in ("ln_1", "ln_2"):
         for stat in ("mean", "var"):
             got = np.array([float(v) for v in page.eval_on_selector_all(
@@ -282,7 +290,7 @@ def test_generate_then_discard_then_keep(app, ref):
     assert page.is_visible("[data-testid=pending]")
     # The extended trace (KV cache + joined rows) equals a full native run of the longer sequence.
     longer = ref.forward(np.asarray(ids + [expected]))
-    page.get_by_test_id("layer-select").select_option("2")
+    choose_layer(page, "2")
     page.get_by_test_id("head-select").select_option("3")
     got = cells(page)
     np.testing.assert_allclose([v for *_, v, _ in got], [longer["h.1.att"][2][q, k] for q, k, _, _ in got],
@@ -354,7 +362,7 @@ def test_long_input_is_cut_to_the_context_and_windowed(app, ref):
     assert max(gaps[1:]) < 2500
     assert shown_ids(page) == [int(i) for i in prompt.ids]
     assert f"{prompt.dropped} earlier tokens were cut" in page.inner_text("[data-testid=token-count]")
-    page.get_by_test_id("layer-select").select_option("4")
+    choose_layer(page, "4")
     page.get_by_test_id("head-select").select_option("4")
     got = cells(page)
     from app.views.attention import WINDOW as window  # the zoomed window; the canvas covers every position
@@ -388,7 +396,7 @@ def test_overview_sankey_selects_layers(app, ref):
 
 def test_derivation_stages_play_step_replay_and_reduced_motion(app, ref):
     page = app.page
-    page.get_by_test_id("layer-select").select_option("1")
+    choose_layer(page, "1")
     page.get_by_test_id("head-select").select_option("2")
     toggle = page.get_by_test_id("derivation-toggle")
     if toggle.get_attribute("aria-expanded") == "true":
@@ -440,7 +448,7 @@ def test_weight_popovers_draw_the_real_weights(app, ref):
     from app.views.weights import downsample
 
     page = app.page
-    page.get_by_test_id("layer-select").select_option("2")
+    choose_layer(page, "2")
     params = ref.params
     for pop, name in (("pop-1-c_attn", "h.1.attn.c_attn.weight"), ("pop-1-attn_c_proj", "h.1.attn.c_proj.weight"),
                       ("pop-1-c_fc", "h.1.mlp.c_fc.weight"), ("pop-1-mlp_c_proj", "h.1.mlp.c_proj.weight"),

@@ -22,7 +22,7 @@ import numpy as np
 
 from glassbox.sampling import distribution
 
-from .test_views import ATOL, RTOL, cells, predictions, ref, run_text, runs, set_sampling, shown_ids, wait_run  # noqa: F401
+from .test_views import ATOL, RTOL, cells, choose_layer, predictions, ref, run_text, runs, set_sampling, shown_ids, wait_run  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_ATOL, PAGE_RTOL = 1e-4, 1e-3
@@ -67,7 +67,7 @@ def test_webgpu_numbers_on_the_page_equal_native_numpy(app, ref):  # noqa: F811
     # Every attention cell of every layer and head.
     n = len(ids)
     for layer in range(ref.config.n_layer):
-        page.get_by_test_id("layer-select").select_option(str(layer + 1))
+        choose_layer(page, str(layer + 1))
         for head in range(ref.config.n_head):
             page.get_by_test_id("head-select").select_option(str(head + 1))
             shown = cells(page)
@@ -187,7 +187,7 @@ def test_device_lost_mid_generation_numpy_steps_in_then_webgpu_returns(app, ref)
         got = predictions(page)
         np.testing.assert_allclose([p for _, p in got], [dist.probs[i] for i, _ in got], atol=ATOL, rtol=RTOL)
         longer = ref.forward(np.asarray(ids))
-        page.get_by_test_id("layer-select").select_option("2")
+        choose_layer(page, "2")
         shown = cells(page)
         np.testing.assert_allclose([v for *_, v, _ in shown],
                                    [longer["h.1.att"][int(page.input_value("[data-testid=head-select]")) - 1][q, k]

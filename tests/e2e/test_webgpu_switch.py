@@ -85,12 +85,15 @@ def test_light_mode_runs_on_webgpu_with_numpy_light_modes_numbers(open_page, art
         assert page.evaluate("document.documentElement.dataset.mode") == "light"
         assert backend(page)[0] == "webgpu", backend(page)
         assert app.py("explainer.runner.name") == "WebGPU, light mode"
-        assert app.py("explainer.runner.engine.scheme") == "q4"
+        # issue 16: light mode runs in the model worker; its engine holds the q4 weights
+        assert app.py("type(explainer.runner).__name__") == "WorkerRunner"
+        assert app.py("(await explainer.runner.describe())['scheme']") == "q4"
         assert app.py("app.kernel_task") is None  # q4: the int8 kernel is never loaded
         app.py(WORST + """
 from app import lightmode
-numpy_light = lightmode.LightRunner(explainer.runner.params, explainer.config)
+numpy_light = lightmode.LightRunner(explainer.params, explainer.config)
 want = await numpy_light.run(explainer.ids)
+want.tensors['logits'] = want.tensors['logits'][-1:]  # only the last row crosses the worker (issue 16)
 names = sorted(explainer.trace.tensors)
 """)
         assert app.py("names == sorted(want.tensors) and 'h.1.att' not in names and 'h.0.att' in names")
@@ -99,6 +102,7 @@ names = sorted(explainer.trace.tensors)
         # The reader picks layer 3: its tensors come from the GPU, the previous layer's go.
         app.py("await explainer.select_layer(2); numpy_light.view_layer(want, 2)")
         assert app.py("explainer.runner.fetches") == 1 and app.py("explainer.layer") == 2
+        assert app.py("(await explainer.runner.describe())['fetches']") == 1  # read on the worker's GPU
         assert app.py("sorted(n for n in explainer.trace.tensors if n.endswith('.att'))") == ["h.2.att"]
         ratio2 = app.py("worst(explainer.trace, want.tensors, [n for n in want.tensors if n.startswith('h.2.') "
                         "and not n.endswith('masked')])")

@@ -17,7 +17,9 @@ from __future__ import annotations
 import pytest
 
 from .conftest import _open_page
-from .test_views import runs, wait_run
+import numpy as np
+
+from .test_views import ATOL, RTOL, cells, runs, wait_run
 
 LONG_TASK_MS = 200
 STOP_MS = 100
@@ -139,3 +141,26 @@ def test_continuous_generation_has_no_long_task(app):
     print(f"\nlong tasks during continuous generation (webgpu, worker): {tasks}")
     assert app.py("explainer.ids.size") >= shown + 4
     assert all(d <= LONG_TASK_MS for _, d in tasks), tasks
+
+
+def test_opening_another_layer_fetches_it_from_the_worker(app):
+    """Only the viewed layer crosses (issue 16): opening layer 3's attention on the map fetches
+    it from the worker (what its GPU kept), and the cells drawn equal the worker's own h.2.att
+    (run again there from an empty cache)."""
+    page = app.page
+    app.py("await explainer.select_layer(0)")
+    assert app.py("[explainer.trace.viewed, explainer.trace.holds(2), 'h.2.att' in explainer.trace.tensors]") == \
+        [0, False, False]
+    before = app.py("explainer.runner.fetches")
+    page.click("[data-testid=model-map] [data-part=block-2-attention]")
+    page.wait_for_function("document.querySelector('[data-testid=explainer]').dataset.layer === '2' && "
+                           "document.querySelector('#view-attention').dataset.open === 'true'")
+    assert app.py("explainer.runner.fetches") == before + 1
+    head = app.py("explainer.attention.head")
+    want = np.array(app.py(f"(await explainer.runner.tensors(explainer.ids, ['h.2.att']))['h.2.att'][{head}].tolist()"))
+    got = cells(page)
+    assert len(got) == want.size
+    np.testing.assert_allclose([v for *_, v, _ in got], [want[q, k] for q, k, _, _ in got], atol=ATOL, rtol=RTOL)
+    assert app.py("'h.0.att' in explainer.trace.tensors") is False  # the previous layer's went
+    page.click("#view-attention [data-action=close-view]")
+    app.py("await explainer.select_layer(0)")

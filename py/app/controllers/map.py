@@ -113,6 +113,7 @@ class MapController(Controller):
         self.ui.set_value("layer-select", str(layer + 1))
         self.render(), ex.attention.render(), ex.block.render()
         ex.link_qk()
+        self.ui.set_attr("explainer", "data-layer", str(layer))  # s16: drawn (tests wait on it after a fetch)
 
     def _set_open(self, view: str, shown: bool) -> None:
         if shown and view not in self.open:
