@@ -128,8 +128,10 @@ def make_runner(numpy_runner, make_engine: Callable[[], Awaitable] | None, *,
     if make_engine is None:
         return numpy_runner
     if isinstance(numpy_runner, lightmode.LightRunner):
-        return GPULightRunner(make_engine, numpy_runner.params, numpy_runner.config, on_status=on_status,
-                              calibrate=calibrate)
+        runner = GPULightRunner(make_engine, numpy_runner.params, numpy_runner.config, on_status=on_status,
+                                calibrate=calibrate)
+        runner.numpy.step = numpy_runner.step  # issue 16: progress and Stop checks (the worker's hook)
+        return runner
     if isinstance(numpy_runner, ReferenceRunner):
         return WebGPURunner(make_engine, numpy_runner, on_status=on_status, calibrate=calibrate, partial=partial)
     raise TypeError(f"no WebGPU runner for {type(numpy_runner).__name__}")

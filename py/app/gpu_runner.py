@@ -326,8 +326,8 @@ class WebGPURunner:
     async def _gpu(self, ids: np.ndarray, capture, keep: bool = False):
         """engine.forward on the GPU cache, or None (after saying why) when it failed."""
         self._kept_ids = None
-        if self.partial:  # issue 16: progress (and a Stop check in the worker) before the GPU work
-            await self._progress(f"WebGPU: all {self.config.n_layer} blocks submitted at once", 0.0)
+        # issue 16: progress (and, in the worker, a Stop check) before the GPU work
+        await self._progress(f"WebGPU: all {self.config.n_layer} blocks submitted at once", 0.0)
         try:
             if self.partial:
                 trace, kept = await self._forward(ids, capture, keep)

@@ -276,7 +276,14 @@ def test_partial_runs_read_back_one_layer_and_fetch_others_from_the_gpu(run, mak
 
     runner, _ = make(partial=True)
     runner.aim(1)
+    heard = []
+
+    async def step(label, fraction):  # the worker's progress hook (protocol.ModelHost.step)
+        heard.append((label, fraction))
+
+    runner.numpy.step = step
     trace = run(runner.run(IDS[:4]))
+    assert heard == [(f"WebGPU: all {SMALL.n_layer} blocks submitted at once", 0.0)]
     assert isinstance(trace, LayerTrace) and trace.viewed == 1 and "h.0.att" not in trace.tensors
     assert runner.readbacks[-1][0] == "run"
     compare_partial("partial run", trace, LayerTrace.select(full(checkpoint, IDS[:4]), 1))
