@@ -79,6 +79,18 @@ class FakeEngine:
         self.reads.append(list(trace.tensors))
         return trace
 
+    async def forward_top(self, ids, cache=None, capture="none", k=64):
+        """Engine.forward_top's contract: no logits read back unless ``capture`` asks (the top
+        itself is not used by the runners)."""
+        if self.fail is not None:
+            raise self.fail
+        want = capture_predicate(capture)
+        trace = reference.forward(self.params, CONFIG, np.asarray(ids), capture=want)
+        if not want("logits"):
+            del trace.tensors["logits"]
+        self.reads.append(list(trace.tensors))
+        return None, trace
+
 
 def factory(params, **options):
     made: list[FakeEngine] = []

@@ -313,15 +313,23 @@ class WebGPURunner:
                                              int(sum(v.nbytes for v in trace.tensors.values())))])[-16:]
 
     async def _forward(self, ids: np.ndarray, capture, keep: bool):
-        """engine.forward on the runner's cache; keep=True falls back to keep=False when the
-        engine's keep limit refuses it (the layers are then run again when fetched)."""
+        """The partial forward on the runner's cache: ``capture`` without the logits
+        (``forward_top``: the logits [N, V] stay on the GPU), then their last row alone
+        (``read_last_rows``); keep=True falls back to keep=False when the engine's keep limit
+        refuses it (a layer is then run again when fetched)."""
+        shown = lambda name: name != "logits" and capture(name)  # noqa: E731
+        trace, kept = None, False
         if keep:
             try:
-                return await self.engine.forward(ids, cache=self.cache, capture=capture, keep=True), True
+                _, trace = await self.engine.forward_top(ids, cache=self.cache, capture=shown, k=1, keep=True)
+                kept = True
             except GPUError as e:
                 if "keep=True" not in str(e):
                     raise
-        return await self.engine.forward(ids, cache=self.cache, capture=capture), False
+        if trace is None:
+            _, trace = await self.engine.forward_top(ids, cache=self.cache, capture=shown, k=1)
+        trace["logits"] = await self.engine.read_last_rows("logits", 1)
+        return trace, kept
 
     async def _gpu(self, ids: np.ndarray, capture, keep: bool = False):
         """engine.forward on the GPU cache, or None (after saying why) when it failed."""
@@ -333,7 +341,9 @@ class WebGPURunner:
                 trace, kept = await self._forward(ids, capture, keep)
                 self._kept_ids = ids if kept and self.cache.length == ids.size else None
                 self._note("run" if keep else "step", trace)
-                return LayerTrace.select(trace, self.viewed)
+                partial = LayerTrace.select(trace, self.viewed)
+                partial.logits_start = ids.size - 1  # the last row only (read_last_rows)
+                return partial
             return await self.engine.forward(ids, cache=self.cache, capture=capture)
         except DeviceLostError as e:
             self._lost(e)
@@ -432,7 +442,7 @@ class WebGPURunner:
                     self._note("read_layer", fresh)
                 else:
                     self._kept_ids = None
-                    fresh = await self.engine.forward(ids, capture=layer_only(layer))
+                    _, fresh = await self.engine.forward_top(ids, capture=layer_only(layer), k=1)  # own cache
                     self._note("layer forward", fresh)
                 trace.set_layer(layer, fresh.tensors)
                 return "webgpu"

@@ -509,6 +509,7 @@ def test_guided_tour_walks_and_opens_the_parts(app):
 def test_python_console_sees_trace_tokens_and_model(app, ref):
     page = app.page
     ids = shown_ids(page)
+    choose_layer(page, "1")  # issue 16: the trace holds the viewed layer in full (others are fetched)
     page.get_by_test_id("console-input").fill('round(float(trace["h.0.att"][0].sum()), 3), len(tokens), model.config.n_layer')
     page.get_by_test_id("console-run").click()
     page.wait_for_function("document.querySelector('[data-testid=console-output]').textContent.includes('>>> round')")

@@ -285,16 +285,17 @@ def test_partial_runs_read_back_one_layer_and_fetch_others_from_the_gpu(run, mak
     trace = run(runner.run(IDS[:4]))
     assert heard == [(f"WebGPU: all {SMALL.n_layer} blocks submitted at once", 0.0)]
     assert isinstance(trace, LayerTrace) and trace.viewed == 1 and "h.0.att" not in trace.tensors
-    assert runner.readbacks[-1][0] == "run"
-    compare_partial("partial run", trace, LayerTrace.select(full(checkpoint, IDS[:4]), 1))
+    assert runner.readbacks[-1][0] == "run" and trace.logits.shape == (1, SMALL.vocab_size)
+    assert trace.logits_start == 3  # the last row alone left the GPU (read_last_rows)
+    compare_partial("partial run", trace, LayerTrace.select(full(checkpoint, IDS[:4]), 1, last_logits=True))
     assert run(runner.fetch_layer(trace, 0)) == "webgpu" and runner.readbacks[-1][0] == "read_layer"
-    compare_partial("read_layer", trace, LayerTrace.select(full(checkpoint, IDS[:4]), 0))
+    compare_partial("read_layer", trace, LayerTrace.select(full(checkpoint, IDS[:4]), 0, last_logits=True))
     for token in IDS[4:]:
         step = run(runner.extend([token]))
         assert step.viewed == 0 and step.ids.size == 1
         trace = runners.append_rows(trace, step)
     want = full(checkpoint, IDS)
-    compare_partial("partial run + steps", trace, LayerTrace.select(want, 0))
+    compare_partial("partial run + steps", trace, LayerTrace.select(want, 0, last_logits=True))
     assert run(runner.fetch_layer(trace, 1)) == "webgpu" and runner.readbacks[-1][0] == "layer forward"
     for short in LAYER_NAMES:
         name = layer_name(1, short)
@@ -305,4 +306,18 @@ def test_partial_runs_read_back_one_layer_and_fetch_others_from_the_gpu(run, mak
         assert_close(name, have, expected, **TOL)
     trace = runners.append_rows(trace, run(runner.extend([42])))  # the cache was not disturbed
     assert trace.viewed == 1
-    compare_partial("after a fetch", trace, LayerTrace.select(full(checkpoint, IDS + [42]), 1))
+    compare_partial("after a fetch", trace, LayerTrace.select(full(checkpoint, IDS + [42]), 1, last_logits=True))
+
+
+def test_read_last_rows_equals_the_last_rows_of_the_logits(run, make):
+    """Engine.read_last_rows (issue 16): after a forward_top that read back no logits, the last
+    rows come from the GPU alone and equal those of a forward that read them all (same kernels:
+    both without attention stages, so exactly)."""
+    runner, _ = make()
+    engine = runner.engine
+    want = run(engine.forward(IDS, capture="logits")).logits
+    np.testing.assert_array_equal(run(engine.read_last_rows("logits", 2)), want[-2:])  # already read
+    top, trace = run(engine.forward_top(IDS, capture="none", k=1))
+    assert "logits" not in trace.tensors
+    np.testing.assert_array_equal(run(engine.read_last_rows("logits", 1)), want[-1:])
+    np.testing.assert_array_equal(run(engine.read_last_rows("logits", 3)), want[-3:])

@@ -453,6 +453,28 @@ class Engine:
             trace[name] = _view(name, arrays[self._source(name)], self.config)
         return trace
 
+    async def read_last_rows(self, name: str = "logits", rows: int = 1) -> np.ndarray:
+        """The last ``rows`` rows of a kept [N, ...] tensor of the last forward (issue 16: the
+        logits row the views read, [1, V], after a ``forward_top`` that read back none):
+        one copy of those rows' bytes, not the whole tensor."""
+        async with self._lock:
+            last = self._last
+            if last is None:
+                raise GPUError("nothing is kept: no forward has run since the engine was made (or the last failed)")
+            key = self._source(name)
+            shape = last.shapes[key[1]]
+            rows = max(1, min(int(rows), shape[0]))
+            if key in last.read:
+                return _view(name, last.read[key], self.config)[-rows:]
+            if key not in last.kept:
+                raise GPUError(f"{name} was not kept: run forward with keep=True to read it later")
+            src, offset, size = last.kept[key]
+            row = size // shape[0]
+            region = self._readback_regions([rows * row])[0]
+            self.backend.submit([Copy(src, offset + (shape[0] - rows) * row, region[0], region[1], rows * row)])
+            data = (await self.backend.read([region]))[0]
+        return np.frombuffer(data, dtype=np.float32).reshape((rows,) + tuple(shape[1:])).copy()
+
     async def _forward(self, ids, cache, capture, keep: bool, top: int, logits: bool) -> tuple[Top | None, Trace]:
         c = self.config
         start = cache.length if cache is not None else 0
