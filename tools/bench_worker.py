@@ -137,8 +137,10 @@ def gpu_rows(checkpoints) -> tuple[list[dict], str]:
                         times.append((time.perf_counter() - t0) * 1e3)
                     last = engine._last
                     row[f"{what}_ms"] = statistics.median(times)
-                    row[f"{what}_copies"] = len(last.read)
-                    row[f"{what}_bytes"] = int(sum(a.nbytes for a in last.read.values()))
+                    # after: + the one copy of the last logits row (Engine.read_last_rows)
+                    row[f"{what}_copies"] = len(last.read) + partial
+                    row[f"{what}_bytes"] = int(sum(a.nbytes for a in last.read.values())) + \
+                        partial * 4 * ck.config.vocab_size
                 rows.append(row)
                 print("webgpu", row, flush=True)
             del engine, runner  # the next model gets its own engine on the same device
@@ -178,9 +180,11 @@ def table(rows, gpu_rows_, adapter: str) -> str:
         for r in gpu_rows_:
             out.append(f"| {r['model']} | {r['n']} | {r['when']} | {r['run_copies']} | {_mib(r['run_bytes'])} | "
                        f"{r['run_ms']:.0f} | {r['step_copies']} | {_mib(r['step_bytes'])} | {r['step_ms']:.0f} |")
-        out += ["", "The logits [N, V] are still read back from the GPU whole (the engine reads every row; only "
-                    "the last row crosses the worker); a fetched layer costs one `read_layer` (the run kept it on "
-                    "the GPU) or, after decode steps, one forward of that layer from the engine's own cache."]
+        out += ["", "After: the logits [N, V] stay on the GPU (`forward_top` reads none; `read_last_rows` copies "
+                    "the last row, counted above). A run keeps every other tensor on the GPU (`keep=True`: GPU-to-GPU "
+                    "copies, which on llvmpipe are CPU memcpys and show in its run time); a fetched layer then costs "
+                    "one `read_layer`, or after decode steps one forward of that layer from the engine's own cache "
+                    "(the KV cache the runner extends is untouched)."]
     out.append(END)
     return "\n".join(out)
 

@@ -39,7 +39,9 @@ def built(app):
     # The shared page runs WebGPU on SwiftShader, where one forward per corpus sentence takes
     # seconds: the corpus is built with the runner's numpy fallback here (cheap), and
     # test_corpus_runs_on_the_page_webgpu_runner checks the WebGPU path on a few sentences.
-    app.py("explainer.qk.runner = lambda: getattr(explainer.runner, 'numpy', explainer.runner)")
+    # (the model worker's runner has no numpy attribute: None gives the map's own numpy path, the
+    # same reference blocks; through the worker on SwiftShader the 184 sentences took over 300 s)
+    app.py("explainer.qk.runner = lambda: getattr(explainer.runner, 'numpy', None)")
     try:
         page.get_by_test_id("qk-build").click()
         page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=BUILD_TIMEOUT_MS)
