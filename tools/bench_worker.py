@@ -184,7 +184,10 @@ def table(rows, gpu_rows_, adapter: str) -> str:
                     "the last row, counted above). A run keeps every other tensor on the GPU (`keep=True`: GPU-to-GPU "
                     "copies, which on llvmpipe are CPU memcpys and show in its run time); a fetched layer then costs "
                     "one `read_layer`, or after decode steps one forward of that layer from the engine's own cache "
-                    "(the KV cache the runner extends is untouched)."]
+                    "(the KV cache the runner extends is untouched). Each run and step now maps twice (the "
+                    "trace, then the last logits row): on llvmpipe under this load the after-ms are not lower "
+                    "(and are noisy); putting the row into the forward's one readback is an engine change "
+                    "(its plan's copies) not made here."]
     out.append(END)
     return "\n".join(out)
 
