@@ -3,6 +3,7 @@
 
     PYTHONPATH=py python3 tools/bench_fused_ln.py                 # GPT-2-small's shape, native
     PYTHONPATH=py python3 tools/bench_fused_ln.py --models default --trials 3
+    PYTHONPATH=py python3 tools/bench_fused_ln.py --kernels       # per matmul, unfused vs LN
     PYTHONPATH=py python3 tools/bench_fused_ln.py --grid          # split decode grid vs T
 
 Two engines on the same random int8 checkpoint through wgpu-py: Engine(fuse_ln=False), every
@@ -95,8 +96,8 @@ def section(rows: list[dict], adapter: str, command: str, load_before: str) -> s
              f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}` on "
              f"{adapter}; {machine()} (load average before the run: {load_before}).", "",
              "**A CPU adapter (llvmpipe), not a GPU**: no GPU was lent to this session. Before = "
-             "`Engine(fuse_ln=False)`, every layer norm its own `layer_norm.wgsl` dispatch; after = the "
-             "default, ln_1 and ln_2 normalized in c_attn's and c_fc's prologue (matmul_splitk.wgsl for "
+             "`Engine(fuse_ln=False)`, every layer norm its own `layer_norm.wgsl` dispatch (the default on "
+             "CPU adapters); after = `Engine(fuse_ln=True)` (the default on GPUs), ln_1 and ln_2 normalized in c_attn's and c_fc's prologue (matmul_splitk.wgsl for "
              "decode, matmul_prefill.wgsl for 17+ tokens; matmul_common.wgsl LN) in every layer whose ln "
              "tensors are not read back; ln_f keeps its dispatch (every forward keeps it for `read_kept`). "
              "Same random int8 checkpoint, interleaved trials, medians. Decode: the greedy steps of "
@@ -105,16 +106,84 @@ def section(rows: list[dict], adapter: str, command: str, load_before: str) -> s
              "keeps every layer norm, so it is unfused in both). Host = Python side up to the readback "
              "wait (plan, writes, encoding, submit); CPU = this process's CPU time, llvmpipe's threads "
              "included, per step (the prompt's step counted in).", "",
-             "| model | run | engine | dispatches | host ms | wall ms | CPU ms | after / before (wall) | trials |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | run | engine | dispatches | host ms | wall ms | CPU ms | after / before (wall) | "
+             "after / before (CPU) | trials |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     base = {(r["model"], r["what"]): r for r in rows if r["engine"] == "before"}
     for r in rows:
-        ratio = r["wall_ms"] / base[(r["model"], r["what"])]["wall_ms"]
+        b = base[(r["model"], r["what"])]
         host = "" if r["host_ms"] is None else f"{r['host_ms']:.2f}"
         lines.append(f"| {r['model']} | {r['what']} | {r['engine']} | {r['dispatches']} | {host} | "
-                     f"{r['wall_ms']:.1f} | {r['cpu_ms']:.1f} | {ratio:.2f}x | {r['trials']} |")
+                     f"{r['wall_ms']:.1f} | {r['cpu_ms']:.1f} | {r['wall_ms'] / b['wall_ms']:.2f}x | "
+                     f"{r['cpu_ms'] / b['cpu_ms']:.2f}x | {r['trials']} |")
     lines += ["", END]
     return "\n".join(lines)
+
+
+KERNEL_BEGIN, KERNEL_END = "<!-- fused-ln-kernels:begin -->", "<!-- fused-ln-kernels:end -->"
+
+
+def kernel_section(reps: int, trials: int, command: str, load_before: str) -> str:
+    """Per matmul that follows a layer norm (GPT-2-small's c_attn and c_fc, int8), at N = 1
+    (matmul_splitk) and N = 64 (matmul_prefill): layer_norm.wgsl then the matmul (before)
+    against the matmul with LN (after), interleaved, CPU and wall time per pair of calls."""
+    from bench_kernels import Case
+    from glassbox.gpu import kernels as K
+    from glassbox.gpu.backend import Copy, Dispatch
+    from glassbox.gpu.native import NativeBackend, run_sync
+
+    be = run_sync(NativeBackend.create())
+    rng = np.random.default_rng(0)
+    D = 768
+    lines = [KERNEL_BEGIN, "### Per kernel: layer_norm + matmul vs the matmul with LN", "",
+             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}` on "
+             f"{be.info.describe()}; {machine()} (load average before the run: {load_before}). GPT-2-small's "
+             f"shapes, int8, the adapter's own shader variant; median of {trials} submits of {reps} back-to-back "
+             "repetitions, per repetition; CPU = this process's CPU time (llvmpipe's threads included).", "",
+             "| matmul | N | kernel | before: layer_norm + matmul, CPU ms | after: matmul with LN, CPU ms | "
+             "after / before (CPU) | before wall ms | after wall ms |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    features = frozenset(f for f in ("packed4x8", "subgroups") if f in be.shader_features)
+    lanes = min(K.SPLITK_LANES, be.subgroup_min_size) if "subgroups" in features else K.SPLITK_LANES
+    for name, n_out, epilogue in (("c_attn 768x2304", 3 * D, K.EPILOGUE_NONE),
+                                  ("c_fc 768x3072 +gelu", 4 * D, K.EPILOGUE_GELU)):
+        for n in (1, 64):
+            case = Case(be, "int8", n, D, n_out, epilogue, True, rng)
+            entry = "splitk" if n <= K.SPLITK_MAX_TOKENS else "prefill"
+            before = case.dispatches(entry, features if entry == "splitk" else features - {"subgroups"}, lanes)
+            case.constants.update(LN=True, EPS=1e-5)  # res: >= 2 x IN floats of weight, bias
+            after = case.dispatches(entry, features if entry == "splitk" else features - {"subgroups"}, lanes)
+            ln = {label: be.create_buffer(nbytes, "storage", label) for label, nbytes in (
+                ("weight", 4 * D), ("bias", 4 * D), ("out", 4 * n * D), ("mean", 4 * n), ("var_", 4 * n))}
+            layout = be.create_layout(K.LAYER_NORM.kinds)
+            group = be.create_bind_group(layout, [(b, 0, b.size) for b in K.LAYER_NORM.order(
+                {"params": case.params, "x": case.buffers["x"], **ln})])
+            entry_ln, extra, grid = K.layer_norm_launch(n)
+            pipeline = run_sync(be.create_pipeline(K.LAYER_NORM.source(), entry_ln, {"D": D, "EPS": 1e-5, **extra},
+                                                   layout, "layer_norm"))
+            # before: the matmul reads x itself, not layer_norm's out (the same work; its values
+            # do not matter to a timing)
+            variants = {"before": [Dispatch(pipeline, group, grid)] + before, "after": after}
+            times = {v: [] for v in variants}
+
+            def timed(commands):
+                probe = [Copy(case.buffers["out"], 0, case.readback, 0, 16)]
+                wall, cpu = time.perf_counter(), time.process_time()
+                be.submit(commands * reps + probe)
+                run_sync(be.read([(case.readback, 0, 16)]))
+                return (time.perf_counter() - wall) / reps, (time.process_time() - cpu) / reps
+
+            for commands in variants.values():
+                timed(commands)
+            for _ in range(trials):
+                for v, commands in variants.items():
+                    times[v].append(timed(commands))
+            cpu = {v: 1e3 * statistics.median(c for _, c in t) for v, t in times.items()}
+            wall = {v: 1e3 * statistics.median(w for w, _ in t) for v, t in times.items()}
+            lines.append(f"| {name} | {n} | matmul_{entry} | {cpu['before']:.2f} | {cpu['after']:.2f} | "
+                         f"{cpu['after'] / cpu['before']:.2f}x | {wall['before']:.2f} | {wall['after']:.2f} |")
+            print(lines[-1], flush=True)
+    be.destroy()
+    return "\n".join(lines + ["", KERNEL_END])
 
 
 GRID_BEGIN, GRID_END = "<!-- decode-grid-bench:begin -->", "<!-- decode-grid-bench:end -->"
@@ -172,6 +241,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
     parser.add_argument("--grid", action="store_true",
                         help="instead: the split decode attention's grid, all splits vs K.decode_grid(T)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="instead: per matmul, layer_norm + matmul vs the matmul with LN")
     args = parser.parse_args(argv)
     import os
 
@@ -179,6 +250,10 @@ def main(argv=None) -> int:
     command = "python3 tools/bench_fused_ln.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.grid:
         write_section(args.out, GRID_BEGIN, GRID_END, grid_section(20, args.trials, command.strip(), load_before))
+        return 0
+    if args.kernels:
+        write_section(args.out, KERNEL_BEGIN, KERNEL_END, kernel_section(10, args.trials, command.strip(),
+                                                                        load_before))
         return 0
     rows, adapter = [], ""
     for model in args.models:

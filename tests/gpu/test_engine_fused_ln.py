@@ -1,6 +1,7 @@
 """Issue 15, engine: ln_1 and ln_2 fused into the next matmul's prologue (matmul_common.wgsl LN).
 
-A layer whose ln tensors (ln_1/ln_2 and their mean/var) are neither read back nor kept runs
+With Engine(fuse_ln=True) (the default on GPUs, not on CPU adapters: Engine.default_fuse_ln),
+a layer whose ln tensors (ln_1/ln_2 and their mean/var) are neither read back nor kept runs
 no layer_norm.wgsl dispatch for them: c_attn and c_fc normalize the residual stream as they
 stage it, where the matmul is matmul_splitk (decode) or matmul_prefill (17+ tokens). A layer
 whose ln tensors are captured keeps the separate dispatch, so the views read them. Whole
@@ -20,6 +21,24 @@ from gpu_helpers import SMALL, assert_close
 from test_engine import SMALL_TOL, compare_trace
 
 
+@pytest.fixture(scope="module")
+def fused_engine(run, backend, small_params):
+    """engine(scheme) -> (Engine(fuse_ln=True), Checkpoint): fused even on a CPU adapter, whose
+    default is not to fuse (Engine.default_fuse_ln)."""
+    from glassbox.gpu import Engine
+    from gpu_helpers import random_checkpoint
+
+    built = {}
+
+    def get(scheme: str):
+        if scheme not in built:
+            checkpoint = random_checkpoint(SMALL, scheme, params=small_params)
+            built[scheme] = (run(Engine.create(backend, checkpoint, fuse_ln=True)), checkpoint)
+        return built[scheme]
+
+    return get
+
+
 def _kernels(engine) -> list[str]:
     """Kernel names (file stems) of the engine's last plan, in dispatch order."""
     names = {id(pipeline): key[0] for key, pipeline in engine._pipelines.items()}
@@ -27,10 +46,10 @@ def _kernels(engine) -> list[str]:
 
 
 @pytest.mark.parametrize("scheme", ["none", "int8", "q4"])
-def test_nothing_captured_fuses_every_layer_and_matches_numpy(small_engine, run, rng, scheme):
+def test_nothing_captured_fuses_every_layer_and_matches_numpy(fused_engine, run, rng, scheme):
     """A 20-token prompt (matmul_prefill) then decode steps (matmul_splitk), logits only: one
     layer_norm dispatch per forward (ln_f), logits equal numpy's KV-cached forward."""
-    engine, checkpoint = small_engine(scheme)
+    engine, checkpoint = fused_engine(scheme)
     params = checkpoint.dequantized()
     gpu_cache, ref_cache = engine.new_cache(), reference.KVCache(SMALL)
     for part in (rng.integers(0, SMALL.vocab_size, 20), [7], [8, 9]):
@@ -47,10 +66,10 @@ def test_nothing_captured_fuses_every_layer_and_matches_numpy(small_engine, run,
 
 
 @pytest.mark.parametrize("n", [20, 1])
-def test_a_captured_layer_keeps_its_ln_tensors(small_engine, run, rng, n):
+def test_a_captured_layer_keeps_its_ln_tensors(fused_engine, run, rng, n):
     """capture=1 (the page's viewed layer): layer 1's ln_1/ln_2 and statistics come back equal
     to numpy's while layer 0 runs fused; the whole captured trace matches numpy."""
-    engine, checkpoint = small_engine("int8")
+    engine, checkpoint = fused_engine("int8")
     params = checkpoint.dequantized()
     prompt = rng.integers(0, SMALL.vocab_size, 6)
     gpu_cache, ref_cache = engine.new_cache(), reference.KVCache(SMALL)
@@ -69,16 +88,19 @@ def test_a_captured_layer_keeps_its_ln_tensors(small_engine, run, rng, n):
 
 
 def test_fused_and_unfused_engines_agree(run, backend, rng, small_params):
-    """fuse_ln=False (layer_norm.wgsl everywhere, the benchmark's baseline) and the default give
-    the same logits within the forward tolerance, and the fused plan has 2 L fewer dispatches."""
+    """fuse_ln=False (layer_norm.wgsl everywhere) and True give the same logits within the
+    forward tolerance, and the fused plan has 2 L fewer dispatches; a CPU adapter (lavapipe in
+    CI) does not fuse by default, a GPU does."""
     from glassbox.gpu import Engine
     from gpu_helpers import random_checkpoint
 
     checkpoint = random_checkpoint(SMALL, "int8", params=small_params)
-    fused, plain = run(Engine.create(backend, checkpoint)), run(Engine.create(backend, checkpoint, fuse_ln=False))
+    fused, plain = (run(Engine.create(backend, checkpoint, fuse_ln=fuse)) for fuse in (True, False))
     for ids in (rng.integers(0, SMALL.vocab_size, 30), rng.integers(0, SMALL.vocab_size, 2)):
         a = run(fused.forward(ids, capture="logits")).logits
         count = len(_kernels(fused))
         b = run(plain.forward(ids, capture="logits")).logits
         assert len(_kernels(plain)) == count + 2 * SMALL.n_layer
         assert_close(f"fused vs unfused N={len(ids)}", a, b, **SMALL_TOL)
+    cpu = backend.info.adapter_type == "CPU" or "llvmpipe" in backend.info.describe().lower()
+    assert run(Engine.create(backend, checkpoint)).fuse_ln is not cpu

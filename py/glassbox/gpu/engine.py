@@ -9,8 +9,8 @@ keeps each KV cache on the GPU, and for every forward:
    c_fc + GELU -> c_proj + residual, then ln_f and the logits against the tied wte
    (attention: attention.wgsl where the layer's four [H, N, T] stages are read back, else
    flash_attention.wgsl for prompts and attention_decode.wgsl, split over keys, for a few tokens;
-   ln_1 and ln_2 run inside c_attn's and c_fc's prologue where the layer's ln tensors are not
-   read back and that matmul is matmul_splitk or matmul_prefill: Engine(fuse_ln=...));
+   on GPUs, ln_1 and ln_2 run inside c_attn's and c_fc's prologue where the layer's ln tensors
+   are not read back and that matmul is matmul_splitk or matmul_prefill: Engine(fuse_ln=...));
 3. copies the trace tensors the caller asked for into readback buffers (after the segment
    that produced them: the embeddings, each layer, the end), submits once, maps once.
 
@@ -167,13 +167,13 @@ class Engine:
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
                  rowwise_max_tokens: int | None = None, splitk_max_tokens: int | None = None,
                  prefill_min_tokens: int | None = None, fast_attention: bool = True, kv_cache: str = "f32",
-                 keep_limit: int = KEEP_LIMIT, fuse_ln: bool = True):
+                 keep_limit: int = KEEP_LIMIT, fuse_ln: bool | None = None):
         self.backend = backend
         # issue 15, engine: ln_1 and ln_2 run inside the next matmul's prologue (matmul_common.wgsl
         # LN) where that matmul is matmul_splitk or matmul_prefill and the layer's ln tensors
         # are neither read back nor kept; False keeps layer_norm.wgsl's own dispatch everywhere
-        # (tools/bench_fused_ln.py compares the two in one run).
-        self.fuse_ln = fuse_ln
+        # (tools/bench_fused_ln.py compares the two in one run). None: default_fuse_ln.
+        self.fuse_ln = self.default_fuse_ln(backend) if fuse_ln is None else fuse_ln
         self.keep_limit = keep_limit
         # issue 15, attention: kv_cache "f16" halves the KV cache (needs the shader-f16 feature,
         # requested with NativeBackend/BrowserBackend.create(optional_features=["shader-f16"])).
@@ -241,6 +241,21 @@ class Engine:
         them (192-1152 workgroups of 64 per GPT-2-small layer matmul; an H100 has 132 SMs), not
         measured."""
         return K.SPLITK_MAX_TOKENS
+
+    @staticmethod
+    def default_fuse_ln(backend: Backend) -> bool:
+        """Issue 15, engine: fuse the layer norms on GPUs, not on CPU adapters. Fusing saves 2 L
+        dispatches per forward, but every workgroup of the matmul recomputes its tokens' row
+        statistics (two passes over the row and two workgroup reductions): on llvmpipe that
+        made c_attn's and c_fc's decode matmul 2.3-2.4x their CPU time with the separate
+        layer_norm.wgsl dispatch, prefill's 1.2x (bench/results.md, tools/bench_fused_ln.py
+        --kernels), where a dispatch costs little. A GPU runs those workgroups in parallel
+        while each saved dispatch is a launch and a pipeline drain: designed for that, not
+        measured (no GPU was lent)."""
+        info = backend.info
+        text = f"{info.vendor} {info.architecture} {info.device} {info.description}".lower()
+        return not (info.adapter_type == "CPU" or getattr(info, "fallback", False)
+                    or any(name in text for name in ("swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp")))
 
     @classmethod
     async def create(cls, backend: Backend, checkpoint, **options) -> "Engine":
