@@ -97,7 +97,8 @@ def section(rows: list[dict], adapter: str, command: str, load_before: str) -> s
              f"{adapter}; {machine()} (load average before the run: {load_before}).", "",
              "**A CPU adapter (llvmpipe), not a GPU**: no GPU was lent to this session. Before = "
              "`Engine(fuse_ln=False)`, every layer norm its own `layer_norm.wgsl` dispatch (the default on "
-             "CPU adapters); after = `Engine(fuse_ln=True)` (the default on GPUs), ln_1 and ln_2 normalized in c_attn's and c_fc's prologue (matmul_splitk.wgsl for "
+             "CPU adapters); after = `Engine(fuse_ln=True)` (the default on GPUs), ln_1 and ln_2 normalized "
+             "in c_attn's and c_fc's prologue (matmul_splitk.wgsl for "
              "decode, matmul_prefill.wgsl for 17+ tokens; matmul_common.wgsl LN) in every layer whose ln "
              "tensors are not read back; ln_f keeps its dispatch (every forward keeps it for `read_kept`). "
              "Same random int8 checkpoint, interleaved trials, medians. Decode: the greedy steps of "

@@ -253,7 +253,8 @@ def test_matmul_layer_norm_prologue(runner, run, rng, backend, scheme, kind, n, 
     q, scale, w = _quantized((0.2 * rng.standard_normal((OUT, IN))).astype(np.float32), scheme)
     # Rows with an offset and their own spread, as the residual stream: a one-pass variance
     # would lose digits here, and a token given another token's statistics would show.
-    x = (5 + rng.standard_normal((n, 1)) + rng.uniform(0.5, 2, (n, 1)) * rng.standard_normal((n, IN))).astype(np.float32)
+    spread = rng.uniform(0.5, 2, (n, 1))
+    x = (5 + rng.standard_normal((n, 1)) + spread * rng.standard_normal((n, IN))).astype(np.float32)
     g = (1 + 0.1 * rng.standard_normal(IN)).astype(np.float32)
     b = (0.1 * rng.standard_normal(IN)).astype(np.float32)
     bias = rng.standard_normal(OUT).astype(np.float32)
