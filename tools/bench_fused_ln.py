@@ -4,6 +4,7 @@
     PYTHONPATH=py python3 tools/bench_fused_ln.py                 # GPT-2-small's shape, native
     PYTHONPATH=py python3 tools/bench_fused_ln.py --models default --trials 3
     PYTHONPATH=py python3 tools/bench_fused_ln.py --kernels       # per matmul, unfused vs LN
+    PYTHONPATH=py python3 tools/bench_fused_ln.py --encode        # host encode time per step
     PYTHONPATH=py python3 tools/bench_fused_ln.py --grid          # split decode grid vs T
 
 Two engines on the same random int8 checkpoint through wgpu-py: Engine(fuse_ln=False), every
@@ -119,6 +120,54 @@ def section(rows: list[dict], adapter: str, command: str, load_before: str) -> s
                      f"{r['cpu_ms'] / b['cpu_ms']:.2f}x | {r['trials']} |")
     lines += ["", END]
     return "\n".join(lines)
+
+
+ENCODE_BEGIN, ENCODE_END = "<!-- fused-ln-encode:begin -->", "<!-- fused-ln-encode:end -->"
+
+
+def encode_section(model: str, reps: int, command: str, load_before: str) -> str:
+    """Host encode time alone: one decode step's plan (forward_top, nothing else read back)
+    encoded into a command buffer and finished, not submitted, ``reps`` times per engine,
+    interleaved; so the GPU's (llvmpipe's) work does not fall inside the timing."""
+    from glassbox import weights
+    from glassbox.gpu import Engine
+    from glassbox.gpu.backend import Dispatch, encode
+    from glassbox.gpu.native import NAMES, NativeBackend, run_sync
+
+    be = run_sync(NativeBackend.create())
+    config = MODELS[model]
+    checkpoint = weights.random_checkpoint(config, "int8", seed=1)
+    plans = {}
+    for name in ENGINES:
+        engine = run_sync(Engine.create(be, checkpoint, fuse_ln=name == "after"))
+        cache = engine.new_cache()
+        run_sync(engine.forward_top(list(range(8)), cache=cache))
+        run_sync(engine.forward_top([8], cache=cache))
+        plans[name] = engine.last_plan.commands
+    times = {name: [] for name in ENGINES}
+    for _ in range(reps):
+        for name, commands in plans.items():
+            started = time.perf_counter()
+            encoder = be.device.create_command_encoder()
+            encode(encoder, commands, NAMES)
+            encoder.finish()
+            times[name].append(time.perf_counter() - started)
+    lines = [ENCODE_BEGIN, "### Host encode time of a decode step", "",
+             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}` on "
+             f"{be.info.describe()}; {machine()} (load average before the run: {load_before}). {model}'s decode "
+             f"plan (forward_top, T = 9) encoded into one command buffer through wgpu-py and finished, not "
+             f"submitted; {reps} repetitions per engine, interleaved; median and the fastest decile.", "",
+             "| engine | dispatches | encode ms (median) | encode ms (10th percentile) | us per dispatch (median) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, commands in plans.items():
+        count = sum(isinstance(c, Dispatch) for c in commands)
+        ordered = sorted(times[name])
+        median = statistics.median(ordered)
+        lines.append(f"| {name} ({'fuse_ln=True' if name == 'after' else 'fuse_ln=False'}) | {count} | "
+                     f"{1e3 * median:.3f} | {1e3 * ordered[len(ordered) // 10]:.3f} | {1e6 * median / count:.1f} |")
+        print(lines[-1], flush=True)
+    be.destroy()
+    return "\n".join(lines + ["", ENCODE_END])
 
 
 KERNEL_BEGIN, KERNEL_END = "<!-- fused-ln-kernels:begin -->", "<!-- fused-ln-kernels:end -->"
@@ -242,6 +291,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
     parser.add_argument("--grid", action="store_true",
                         help="instead: the split decode attention's grid, all splits vs K.decode_grid(T)")
+    parser.add_argument("--encode", action="store_true",
+                        help="instead: the host's encode time of one decode step's plan, per engine")
     parser.add_argument("--kernels", action="store_true",
                         help="instead: per matmul, layer_norm + matmul vs the matmul with LN")
     args = parser.parse_args(argv)
@@ -251,6 +302,10 @@ def main(argv=None) -> int:
     command = "python3 tools/bench_fused_ln.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.grid:
         write_section(args.out, GRID_BEGIN, GRID_END, grid_section(20, args.trials, command.strip(), load_before))
+        return 0
+    if args.encode:
+        write_section(args.out, ENCODE_BEGIN, ENCODE_END, encode_section(args.models[0], 200, command.strip(),
+                                                                        load_before))
         return 0
     if args.kernels:
         write_section(args.out, KERNEL_BEGIN, KERNEL_END, kernel_section(10, args.trials, command.strip(),
