@@ -661,21 +661,23 @@ class Engine:
         for layer, w in enumerate(self.layers):
             kept = {role for seg, role in copies + kept_keys if seg == layer}  # g15: + kept
             maybe = lambda role: buf[role] if role in kept else None  # noqa: E731
-            # issue 15, engine: a layer norm whose tensors nobody reads runs in the matmul's prologue
-            if self._fuses_ln(n, D) and kept.isdisjoint(("ln1", "mean1", "var1")):
-                await matmul(buf["x"], *w["attn.c_attn"], buf["qkv"], ln=w["ln_1.packed"])
-            else:
-                await layer_norm(buf["x"], w["ln_1"], buf["ln1"], buf["mean1"], buf["var1"])
-                await matmul(buf["ln1"], *w["attn.c_attn"], buf["qkv"])
+
+            async def normed_matmul(x, ln, roles, matrix, out, epilogue=K.EPILOGUE_NONE, pre=None):
+                """layer_norm.wgsl into roles (out, mean, var), then the matmul on its out; or,
+                where nobody reads those roles, the matmul with the layer norm in its prologue
+                (issue 15, engine)."""
+                if self._fuses_ln(n, D) and kept.isdisjoint(roles):
+                    await matmul(x, *w[matrix], out, epilogue, pre=pre, ln=w[ln + ".packed"])
+                else:
+                    await layer_norm(x, w[ln], *(buf[role] for role in roles))
+                    await matmul(buf[roles[0]], *w[matrix], out, epilogue, pre=pre)
+
+            await normed_matmul(buf["x"], "ln_1", ("ln1", "mean1", "var1"), "attn.c_attn", buf["qkv"])
             await attention(layer, any(stage in kept for stage in STAGES))
             await matmul(buf["concat"], *w["attn.c_proj"], buf["r1"], K.EPILOGUE_RESIDUAL, res=buf["x"],
                          pre=maybe("proj"))
-            if self._fuses_ln(n, D) and kept.isdisjoint(("ln2", "mean2", "var2")):
-                await matmul(buf["r1"], *w["mlp.c_fc"], buf["gelu"], K.EPILOGUE_GELU, pre=maybe("fc"),
-                             ln=w["ln_2.packed"])
-            else:
-                await layer_norm(buf["r1"], w["ln_2"], buf["ln2"], buf["mean2"], buf["var2"])
-                await matmul(buf["ln2"], *w["mlp.c_fc"], buf["gelu"], K.EPILOGUE_GELU, pre=maybe("fc"))
+            await normed_matmul(buf["r1"], "ln_2", ("ln2", "mean2", "var2"), "mlp.c_fc", buf["gelu"], K.EPILOGUE_GELU,
+                                pre=maybe("fc"))
             await matmul(buf["gelu"], *w["mlp.c_proj"], buf["x"], K.EPILOGUE_RESIDUAL, res=buf["r1"],
                          pre=maybe("mproj"))
             copy_segment(layer)
