@@ -22,27 +22,12 @@
 // scores keys j, j + WG, ... into workgroup memory (CTX floats), softmax uses tree reductions,
 // then invocation j sums channels j, j + WG, ... of att @ v. Dispatch (N, H, 1).
 
-struct Params {
-    N: u32,      // tokens in this run (queries)
-    T: u32,      // tokens attended to: start + N
-    start: u32,  // position of this run's first token (the KV cache length before it)
-    _pad: u32,
-}
+// #include attention_common
 
-override H: u32;                // heads
-override K: u32;                // head size, D / H
 override CTX: u32;              // context length C: the most keys a row can have
-override SQRT_K: f32;           // float32(sqrt(K)), as the numpy reference divides by it
 override CAPTURE: bool = false;
 override WG: u32 = 64u;         // invocations per workgroup (a power of two)
 
-const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
-alias CacheT = f32;             // the KV cache's element: f16 in the f16-cache variant (kernels.py)
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;             // [N, 3D] this run's q | k | v
-@group(0) @binding(2) var<storage, read_write> k_cache: array<CacheT>;  // [C, D] keys by position
-@group(0) @binding(3) var<storage, read_write> v_cache: array<CacheT>;  // [C, D] values by position
 @group(0) @binding(4) var<storage, read_write> scores: array<f32>;    // [H, N, T] (CAPTURE)
 @group(0) @binding(5) var<storage, read_write> scaled: array<f32>;    // [H, N, T] (CAPTURE)
 @group(0) @binding(6) var<storage, read_write> masked: array<f32>;    // [H, N, T] (CAPTURE)
@@ -52,22 +37,6 @@ alias CacheT = f32;             // the KV cache's element: f16 in the f16-cache 
 var<workgroup> q_row: array<f32, K>;
 var<workgroup> row: array<f32, CTX>;     // masked scores, then exp, then att
 var<workgroup> partial: array<f32, WG>;
-
-fn key(t: u32, c: u32) -> f32 {
-    let D = H * K;
-    if (t < params.start) {
-        return f32(k_cache[t * D + c]);
-    }
-    return qkv[(t - params.start) * 3u * D + D + c];
-}
-
-fn value(t: u32, c: u32) -> f32 {
-    let D = H * K;
-    if (t < params.start) {
-        return f32(v_cache[t * D + c]);
-    }
-    return qkv[(t - params.start) * 3u * D + 2u * D + c];
-}
 
 fn workgroup_max(j: u32, value: f32) -> f32 {
     partial[j] = value;

@@ -22,31 +22,18 @@
 // chunk's scores for the max (broadcast reads: three barriers in all, no tree reductions),
 // invocation j writes p for keys j, j + WG, ..., and sums channels j, j + WG, ... of p @ v
 // reading value rows straight from memory (again coalesced). Combine workgroup (h, n):
-// invocation j merges channels j, j + WG, ... Dispatch split (SPLITS, H, N), then combine
-// (H, N, 1).
+// invocation j merges channels j, j + WG, ... of the splits that hold keys (s * chunk < T).
+// Dispatch split (S, H, N), then combine (H, N, 1), where S is at least the used splits
+// ceil(T / chunk) and at most SPLITS (glassbox.gpu.kernels.decode_grid: the engine plans one
+// grid per power-of-two bucket of T, so a short context launches few workgroups).
 
-struct Params {
-    N: u32,      // tokens in this run (queries)
-    T: u32,      // tokens attended to: start + N
-    start: u32,  // position of this run's first token (the KV cache length before it)
-    _pad: u32,
-}
+// #include attention_common
 
-override H: u32;          // heads
-override K: u32;          // head size, D / H
-override SQRT_K: f32;     // float32(sqrt(K)), as the numpy reference divides by it
 override SPLITS: u32;     // key chunks per (query, head)
 override MIN_KEYS: u32;   // the fewest keys a chunk has (but T)
 override CHUNK: u32;      // the most keys a chunk can have: max(MIN_KEYS, ceil(C / SPLITS)), at most C
 override WG: u32 = 64u;   // invocations per workgroup (a power of two)
 
-const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
-alias CacheT = f32;             // the KV cache's element: f16 in the f16-cache variant (kernels.py)
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;             // [N, 3D] this run's q | k | v
-@group(0) @binding(2) var<storage, read_write> k_cache: array<CacheT>;  // [C, D] keys by position
-@group(0) @binding(3) var<storage, read_write> v_cache: array<CacheT>;  // [C, D] values by position
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;  // [N, H, SPLITS, K + 2]: m, l, acc
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;       // [N, D] heads merged
 
@@ -54,22 +41,6 @@ var<workgroup> q_row: array<f32, K>;
 var<workgroup> Ks: array<f32, CHUNK * (K + 1u)>;  // the chunk's keys, rows padded to K + 1
 var<workgroup> row: array<f32, CHUNK>;            // scaled scores
 var<workgroup> P: array<f32, CHUNK>;              // exp(score - m_s)
-
-fn key(t: u32, c: u32) -> f32 {
-    let D = H * K;
-    if (t < params.start) {
-        return f32(k_cache[t * D + c]);
-    }
-    return qkv[(t - params.start) * 3u * D + D + c];
-}
-
-fn value(t: u32, c: u32) -> f32 {
-    let D = H * K;
-    if (t < params.start) {
-        return f32(v_cache[t * D + c]);
-    }
-    return qkv[(t - params.start) * 3u * D + 2u * D + c];
-}
 
 @compute @workgroup_size(WG)
 fn split(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -152,18 +123,21 @@ fn combine(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wid: 
         return;
     }
     let first = (n * H + h) * SPLITS * (K + 2u);
+    // Splits past the last key (s * chunk >= T) hold nothing: they need not have run.
+    let chunk = max(MIN_KEYS, (params.T + SPLITS - 1u) / SPLITS);
+    let used = min(SPLITS, (params.T + chunk - 1u) / chunk);
     var M = MASK_VALUE;
-    for (var s = 0u; s < SPLITS; s++) {
+    for (var s = 0u; s < used; s++) {
         M = max(M, partials[first + s * (K + 2u)]);
     }
     var L = 0.0;
-    for (var s = 0u; s < SPLITS; s++) {
+    for (var s = 0u; s < used; s++) {
         let slot = first + s * (K + 2u);
         L += partials[slot + 1u] * exp(partials[slot] - M);
     }
     for (var c = j; c < K; c += WG) {
         var acc = 0.0;
-        for (var s = 0u; s < SPLITS; s++) {
+        for (var s = 0u; s < used; s++) {
             let slot = first + s * (K + 2u);
             acc += partials[slot + 2u + c] * exp(partials[slot] - M);
         }

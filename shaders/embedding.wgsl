@@ -18,12 +18,7 @@
 // Threads: one invocation per (channel d, token n): global_invocation_id.x = d,
 // workgroup_id.y = n. Dispatch (ceil(D / 64), N, 1).
 
-struct Params {
-    N: u32,      // tokens in this run
-    T: u32,      // tokens attended to (start + N)
-    start: u32,  // position of this run's first token (the KV cache length before it)
-    _pad: u32,
-}
+// #include params
 
 override D: u32;            // model width
 override SCHEME: u32 = 0u;  // 0 fp32, 1 int8, 2 q4 (glassbox.quant.SCHEMES)

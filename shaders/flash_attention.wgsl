@@ -22,27 +22,13 @@
 // registers). Ks rows are padded to K + 1 floats so the B lanes of a row reading B keys hit
 // different banks. Dispatch (ceil(N / B), H, 1).
 
-struct Params {
-    N: u32,      // tokens in this run (queries)
-    T: u32,      // tokens attended to: start + N
-    start: u32,  // position of this run's first token (the KV cache length before it)
-    _pad: u32,
-}
+// #include attention_common
 
-override H: u32;        // heads
-override K: u32;        // head size, D / H
-override SQRT_K: f32;   // float32(sqrt(K)), as the numpy reference divides by it
 override B: u32 = 16u;  // queries per tile = keys per tile; B * B invocations
 override CPL: u32;      // channels per lane: ceil(K / B), at most MAX_CPL
 
 const MAX_CPL: u32 = 16u;
-const MASK_VALUE: f32 = -1e30;  // glassbox.reference.MASK_VALUE
-alias CacheT = f32;             // the KV cache's element: f16 in the f16-cache variant (kernels.py)
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;             // [N, 3D] this run's q | k | v
-@group(0) @binding(2) var<storage, read_write> k_cache: array<CacheT>;  // [C, D] keys by position
-@group(0) @binding(3) var<storage, read_write> v_cache: array<CacheT>;  // [C, D] values by position
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [N, D] heads merged
 
 var<workgroup> Qs: array<f32, B * K>;         // the tile's queries (head h)

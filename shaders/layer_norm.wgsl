@@ -11,12 +11,7 @@
 // channels j, j + WG, ...; each pass ends in a tree reduction in workgroup memory.
 // Dispatch (N, 1, 1).
 
-struct Params {
-    N: u32,      // tokens in this run
-    T: u32,      // tokens attended to (start + N)
-    start: u32,  // position of this run's first token
-    _pad: u32,
-}
+// #include params
 
 override D: u32;           // model width
 override EPS: f32 = 1e-5;  // config.layer_norm_epsilon

@@ -35,36 +35,13 @@
 // or more) where a row is whole 16-byte blocks; these entries take every other shape.
 // "// #include matmul_common" pastes in the helpers shared with those files (finish, gelu).
 
-struct Params {
-    N: u32,      // tokens in this run
-    T: u32,      // tokens attended to (start + N)
-    start: u32,  // position of this run's first token
-    _pad: u32,
-}
+// #include matmul_common
 
-override IN: u32;                // inputs per row: D or F (a multiple of EPW, see epw())
-override OUT: u32;               // output rows of W in this dispatch: 3D, D, F or a vocabulary chunk
-override SCHEME: u32 = 0u;       // 0 fp32, 1 int8, 2 q4 (glassbox.quant.SCHEMES)
-override GROUP: u32 = 32u;       // q4 group size G (a multiple of 8)
-override HAS_BIAS: bool = true;
-override EPILOGUE: u32 = 0u;     // 0 none, 1 GELU, 2 residual add
-override STORE_PRE: bool = false;
-override OUT_STRIDE: u32 = 0u;   // row stride of out, pre and res; 0 means OUT
-override OUT_OFFSET: u32 = 0u;   // first column written by this dispatch
-override ROW0: u32 = 0u;         // first token of this dispatch (the bindings start there)
-override ROWS: u32 = 0u;         // most tokens in this dispatch; 0 means all N - ROW0
 override ROWS_Y: u32 = 16u;      // tiled: workgroup height (tokens per workgroup = 4 ROWS_Y)
 override RW_LANES: u32 = 16u;    // rowwise: invocations per output row (divides RW_WG)
 override RW_WG: u32 = 256u;      // rowwise: invocations per workgroup (RW_WG / RW_LANES rows)
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;              // [N, IN]
-@group(0) @binding(2) var<storage, read> res: array<f32>;            // [N, OUT_STRIDE] residual (EPILOGUE 2)
 @group(0) @binding(3) var<storage, read> w: array<u32>;              // [OUT, IN / EPW] words
-@group(0) @binding(4) var<storage, read> scale: array<f32>;          // int8 [OUT], q4 [OUT, IN / G]; unused for fp32
-@group(0) @binding(5) var<storage, read> bias: array<f32>;           // [OUT] (HAS_BIAS)
-@group(0) @binding(6) var<storage, read_write> pre: array<f32>;      // [N, OUT_STRIDE] (STORE_PRE)
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;      // [N, OUT_STRIDE]
 
 const TM: u32 = 4u;   // tiled: tokens per invocation
 const BK: u32 = 16u;  // tiled: inputs per K-tile
@@ -74,8 +51,6 @@ const RW_TOKENS: u32 = 4u;   // rowwise: most tokens (one vec4 of accumulators)
 var<workgroup> xs: array<f32, 4u * ROWS_Y * BK>;          // tiled: x tile [4 ROWS_Y, BK]
 var<workgroup> ws: array<vec4<f32>, BK * 16u>;            // tiled: W tile [BK, BN / 4] (vec4 of outputs)
 var<workgroup> partial: array<vec4<f32>, RW_WG>;          // rowwise: [RW_WG] per-lane sums (tokens)
-
-// #include matmul_common
 
 // Element e of `word`, which holds W[o, k .. k + EPW), dequantized -- except int8's row
 // scale, which finish() applies once to the row's sum.

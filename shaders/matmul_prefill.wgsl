@@ -12,6 +12,10 @@
 //   multiply-adds (matmul.wgsl's tiled entry: 5 reads for 16). int8's row scale multiplies
 //   the sum once at the end; q4's group scale is applied while the tile is staged.
 //   Workgroup memory: 2 x BK x 64 floats = 16 KiB, WebGPU's default limit, and 128 invocations.
+//   LN (matmul_common.wgsl): first, invocations 2m and 2m + 1 sum token m's whole row (every
+//   other input each; mean, then squared deviations, added in pairs through workgroup memory)
+//   and keep its mean and sqrt(var + EPS) in registers; they then stage token m's half rows
+//   (16 inputs each) normalized. Without LN the 128 invocations stage the tile row by row.
 //   Dispatch (ceil(OUT / 64), ceil(rows / 64), 1).
 // IN must be a multiple of the 16-byte block's elements (4 fp32, 16 int8, 32 q4): a partial
 // last K-tile is zero-filled (glassbox.gpu.kernels.prefill_fits says which shapes qualify).
@@ -21,33 +25,9 @@
 // "// #include matmul_common" pastes in the helpers shared with matmul.wgsl (finish: the
 // scale, bias and epilogue; gelu; int8x4).
 
-struct Params {
-    N: u32,      // tokens in this run
-    T: u32,      // tokens attended to (start + N)
-    start: u32,  // position of this run's first token
-    _pad: u32,
-}
+// #include matmul_common
 
-override IN: u32;                // inputs per row (D or F)
-override OUT: u32;               // output rows of W in this dispatch
-override SCHEME: u32 = 0u;       // 0 fp32, 1 int8, 2 q4 (glassbox.quant.SCHEMES)
-override GROUP: u32 = 32u;       // q4 group size G (a multiple of 8)
-override HAS_BIAS: bool = true;
-override EPILOGUE: u32 = 0u;     // 0 none, 1 GELU, 2 residual add
-override STORE_PRE: bool = false;
-override OUT_STRIDE: u32 = 0u;   // row stride of out, pre and res; 0 means OUT
-override OUT_OFFSET: u32 = 0u;   // first column written by this dispatch
-override ROW0: u32 = 0u;         // first token of this dispatch (the bindings start there)
-override ROWS: u32 = 0u;         // most tokens in this dispatch; 0 means all N - ROW0
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;              // [N, IN]
-@group(0) @binding(2) var<storage, read> res: array<f32>;            // [N, OUT_STRIDE] residual (EPILOGUE 2)
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;        // [OUT, IN / (4 EPW)] 16-byte blocks
-@group(0) @binding(4) var<storage, read> scale: array<f32>;          // int8 [OUT], q4 [OUT, IN / G]; unused for fp32
-@group(0) @binding(5) var<storage, read> bias: array<f32>;           // [OUT] (HAS_BIAS)
-@group(0) @binding(6) var<storage, read_write> pre: array<f32>;      // [N, OUT_STRIDE] (STORE_PRE)
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;      // [N, OUT_STRIDE]
 
 const BK: u32 = 32u;  // inputs per K-tile
 const BN: u32 = 64u;  // outputs per workgroup (16 invocations x vec4)
@@ -57,7 +37,14 @@ const THREADS: u32 = 128u;
 var<workgroup> xs: array<vec4<f32>, BK * 16u>;  // [BK, BM / 4]: xs[k * 16 + m / 4][m % 4] = x[m, k]
 var<workgroup> ws: array<vec4<f32>, BK * 16u>;  // [BK, BN / 4]: ws[k * 16 + o / 4][o % 4] = W[o, k] (int8 unscaled)
 
-// #include matmul_common
+// LN: `value` of invocations tid and tid ^ 1 added, returned to both (xs as scratch).
+fn pair_sum(tid: u32, value: f32) -> f32 {
+    xs[tid].x = value;
+    workgroupBarrier();
+    let total = xs[tid & ~1u].x + xs[tid | 1u].x;
+    workgroupBarrier();  // xs is written next
+    return total;
+}
 
 fn put(k: u32, o: u32, v: f32) {
     ws[k * 16u + o / 4u][o % 4u] = v;
@@ -104,14 +91,38 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let blocks = BK / per_block;  // 16-byte blocks of a row per K-tile: 8 fp32, 2 int8, 1 q4
     var acc: array<vec4<f32>, 8>;
 
+    // LN: invocations 2m and 2m + 1 own token n0 + m's row statistics and stage its inputs.
+    let ln_m = tid / 2u;
+    var mean = 0.0;
+    var denom = 1.0;
+    if (LN) {
+        let live = n0 + ln_m < rows;
+        let row = (n0 + ln_m) * IN;
+        var s = 0.0;
+        for (var k = tid % 2u; k < IN && live; k += 2u) {
+            s += x[row + k];
+        }
+        mean = pair_sum(tid, s) / f32(IN);
+        var s2 = 0.0;
+        for (var k = tid % 2u; k < IN && live; k += 2u) {
+            let c = x[row + k] - mean;
+            s2 += c * c;
+        }
+        denom = sqrt(pair_sum(tid, s2) / f32(IN) + EPS);
+    }
+
     for (var k0 = 0u; k0 < IN; k0 += BK) {
-        // x tile, transposed: 64 tokens x BK inputs, 16 per invocation.
-        for (var j = tid; j < BM * BK; j += THREADS) {
-            let m = j / BK;
-            let k = j % BK;
+        // x tile, transposed: 64 tokens x BK inputs, 16 per invocation (LN: half a row each).
+        for (var e = 0u; e < BM * BK / THREADS; e++) {
+            let j = tid + e * THREADS;
+            let m = select(j / BK, ln_m, LN);
+            let k = select(j % BK, (tid % 2u) * (BK / 2u) + e, LN);
             var v = 0.0;
             if (n0 + m < rows && k0 + k < IN) {
                 v = x[(n0 + m) * IN + k0 + k];
+                if (LN) {
+                    v = ln(v, mean, denom, k0 + k);
+                }
             }
             xs[k * 16u + m / 4u][m % 4u] = v;
         }

@@ -8,7 +8,9 @@
 //
 //   partial  workgroup (r, s) owns RPW = WG / LANES output rows and inputs [s KS, s KS + KS).
 //            It stages that slice of x once in workgroup memory, as a vec4 over the (up to 4)
-//            tokens. LANES adjacent invocations share a row: lane j loads the row's 16-byte
+//            tokens. With LN (matmul_common.wgsl) it first sums each token's whole row
+//            (mean, then the squared deviations: two tree reductions) and stages the slice
+//            normalized. LANES adjacent invocations share a row: lane j loads the row's 16-byte
 //            blocks j, j + LANES, ... (adjacent lanes, adjacent bytes: one coalesced 16 LANES
 //            bytes per step) as vec4<u32> = 4 fp32, 16 int8 or 32 q4 weights, unpacks int8
 //            four at a time (unpack4xI8 where the WGSL language feature
@@ -33,36 +35,13 @@
 enable subgroups;
 // #endif
 
-struct Params {
-    N: u32,      // tokens in this run
-    T: u32,      // tokens attended to (start + N)
-    start: u32,  // position of this run's first token
-    _pad: u32,
-}
+// #include matmul_common
 
-override IN: u32;                // inputs per row (D or F)
-override OUT: u32;               // output rows of W in this dispatch
-override SCHEME: u32 = 0u;       // 0 fp32, 1 int8, 2 q4 (glassbox.quant.SCHEMES)
-override GROUP: u32 = 32u;       // q4 group size G (a multiple of 8)
-override HAS_BIAS: bool = true;
-override EPILOGUE: u32 = 0u;     // 0 none, 1 GELU, 2 residual add
-override STORE_PRE: bool = false;
-override OUT_STRIDE: u32 = 0u;   // row stride of out, pre and res; 0 means OUT
-override OUT_OFFSET: u32 = 0u;   // first column written by this dispatch
-override ROW0: u32 = 0u;         // first token of this dispatch (the bindings start there)
-override ROWS: u32 = 0u;         // most tokens in this dispatch; 0 means all N - ROW0
 override KS: u32 = 256u;         // inputs per slice (a multiple of the block's elements)
 override LANES: u32 = 8u;        // partial: invocations per output row (a power of two, divides WG)
 override WG: u32 = 64u;          // invocations per workgroup (both entries)
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;              // [N, IN]
-@group(0) @binding(2) var<storage, read> res: array<f32>;            // [N, OUT_STRIDE] residual (EPILOGUE 2)
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;        // [OUT, IN / (4 EPW)] 16-byte blocks
-@group(0) @binding(4) var<storage, read> scale: array<f32>;          // int8 [OUT], q4 [OUT, IN / G]; unused for fp32
-@group(0) @binding(5) var<storage, read> bias: array<f32>;           // [OUT] (HAS_BIAS)
-@group(0) @binding(6) var<storage, read_write> pre: array<f32>;      // [N, OUT_STRIDE] (STORE_PRE)
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;      // [N, OUT_STRIDE]
 @group(0) @binding(8) var<storage, read_write> part: array<vec4<f32>>;  // [ceil(IN / KS), OUT] sums (tokens)
 
 const MAX_TOKENS: u32 = 4u;
@@ -70,7 +49,21 @@ const MAX_TOKENS: u32 = 4u;
 var<workgroup> xs: array<vec4<f32>, KS>;     // x[0..4, slice] as vec4 over tokens
 var<workgroup> sums: array<vec4<f32>, WG>;   // partial: the lanes' sums (without subgroups)
 
-// #include matmul_common
+// LN: the sum over the workgroup of every invocation's `value` (a vec4 over tokens), returned
+// to all invocations (a tree in `sums`; WG is a power of two).
+fn workgroup_sum(j: u32, value: vec4<f32>) -> vec4<f32> {
+    sums[j] = value;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s /= 2u) {
+        if (j < s) {
+            sums[j] += sums[j + s];
+        }
+        workgroupBarrier();
+    }
+    let total = sums[0];
+    workgroupBarrier();  // sums is reused next
+    return total;
+}
 
 // sum_e x[.., j + e] * W[o, k + e] over the 16-byte block `words`, without int8's row scale.
 // k: the block's first input; j: its place in xs.
@@ -109,9 +102,29 @@ fn partial(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
     let t1 = select(0u, IN, rows > 1u);
     let t2 = select(0u, 2u * IN, rows > 2u);
     let t3 = select(0u, 3u * IN, rows > 3u);
+    var mean = vec4<f32>(0.0);  // LN: the tokens' row statistics (over all IN inputs)
+    var denom = vec4<f32>(1.0);
+    if (LN) {
+        var s = vec4<f32>(0.0);
+        for (var k = lid.x; k < IN; k += WG) {
+            s += vec4<f32>(x[k], x[t1 + k], x[t2 + k], x[t3 + k]);
+        }
+        mean = workgroup_sum(lid.x, s) / f32(IN);
+        var s2 = vec4<f32>(0.0);
+        for (var k = lid.x; k < IN; k += WG) {
+            let c = vec4<f32>(x[k], x[t1 + k], x[t2 + k], x[t3 + k]) - mean;
+            s2 += c * c;
+        }
+        denom = sqrt(workgroup_sum(lid.x, s2) / f32(IN) + EPS);
+    }
     for (var j = lid.x; j < width; j += WG) {
         let k = k0 + j;
-        xs[j] = vec4<f32>(x[k], x[t1 + k], x[t2 + k], x[t3 + k]);
+        var v = vec4<f32>(x[k], x[t1 + k], x[t2 + k], x[t3 + k]);
+        if (LN) {
+            v = vec4<f32>(ln(v.x, mean.x, denom.x, k), ln(v.y, mean.y, denom.y, k), ln(v.z, mean.z, denom.z, k),
+                          ln(v.w, mean.w, denom.w, k));
+        }
+        xs[j] = v;
     }
     workgroupBarrier();
 

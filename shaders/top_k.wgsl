@@ -22,12 +22,7 @@
 //   3. Rank sort of the (at most KT) listed items: an item's place is how many come before it.
 // Barriers are reached by every invocation the same number of times (uniform control flow).
 
-struct Params {
-    N: u32,      // tokens in this run: the row read is N - 1 - R0 of the bound block
-    T: u32,
-    start: u32,
-    _pad: u32,
-}
+// #include params
 
 override V: u32;          // vocabulary
 override KT: u32 = 64u;   // how many of the largest logits are kept (<= WG)

@@ -169,3 +169,35 @@ await gpu_test_splitk()
         for i, (mine, ref) in enumerate(zip(steps, want)):
             np.testing.assert_allclose(np.array(mine, np.float32), ref, atol=ATOL, rtol=RTOL,
                                        err_msg=f"decode step {i} splitk<={splitk}")
+
+
+def test_page_fused_layer_norm_equals_numpy(app, page_gpu):
+    """Issue 15, engine: Engine(fuse_ln=True) (the default on GPUs; SwiftShader's is False) in
+    this browser's shader compiler: a 20-token prompt (matmul_prefill.wgsl with LN) and decode
+    steps (matmul_splitk.wgsl with LN, in the variants this browser compiles) run only ln_f's
+    layer_norm dispatch and give numpy's logits (the page's numpy, same checkpoint)."""
+    got = app.py(f"""
+async def gpu_test_fused_ln():
+    import numpy as np
+    from glassbox import reference
+    from glassbox.gpu import Engine
+    from glassbox.gpu.backend import Dispatch
+    checkpoint = gpu_test_checkpoint("int8")
+    engine = await Engine.create(gpu_test_shared, checkpoint, fuse_ln=True)
+    names = lambda: [key[0] for key, p in engine._pipelines.items() for cmd in engine.last_plan.commands
+                     if isinstance(cmd, Dispatch) and cmd.pipeline is p]
+    params, config = checkpoint.dequantized(), checkpoint.config
+    cache, ref_cache = engine.new_cache(), reference.KVCache(config)
+    out = {{"default": (await Engine.create(gpu_test_shared, checkpoint)).fuse_ln, "ratios": [], "layer_norms": []}}
+    for ids in (np.arange(20) * 13 % 300, np.array([5]), np.array([77, 3])):
+        gpu = await engine.forward(ids, cache=cache, capture="logits")
+        out["layer_norms"].append(names().count("layer_norm"))
+        ref = reference.forward(params, config, ids, cache=ref_cache, capture=lambda name: False)
+        out["ratios"].append(float((np.abs(gpu.logits - ref.logits) / ({ATOL} + {RTOL} * np.abs(ref.logits))).max()))
+    return out
+
+await gpu_test_fused_ln()
+""")
+    assert got["default"] is False, "SwiftShader is a CPU adapter: no fusion by default"
+    assert got["layer_norms"] == [1, 1, 1], got  # ln_f only
+    assert max(got["ratios"]) <= 1, f"fused logits off by {got['ratios']} x the tolerance"

@@ -68,15 +68,20 @@ def run_flash(runner, run, qkv, k_cache, v_cache, H, Kh, start, tile=None):
 
 def run_decode(runner, run, qkv, k_cache, v_cache, H, Kh, start, splits=K.DECODE_SPLITS, min_keys=K.DECODE_MIN_KEYS):
     """The split pass, then the combine pass on its partials (two submits: the partials come
-    back and go up again, which also checks their layout)."""
+    back and go up again, which also checks their layout). The split grid is the engine's for
+    T = start + n (K.decode_grid, issue 15, engine) and the partials start as NaN: a combine
+    reading a split that did not run would return NaN."""
     n, C = qkv.shape[0], k_cache.shape[0]
     D = H * Kh
-    split, combine = K.attention_decode_launches(n, H, C, splits, min_keys)
+    split, combine = K.attention_decode_launches(n, H, C, splits, min_keys, t=start + n)
+    assert split[2][0] == K.decode_grid(start + n, C, splits, min_keys)
     constants = _constants(H, Kh)
     size = K.decode_partials_floats(n, H, Kh, C, splits)
     first = run(runner.run(K.ATTENTION_DECODE, split, constants,
-                           {"qkv": qkv, "k_cache": k_cache, "v_cache": v_cache}, {"partials": (size,), "out": (0,)},
-                           params=(n, start + n, start), readback=("k_cache", "v_cache")))
+                           {"qkv": qkv, "k_cache": k_cache, "v_cache": v_cache,
+                            "partials": np.full(size, np.nan, np.float32)}, {"out": (0,)},
+                           params=(n, start + n, start), readback=("k_cache", "v_cache", "partials")))
+    first["partials"] = first["partials"][:size]
     second = run(runner.run(K.ATTENTION_DECODE, combine, constants,
                             {"qkv": None, "k_cache": None, "v_cache": None, "partials": first["partials"]},
                             {"out": (n, D)}, params=(n, start + n, start)))
@@ -148,6 +153,10 @@ def test_plans_fit_webgpu_default_limits():
     assert K.decode_workgroup_bytes(64, 1024) <= limit
     assert K.decode_splits(1024) == {"SPLITS": 32, "MIN_KEYS": 32, "CHUNK": 32}
     assert K.decode_splits(16)["CHUNK"] == 16 and K.decode_splits(4096)["SPLITS"] == 128
+    # issue 15, engine: the split grid grows with T in powers of two: 1 workgroup per (query,
+    # head) up to T = 32 (one chunk of MIN_KEYS keys), 2 up to 64, ..., all 32 from T = 513.
+    assert [K.decode_grid(t, 1024) for t in (1, 32, 33, 64, 65, 300, 512, 513, 992, 993, 1024)] == [
+        1, 1, 2, 2, 4, 16, 16, 32, 32, 32, 32]
     assert K.flash_tile(128, DEFAULT_LIMITS) == 8  # a larger head still fits, with smaller tiles
     with pytest.raises(ValueError, match="head size"):
         K.flash_tile(1024, DEFAULT_LIMITS)

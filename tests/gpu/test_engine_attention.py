@@ -131,3 +131,35 @@ def test_f16_kv_cache(run, backend, small_params, rng):
     full = run(f32.forward(sequence, capture="logits")).logits
     assert_close("f16 kv cache logits vs f32", np.concatenate(parts), full, atol=5e-4, rtol=5e-4)
     assert_close("f16 kv cache, prompt logits (no cached keys read)", parts[0], full[:6], **SMALL_TOL)
+
+
+def test_decode_grid_follows_t(run, backend, rng):
+    """Issue 15, engine: decode plans are keyed by K.decode_grid's bucket of T, so the split
+    pass launches 1, 2, 4 ... chunks per head as T grows (C = 128: chunks of 32 keys), one plan
+    per bucket, and the steps across the buckets equal numpy's KV-cached decode."""
+    from dataclasses import replace
+
+    from glassbox.gpu import Engine
+    from glassbox.gpu.backend import Dispatch
+    from gpu_helpers import random_checkpoint, random_params
+
+    config = replace(SMALL, n_positions=128)
+    checkpoint = random_checkpoint(config, "int8", params=random_params(config, seed=2))
+    engine = run(Engine.create(backend, checkpoint))
+    params = checkpoint.dequantized()
+    ids = rng.integers(0, config.vocab_size, 70)
+    gpu_cache, ref_cache = engine.new_cache(), reference.KVCache(config)
+    run(engine.forward(ids[:30], cache=gpu_cache, capture="logits"))
+    reference.forward(params, config, ids[:30], cache=ref_cache)
+    grids = {}
+    for t in range(30, 70):
+        got = run(engine.forward(ids[t:t + 1], cache=gpu_cache, capture="logits"))
+        names = {id(pipeline): key for key, pipeline in engine._pipelines.items()}
+        want = reference.forward(params, config, ids[t:t + 1], cache=ref_cache)
+        assert_close(f"decode grid T={t + 1}", got.logits, want.logits, **SMALL_TOL)
+        split = [cmd.workgroups for cmd in engine.last_plan.commands if isinstance(cmd, Dispatch)
+                 and names[id(cmd.pipeline)][:2] == ("attention_decode", "split")]
+        assert split and all(grid == (K.decode_grid(t + 1, 128), config.n_head, 1) for grid in split)
+        grids[K.decode_grid(t + 1, 128)] = engine.last_plan
+    assert sorted(grids) == [1, 2, 4]  # T = 31..32, 33..64, 65..70
+    assert len({id(plan) for plan in grids.values()}) == 3

@@ -28,6 +28,13 @@ def _quantized(w: np.ndarray, scheme: str):
     return q, scale, quant.dequantize(q, scale, scheme)
 
 
+def _assert_outputs(label: str, out: dict, pre, want, tol: dict) -> None:
+    """A matmul's out against want, and its pre (STORE_PRE) against pre unless that is None."""
+    if pre is not None:
+        assert_close(label + " pre", out["pre"], pre, **tol)
+    assert_close(label, out["out"], want, **tol)
+
+
 # ----- the shader files themselves
 
 @pytest.mark.parametrize("kernel", K.KERNELS, ids=lambda k: k.name)
@@ -117,9 +124,7 @@ def test_matmul(runner, run, rng, scheme, n, entry, epilogue):
     # Dot products of IN = 96 terms of size ~|x||w| ~ 0.2: a few eps * sqrt(96) * 0.2 ~ 1e-6.
     tol = dict(atol=1e-5, rtol=1e-5)
     label = f"matmul {entry} {scheme} N={n} {epilogue}"
-    if code:
-        assert_close(label + " pre", out["pre"], pre, **tol)
-    assert_close(label, out["out"], want, **tol)
+    _assert_outputs(label, out, pre if code else None, want, tol)
 
 
 # ----- matmul_splitk (issue 15, matmul): decode's split-K GEMV, two passes
@@ -162,9 +167,7 @@ def test_matmul_splitk(runner, run, rng, backend, scheme, n, IN, epilogue):
         # multiply by the row scale): a few eps * sqrt(640) * 0.2 ~ 1e-6 < the 1e-5 bound.
         tol = dict(atol=1e-5, rtol=1e-5)
         label = f"matmul_splitk {scheme} N={n} IN={IN} {epilogue} {'+'.join(sorted(features)) or 'plain'}"
-        if code:
-            assert_close(label + " pre", out["pre"], pre, **tol)
-        assert_close(label, out["out"], want, **tol)
+        _assert_outputs(label, out, pre if code else None, want, tol)
 
 
 # ----- matmul_prefill (issue 15, matmul): 64 x 64 tiles from 16-byte weight loads
@@ -192,9 +195,7 @@ def test_matmul_prefill(runner, run, rng, backend, scheme, n, IN, epilogue):
                              {"pre": (n, OUT) if code else (0,), "out": (n, OUT)}, params=(n, n, 0), features=features))
         tol = dict(atol=1e-5, rtol=1e-5)  # as test_matmul: sums of <= 160 terms of size ~0.2
         label = f"matmul_prefill {scheme} N={n} IN={IN} {epilogue} {'+'.join(sorted(features)) or 'plain'}"
-        if code:
-            assert_close(label + " pre", out["pre"], pre, **tol)
-        assert_close(label, out["out"], want, **tol)
+        _assert_outputs(label, out, pre if code else None, want, tol)
 
 
 def test_matmul_prefill_column_and_row_blocks(runner, run, rng):
@@ -233,6 +234,54 @@ def test_matmul_splitk_column_and_row_blocks(runner, run, rng, n):
     assert_close(f"matmul_splitk blocks N={n}", out["out"], want, atol=1e-5, rtol=1e-5)
 
 
+# ----- issue 15, engine: layer norm fused into the matmul's prologue (LN)
+
+LN_CASES = [("splitk", n, IN) for n in (1, 2, 4) for IN in (96, 640)] + [
+    ("prefill", n, IN) for n in (17, 65) for IN in (96, 160)]
+
+
+@pytest.mark.parametrize("scheme", ["none", "int8", "q4"])
+@pytest.mark.parametrize("kind,n,IN", LN_CASES)
+@pytest.mark.parametrize("epilogue", ["none", "gelu"])
+def test_matmul_layer_norm_prologue(runner, run, rng, backend, scheme, kind, n, IN, epilogue):
+    """LN: x is the layer norm's input; the kernel normalizes it (weight, bias bound as res
+    [2, IN]) and must equal numpy's linear(layer_norm(x)), as the two unfused dispatches do."""
+    OUT = 100
+    splitk = kind == "splitk"
+    if not (K.splitk_fits(n, IN, scheme) if splitk else K.prefill_fits(n, IN, scheme)):
+        pytest.skip(f"{scheme} rows of {IN} are not in 16-byte blocks")
+    q, scale, w = _quantized((0.2 * rng.standard_normal((OUT, IN))).astype(np.float32), scheme)
+    # Rows with an offset and their own spread, as the residual stream: a one-pass variance
+    # would lose digits here, and a token given another token's statistics would show.
+    spread = rng.uniform(0.5, 2, (n, 1))
+    x = (5 + rng.standard_normal((n, 1)) + spread * rng.standard_normal((n, IN))).astype(np.float32)
+    g = (1 + 0.1 * rng.standard_normal(IN)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(IN)).astype(np.float32)
+    bias = rng.standard_normal(OUT).astype(np.float32)
+    code = {"none": K.EPILOGUE_NONE, "gelu": K.EPILOGUE_GELU}[epilogue]
+    pre = reference.linear(reference.layer_norm(x, g, b, 1e-5), w, bias)
+    want = reference.gelu(pre) if code else pre
+    constants = {"IN": IN, "OUT": OUT, "SCHEME": K.SCHEME_CODES[scheme], "EPILOGUE": code, "STORE_PRE": bool(code),
+                 "LN": True, "EPS": 1e-5}
+    inputs = {"x": x, "res": np.concatenate([g, b]), "w": q, "scale": scale, "bias": bias}
+    outputs = {"pre": (n, OUT) if code else (0,), "out": (n, OUT)}
+    variants = _splitk_variants(backend) if splitk else [frozenset()]
+    for features in variants:
+        if splitk:
+            launch = K.splitk_launches(IN, OUT, scheme, _splitk_lanes(features, backend))
+            outputs["part"] = (K.splitk_part_bytes(IN, OUT, scheme) // 4,)
+        else:
+            launch = K.prefill_launch(n, OUT)
+        out = run(runner.run(K.MATMUL_SPLITK if splitk else K.MATMUL_PREFILL, launch, constants, inputs, outputs,
+                             params=(n, n, 0), features=features))
+        # layer_norm's output is O(1) with ~1e-6 relative error (test_layer_norm: sums of IN
+        # terms in another order); the matmul then sums IN <= 640 of its products with
+        # weights ~0.2: a few 1e-6 * sqrt(640) * 0.2 ~ 1e-5, bound 5e-5.
+        tol = dict(atol=5e-5, rtol=5e-5)
+        label = f"matmul_ln {kind} {scheme} N={n} IN={IN} {epilogue} {'+'.join(sorted(features)) or 'plain'}"
+        _assert_outputs(label, out, pre if code else None, want, tol)
+
+
 def test_shader_preprocess():
     src = "a\n// #if packed4x8\nb\n// #else\nc\n// #endif\nd\n"
     assert K.preprocess(src) == "a\nc\nd\n"
@@ -242,11 +291,24 @@ def test_shader_preprocess():
             K.preprocess(bad)
     with pytest.raises(ValueError, match="unknown"):
         K.preprocess(src, {"fast"})
-    # "// #include matmul_common" pastes the shared helpers in, once per kernel that uses it.
+    # "// #include matmul_common" pastes the shared helpers in, with their own includes
+    # (params), each file once per kernel that uses it.
     common = (K.SHADER_DIR / "matmul_common.wgsl").read_text(encoding="utf-8")
-    assert K.include("a\n// #include matmul_common\nb\n") == "a\n" + common + "\nb\n"
+    params = (K.SHADER_DIR / "params.wgsl").read_text(encoding="utf-8")
+    assert "// #include params\n" in common
+    assert K.include("a\n// #include matmul_common\nb\n") == "a\n" + common.replace(
+        "// #include params\n", params + "\n") + "\nb\n"
+    assert K.include("// #include params\n// #include params\n") == params + "\n\n", "pasted once"
     for kernel in (K.MATMUL, K.MATMUL_SPLITK, K.MATMUL_PREFILL):
         assert kernel.source().count("fn finish(") == 1 and "\n// #include" not in kernel.source()
+    # issue 15, engine: the Params uniform is declared once, in params.wgsl, for every kernel of
+    # the forward; the attention kernels share attention_common.wgsl (bindings 0..3, key, value).
+    for kernel in K.KERNELS:
+        text = (K.SHADER_DIR / f"{kernel.name}.wgsl").read_text(encoding="utf-8")
+        assert "struct Params" not in text and kernel.source().count("struct Params {") == 1
+    for kernel in (K.ATTENTION, K.FLASH_ATTENTION, K.ATTENTION_DECODE):
+        assert kernel.source().count("alias CacheT = f32;") == 1 and "// #include attention_common" in (
+            K.SHADER_DIR / f"{kernel.name}.wgsl").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("scheme", ["none", "int8"])

@@ -8,7 +8,9 @@ keeps each KV cache on the GPU, and for every forward:
    ln_1 -> c_attn -> attention (appends to the KV cache) -> c_proj + residual -> ln_2 ->
    c_fc + GELU -> c_proj + residual, then ln_f and the logits against the tied wte
    (attention: attention.wgsl where the layer's four [H, N, T] stages are read back, else
-   flash_attention.wgsl for prompts and attention_decode.wgsl, split over keys, for a few tokens);
+   flash_attention.wgsl for prompts and attention_decode.wgsl, split over keys, for a few tokens;
+   on GPUs, ln_1 and ln_2 run inside c_attn's and c_fc's prologue where the layer's ln tensors
+   are not read back and that matmul is matmul_splitk or matmul_prefill: Engine(fuse_ln=...));
 3. copies the trace tensors the caller asked for into readback buffers (after the segment
    that produced them: the embeddings, each layer, the end), submits once, maps once.
 
@@ -69,7 +71,7 @@ KEEP_LIMIT = 256 * 1024 * 1024  # bytes of GPU-to-GPU copies keep=True may hold 
 # is rewritten by the next layer, so a kept run copies it out after its segment — except in
 # the last layer, which nothing overwrites before the next forward.
 WRITTEN_ONCE = {"tok", "pos", "lnf", "meanf", "varf", "logits"}
-MAX_PLANS = 32  # forward plans kept (by N, T when attention stages are read, cache, captures)
+MAX_PLANS = 32  # forward plans kept (by N, T when attention stages are read or T's decode grid, cache, captures)
 
 Capture = Callable[[str], bool] | str | int | None
 
@@ -165,8 +167,13 @@ class Engine:
     def __init__(self, backend: Backend, checkpoint, *, max_binding: int | None = None,
                  rowwise_max_tokens: int | None = None, splitk_max_tokens: int | None = None,
                  prefill_min_tokens: int | None = None, fast_attention: bool = True, kv_cache: str = "f32",
-                 keep_limit: int = KEEP_LIMIT):
+                 keep_limit: int = KEEP_LIMIT, fuse_ln: bool | None = None):
         self.backend = backend
+        # issue 15, engine: ln_1 and ln_2 run inside the next matmul's prologue (matmul_common.wgsl
+        # LN) where that matmul is matmul_splitk or matmul_prefill and the layer's ln tensors
+        # are neither read back nor kept; False keeps layer_norm.wgsl's own dispatch everywhere
+        # (tools/bench_fused_ln.py compares the two in one run). None: default_fuse_ln.
+        self.fuse_ln = self.default_fuse_ln(backend) if fuse_ln is None else fuse_ln
         self.keep_limit = keep_limit
         # issue 15, attention: kv_cache "f16" halves the KV cache (needs the shader-f16 feature,
         # requested with NativeBackend/BrowserBackend.create(optional_features=["shader-f16"])).
@@ -234,6 +241,21 @@ class Engine:
         them (192-1152 workgroups of 64 per GPT-2-small layer matmul; an H100 has 132 SMs), not
         measured."""
         return K.SPLITK_MAX_TOKENS
+
+    @staticmethod
+    def default_fuse_ln(backend: Backend) -> bool:
+        """Issue 15, engine: fuse the layer norms on GPUs, not on CPU adapters. Fusing saves 2 L
+        dispatches per forward, but every workgroup of the matmul recomputes its tokens' row
+        statistics (two passes over the row and two workgroup reductions): on llvmpipe that
+        made c_attn's and c_fc's decode matmul 2.3-2.4x their CPU time with the separate
+        layer_norm.wgsl dispatch, prefill's 1.2x (bench/results.md, tools/bench_fused_ln.py
+        --kernels), where a dispatch costs little. A GPU runs those workgroups in parallel
+        while each saved dispatch is a launch and a pipeline drain: designed for that, not
+        measured (no GPU was lent)."""
+        info = backend.info
+        text = f"{info.vendor} {info.architecture} {info.device} {info.description}".lower()
+        return not (info.adapter_type == "CPU" or getattr(info, "fallback", False)
+                    or any(name in text for name in ("swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp")))
 
     @classmethod
     async def create(cls, backend: Backend, checkpoint, **options) -> "Engine":
@@ -319,6 +341,10 @@ class Engine:
             self.layers.append({
                 "ln_1": (vector(p + "ln_1.weight"), vector(p + "ln_1.bias")),
                 "ln_2": (vector(p + "ln_2.weight"), vector(p + "ln_2.bias")),
+                # issue 15, engine: [weight; bias] as one buffer for the fused layer norm (LN)
+                **{f"{ln}.packed": self._upload_array(np.concatenate(
+                    [t[p + ln + ".weight"], t[p + ln + ".bias"]]).astype(np.float32), p + ln + ".packed")
+                   for ln in ("ln_1", "ln_2") if self.fuse_ln},
                 **{key: (self._matrix(*checkpoint.matrix(p + key + ".weight"), p + key), vector(p + key + ".bias"))
                    for key in MATRICES},
             })
@@ -538,7 +564,10 @@ class Engine:
                     top: int = 0) -> "_Plan":
         """The commands of a forward over n tokens (T = t), cached: a decode loop reuses one."""
         stages_needed = keep or any(role in STAGES for _, role in copies)
-        key = (n, t if stages_needed else 0, kv.k[0].serial, tuple(copies), keep, top)
+        # issue 15, engine: a decode plan's split-attention grid depends on T's bucket (K.decode_grid)
+        decode = self.fast_attention and n <= K.DECODE_MAX_TOKENS
+        span = t if stages_needed else ("grid", K.decode_grid(t, self.config.n_positions)) if decode else 0
+        key = (n, span, kv.k[0].serial, tuple(copies), keep, top)
         plan = self._plans.get(key)
         if plan is None:
             plan = await self._build_plan(n, t, kv, copies, keep, top)
@@ -597,15 +626,20 @@ class Engine:
             await dispatch(K.LAYER_NORM, K.layer_norm_launch(n), {"D": D, "EPS": c.layer_norm_epsilon},
                            {"x": x, "weight": weights[0], "bias": weights[1], "out": out, "mean": mean, "var_": var})
 
-        async def matmul(x, m: _Matrix, bias, out, epilogue=K.EPILOGUE_NONE, res=None, pre=None, rows=n,
+        async def matmul(x, m: _Matrix, bias, out, epilogue=K.EPILOGUE_NONE, res=None, pre=None, rows=n, ln=None,
                          **placement):
             """One matmul: matmul_splitk.wgsl's two passes for decode-sized runs where it fits,
             matmul_prefill.wgsl for prompts, else matmul.wgsl's rowwise or tiled entry (issue 15,
-            matmul)."""
+            matmul). ``ln``: x is a layer norm's input and ``ln`` its [weight; bias] buffer,
+            normalized in the matmul's prologue (issue 15, engine; only where _fuses_ln)."""
             constants = {"IN": m.n_in, "OUT": m.n_out, **scheme, "HAS_BIAS": bias is not None, "EPILOGUE": epilogue,
                          "STORE_PRE": pre is not None, **placement}
             buffers = {"x": x, "res": res or self._dummy_read, "w": m.words, "scale": m.scale,
                        "bias": bias or self._dummy_read, "pre": pre or dummy_rw[0], "out": out}
+            if ln is not None:
+                assert res is None and self._fuses_ln(rows, m.n_in), "LN binds res and needs splitk or prefill"
+                constants.update(LN=True, EPS=c.layer_norm_epsilon)
+                buffers["res"] = ln
             if rows <= self.splitk_max_tokens and K.splitk_fits(rows, m.n_in, self.scheme):
                 part = self._buffer("part", part_bytes)
                 for launch in K.splitk_launches(m.n_in, m.n_out, self.scheme, self.splitk_lanes):
@@ -631,7 +665,7 @@ class Engine:
                     {**qkv_cache, **stages, "out": buf["concat"]})
             elif n <= K.DECODE_MAX_TOKENS:
                 partials = self._buffer("attn_partials", 4 * K.decode_partials_floats(n, H, c.head_size, c.n_positions))
-                for launch in K.attention_decode_launches(n, H, c.n_positions):
+                for launch in K.attention_decode_launches(n, H, c.n_positions, t=t):
                     await dispatch(K.ATTENTION_DECODE, launch, constants,
                                    {**qkv_cache, "partials": partials, "out": buf["concat"]})
             else:
@@ -649,13 +683,23 @@ class Engine:
         for layer, w in enumerate(self.layers):
             kept = {role for seg, role in copies + kept_keys if seg == layer}  # g15: + kept
             maybe = lambda role: buf[role] if role in kept else None  # noqa: E731
-            await layer_norm(buf["x"], w["ln_1"], buf["ln1"], buf["mean1"], buf["var1"])
-            await matmul(buf["ln1"], *w["attn.c_attn"], buf["qkv"])
+
+            async def normed_matmul(x, ln, roles, matrix, out, epilogue=K.EPILOGUE_NONE, pre=None):
+                """layer_norm.wgsl into roles (out, mean, var), then the matmul on its out; or,
+                where nobody reads those roles, the matmul with the layer norm in its prologue
+                (issue 15, engine)."""
+                if self._fuses_ln(n, D) and kept.isdisjoint(roles):
+                    await matmul(x, *w[matrix], out, epilogue, pre=pre, ln=w[ln + ".packed"])
+                else:
+                    await layer_norm(x, w[ln], *(buf[role] for role in roles))
+                    await matmul(buf[roles[0]], *w[matrix], out, epilogue, pre=pre)
+
+            await normed_matmul(buf["x"], "ln_1", ("ln1", "mean1", "var1"), "attn.c_attn", buf["qkv"])
             await attention(layer, any(stage in kept for stage in STAGES))
             await matmul(buf["concat"], *w["attn.c_proj"], buf["r1"], K.EPILOGUE_RESIDUAL, res=buf["x"],
                          pre=maybe("proj"))
-            await layer_norm(buf["r1"], w["ln_2"], buf["ln2"], buf["mean2"], buf["var2"])
-            await matmul(buf["ln2"], *w["mlp.c_fc"], buf["gelu"], K.EPILOGUE_GELU, pre=maybe("fc"))
+            await normed_matmul(buf["r1"], "ln_2", ("ln2", "mean2", "var2"), "mlp.c_fc", buf["gelu"], K.EPILOGUE_GELU,
+                                pre=maybe("fc"))
             await matmul(buf["gelu"], *w["mlp.c_proj"], buf["x"], K.EPILOGUE_RESIDUAL, res=buf["r1"],
                          pre=maybe("mproj"))
             copy_segment(layer)
@@ -680,6 +724,14 @@ class Engine:
         kept.update({key: (buf[key[1]], 0, nbytes[key[1]]) for key in kept_keys if key not in kept_at})
         return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"], kept=kept,
                      top=top_region)
+
+    def _fuses_ln(self, rows: int, n_in: int) -> bool:
+        """Whether a layer norm over rows x n_in can run in the next matmul's prologue: fusion
+        is on and that matmul runs matmul_splitk or matmul_prefill (matmul.wgsl has no LN).
+        ln_f is never fused: every forward keeps it for read_kept (WRITTEN_ONCE)."""
+        return self.fuse_ln and (
+            (rows <= self.splitk_max_tokens and K.splitk_fits(rows, n_in, self.scheme))
+            or K.prefill_fits(rows, n_in, self.scheme, self.prefill_min_tokens))
 
     def _keep_keys(self, copies: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """(segment, role) of every trace tensor a keep=True run holds on the GPU: all those

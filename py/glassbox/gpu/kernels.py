@@ -84,14 +84,19 @@ _IF = re.compile(r"^\s*// #(if|else|endif)\b\s*(\S*)")
 _INCLUDE = re.compile(r"^// #include (\w+)[ \t]*$", re.M)
 
 
-def include(source: str) -> str:
-    """Each ``// #include NAME`` line replaced by the text of shaders/NAME.wgsl (one level:
-    matmul_common.wgsl, helpers the matmul kernels share; issue 15, matmul)."""
+def include(source: str, seen: set[str] | None = None) -> str:
+    """Each ``// #include NAME`` line replaced by the text of shaders/NAME.wgsl, itself with its
+    includes expanded; a file already pasted into this source is pasted once only (params.wgsl,
+    the Params uniform; matmul_common.wgsl and attention_common.wgsl, what the matmul and the
+    attention kernels share; issue 15, engine)."""
+    seen = set() if seen is None else seen
+
     def text(m: re.Match) -> str:
-        shared = (SHADER_DIR / f"{m.group(1)}.wgsl").read_text(encoding="utf-8")
-        if _INCLUDE.search(shared):
-            raise ValueError(f"{m.group(1)}.wgsl includes another file; includes do not nest")
-        return shared
+        name = m.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return include((SHADER_DIR / f"{name}.wgsl").read_text(encoding="utf-8"), seen)
     return _INCLUDE.sub(text, source)
 
 
@@ -295,11 +300,22 @@ def decode_workgroup_bytes(head_size: int, context: int, splits: int = DECODE_SP
     return 4 * (head_size + chunk * (head_size + 3))
 
 
+def decode_grid(t: int, context: int, splits: int = DECODE_SPLITS, min_keys: int = DECODE_MIN_KEYS) -> int:
+    """Split workgroups per (query, head) for T = t: the splits holding keys, ceil(t / chunk),
+    rounded up to a power of two (one plan serves a bucket of T), at most SPLITS (issue 15,
+    engine: the grid shrinks with T)."""
+    constants = decode_splits(context, splits, min_keys)
+    chunk = max(constants["MIN_KEYS"], -(-t // constants["SPLITS"]))
+    used = -(-t // chunk)
+    return min(constants["SPLITS"], 1 << (used - 1).bit_length())
+
+
 def attention_decode_launches(n: int, n_head: int, context: int, splits: int = DECODE_SPLITS,
-                              min_keys: int = DECODE_MIN_KEYS):
-    """The split pass then the combine pass: two (entry, constants, workgroups)."""
+                              min_keys: int = DECODE_MIN_KEYS, t: int | None = None):
+    """The split pass then the combine pass: two (entry, constants, workgroups). With ``t``,
+    the split pass launches decode_grid(t) workgroups per (query, head), else SPLITS."""
     constants = {**decode_splits(context, splits, min_keys), "WG": DECODE_WG}
-    count = constants["SPLITS"]
+    count = constants["SPLITS"] if t is None else decode_grid(t, context, splits, min_keys)
     return (("split", constants, (count, n_head, n)), ("combine", constants, (n_head, n, 1)))
 
 
