@@ -68,3 +68,43 @@ def test_noscript_explains_and_hides_the_loading_screen():
 def test_the_layout_stylesheet_comes_last():
     styles = parsed().styles
     assert styles[-1] == "./web/layout.css" and (ROOT / "web" / "layout.css").is_file()
+
+
+class Intro(HTMLParser):
+    """The text of the loading card's explanation (data-testid=status-intro) and its card."""
+
+    def __init__(self):
+        super().__init__()
+        self.text, self.inside, self.card = "", False, None
+        self.open: list[str | None] = []  # the id of each <section> open around the cursor
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.open.append(a.get("id"))
+        if a.get("data-testid") == "status-intro":
+            self.inside, self.card = True, (self.open[-1] if self.open else None)
+
+    def handle_endtag(self, tag):
+        if tag == "section" and self.open:
+            self.open.pop()
+        if tag == "p":
+            self.inside = False
+
+    def handle_data(self, data):
+        if self.inside:
+            self.text += data
+
+
+def test_the_loading_card_says_what_it_loads_from_the_first_paint():
+    """Issue 16: the boot's seconds show, statically (painted with the first frame, so it is the
+    first screen's largest element: Lighthouse's LCP), what is loading and what the page does.
+    It sits in the status card, which the page hides once ready (tests/e2e/test_transfer.py
+    checks in the browser that nothing painted later is larger)."""
+    intro = Intro()
+    intro.feed((ROOT / "index.html").read_text(encoding="utf-8"))
+    text = " ".join(intro.text.split())
+    assert intro.card == "status", "the explanation belongs to the loading card (#status)"
+    assert len(text) > 400, text
+    for word in ("Pyodide", "GPT-2", "WebGPU", "numpy", "live run"):
+        assert word in text, f"{word!r} missing from the loading card's explanation: {text}"

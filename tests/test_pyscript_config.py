@@ -64,6 +64,8 @@ def test_page_names_no_other_origin():
         text = re.sub(r"<a\s[^>]*>", "", text)
         assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), name
     html = (ROOT / "index.html").read_text(encoding="utf-8")
-    assert 'src="./vendor/pyscript/core.js"' in html
+    # issue 16: web/shell.js starts PyScript once the loading screen is painted
+    assert "<script type=\"module\" src=" not in html
+    assert 'script.src = "./vendor/pyscript/core.js";' in (ROOT / "web" / "shell.js").read_text(encoding="utf-8")
     assert 'config="./pyscript.toml"' in html
     assert "worker" not in re.search(r'<script type="py"[^>]*>', html).group(0)

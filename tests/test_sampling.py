@@ -73,3 +73,36 @@ def test_sampling_never_picks_filtered_tokens():
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         distribution(np.zeros(4, dtype=np.float32), **kwargs)
+
+
+def _top_reference(d, n):
+    """The order before #16: a full lexsort (probs, then full_probs, both descending; ties by id)."""
+    ids = np.arange(d.probs.size)
+    return np.lexsort((ids, -d.full_probs, -d.probs))[:n]
+
+
+def test_top_matches_the_full_sort_on_rows_with_ties(rng):
+    """Distribution.top partitions instead of sorting the vocabulary: the same ids in the same
+    order as the full sort, on rows full of ties (quantized logits tie in probs and full_probs;
+    top-k/top-p and greedy leave runs of zeros in probs), for n inside, at and past the kept tokens."""
+    size = 3001
+    checked = 0
+    for trial in range(40):
+        logits = np.round(rng.normal(size=size) * rng.choice([0.5, 2, 8])).astype(np.float32)
+        options = [dict(), dict(top_k=int(rng.integers(1, 60))), dict(top_p=float(rng.uniform(0.05, 0.9))),
+                   dict(temperature=0), dict(temperature=float(rng.uniform(0.3, 3)), top_k=7, top_p=0.6)]
+        d = distribution(logits, **options[trial % len(options)])
+        kept = int(d.kept.sum())
+        for n in {1, 2, 5, kept, kept + 1, kept + 13, 50, size // 2, size - 1, size, size + 4, 0}:
+            got = d.top(n)
+            np.testing.assert_array_equal(got, _top_reference(d, n), err_msg=f"trial {trial}, n={n}")
+            checked += 1
+    # ties the sampler itself rarely makes: equal probs with different full_probs and the reverse
+    probs = np.array([0.25, 0.0, 0.25, 0.1, 0.0, 0.25, 0.0, 0.15, 0.0], dtype=np.float32)
+    full = np.array([0.2, 0.05, 0.2, 0.1, 0.05, 0.22, 0.02, 0.1, 0.06], dtype=np.float32)
+    d = distribution(np.zeros(9, dtype=np.float32))
+    d = type(d)(d.logits, 1.0, 0, 1.0, d.scaled, full, probs > 0, probs)
+    for n in range(12):
+        np.testing.assert_array_equal(d.top(n), _top_reference(d, n), err_msg=f"hand-made row, n={n}")
+    assert d.top(6).tolist() == [5, 0, 2, 7, 3, 8]
+    assert checked > 300

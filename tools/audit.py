@@ -137,6 +137,28 @@ def failing(lhr: dict, category: str) -> list[str]:
     return out
 
 
+def deprecations(lhr: dict) -> list[str]:
+    """Each deprecated API the page used, with where the call is (Lighthouse's source
+    locations are 0-based; shown 1-based, as an editor counts)."""
+    out = []
+    for item in lhr["audits"].get("deprecations", {}).get("details", {}).get("items", []):
+        where = item.get("source") or {}
+        path = where.get("url", "?").split("/", 3)[-1] if where.get("url") else "?"
+        place = f"{path} line {where['line'] + 1} column {where['column'] + 1}" if "line" in where else path
+        out.append(f"{' '.join(str(item.get('value', '?')).split())} ({place})")
+    return out
+
+
+def lcp_element(lhr: dict) -> str:
+    """The element Lighthouse took for the largest contentful paint, and its text's start."""
+    for table in lhr["audits"].get("largest-contentful-paint-element", {}).get("details", {}).get("items", []):
+        for item in table.get("items", []):
+            node = item.get("node") or {}
+            if node.get("selector"):
+                return f"`{node['selector']}` ({' '.join(str(node.get('nodeLabel', '')).split())[:80]})"
+    return "n/a"
+
+
 def machine() -> str:
     model = ""
     try:
@@ -176,13 +198,16 @@ def render(results: dict[str, dict], when: str, node: str, isolated: bool = Fals
     for audit_id, label, unit in METRICS:
         lines.append(f"| {label} | " + " | ".join(metric_text(lhr["audits"][audit_id], unit) for lhr in results.values()) + " |")
     for preset, lhr in results.items():
-        lines += ["", f"## {preset}", "", f"- boot traced: {boot_seen(lhr)}"]
+        lines += ["", f"## {preset}", "", f"- boot traced: {boot_seen(lhr)}",
+                  f"- largest contentful paint: {lcp_element(lhr)}"]
         for warning in lhr.get("runWarnings", []):
             lines.append(f"- Lighthouse warned: {' '.join(str(warning).split())}")
         for category in CATEGORIES:
             bad = failing(lhr, category)
             lines.append(f"- {lhr['categories'][category]['title']}: "
                          + ("every scored audit passed" if not bad else "not passed: " + "; ".join(bad)))
+        for used in deprecations(lhr):
+            lines.append(f"- deprecated API: {used}")
     return "\n".join(lines) + "\n"
 
 

@@ -137,7 +137,24 @@
     }
   }).observe({ type: "resource", buffered: true });
 
+  // Issue 16: PyScript (and with it the Pyodide boot: seconds of main-thread work) starts once
+  // the loading screen has been painted, so a slow device shows it at once instead of after
+  // the boot's first long tasks (and Lighthouse's LCP does not wait on the runtime's downloads).
+  // A tab in the background paints no frame: there it starts at once.
+  let pyscriptRequested = false;
+  const startPyScript = () => {
+    if (pyscriptRequested) return;
+    pyscriptRequested = true;
+    const script = document.createElement("script");
+    script.type = "module";
+    script.src = "./vendor/pyscript/core.js";
+    document.head.append(script);
+  };
+
   document.addEventListener("DOMContentLoaded", () => {
+    if (document.visibilityState === "hidden") startPyScript();
+    else requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(startPyScript, 0)));  // the next frame: this one shown
+    document.addEventListener("visibilitychange", startPyScript, { once: true });
     progress("Loading PyScript", 0.02);
     ticker = setInterval(() => progress($("status-label").textContent.replace(/…$/, "")), 1000);
     setTimeout(() => {

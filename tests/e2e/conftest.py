@@ -57,6 +57,15 @@ new PerformanceObserver((list) => {
       s.node ? (s.node.id ? '#' + s.node.id : s.node.nodeName + '.' + String(s.node.className || '')) : '?')});
   }
 }).observe({type: 'layout-shift', buffered: true});
+// issue 16: the largest contentful paints too (the first screen's largest element, and when).
+window.__glassboxLcp = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const el = e.element;
+    window.__glassboxLcp.push({size: e.size, at: e.startTime,
+      node: el ? (el.dataset.testid || (el.id ? '#' + el.id : el.nodeName + '.' + String(el.className || ''))) : '?'});
+  }
+}).observe({type: 'largest-contentful-paint', buffered: true});
 new MutationObserver(() => {
   if (window.__glassboxReadyAt === null && document.documentElement.dataset.state === 'ready') {
     window.__glassboxReadyAt = performance.now();
@@ -138,6 +147,24 @@ def layout_shift(page, after_ready_ms: float = 2000.0) -> tuple[float, list[dict
     page.wait_for_function(f"performance.now() > window.__glassboxReadyAt + {after_ready_ms}")
     shifts = page.evaluate(f"window.__glassboxShifts.filter((s) => s.at <= window.__glassboxReadyAt + {after_ready_ms})")
     return sum(s["value"] for s in shifts), shifts
+
+
+def largest_paints(page, after_ready_ms: float = 2000.0) -> list[dict]:
+    """The largest-contentful-paint entries ({size, at, node}) of a page opened with
+    LAYOUT_SHIFTS_JS, from navigation until ``after_ready_ms`` after it became ready; the last
+    is the page's LCP element. Issue 16."""
+    page.wait_for_function("window.__glassboxReadyAt !== null", timeout=BOOT_TIMEOUT_MS)
+    page.wait_for_function(f"performance.now() > window.__glassboxReadyAt + {after_ready_ms}")
+    return page.evaluate(f"window.__glassboxLcp.filter((e) => e.at <= window.__glassboxReadyAt + {after_ready_ms})")
+
+
+def largest_paint_is_the_loading_text(page) -> None:
+    """Assert that the page's LCP element is the loading card's static explanation
+    (index.html's status-intro, painted with the first frame): no element the boot or the
+    first run draws later is larger. Issue 16 (Lighthouse's LCP, desktop and phone)."""
+    entries = largest_paints(page)
+    assert entries, "no largest-contentful-paint entry from navigation to ready"
+    assert entries[-1]["node"] == "status-intro", f"the largest paint is not the loading text: {entries}"
 
 
 @pytest.fixture(scope="package")

@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import precache  # noqa: E402
 import serve  # noqa: E402
 
-from .conftest import BOOT_TIMEOUT_MS, LAYOUT_SHIFTS_JS, LOCAL_HOST, SETTLED, layout_shift  # noqa: E402
+from .conftest import (BOOT_TIMEOUT_MS, LAYOUT_SHIFTS_JS, LOCAL_HOST, SETTLED,  # noqa: E402
+                       largest_paint_is_the_loading_text, layout_shift)
 
 MODEL_CACHE = "glassbox-models-v1"
 SHARD = json.loads((ROOT / "weights" / "mini" / "manifest.json").read_text())["shards"][0]
@@ -270,6 +271,7 @@ def test_phone_viewport_light_mode_loads_predicts_and_switches(browser, site):
         assert settle(page) == "ready", error_text(page)
         cls, shifts = layout_shift(page)
         assert cls < 0.1, f"cumulative layout shift {cls:.3f} on a 360 px phone while booting: {shifts}"
+        largest_paint_is_the_loading_text(page)  # issue 16: the phone's LCP is the first frame's
         assert page.evaluate("document.documentElement.dataset.mode") == "light"
         assert "phone-sized (360×740 px)" in page.text_content("[data-testid=mode-why]")
         assert any("/weights/mini-q4/" in u for u in requests)

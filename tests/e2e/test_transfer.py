@@ -3,6 +3,8 @@
 * the shared page's boot (1280x720) shifts its layout by less than 0.1 (CLS, from a
   PerformanceObserver of 'layout-shift' entries without recent input, navigation to ready;
   the 360 px phone's boot is measured in test_offline's phone test, which boots one anyway);
+* the largest contentful paint (1280x720 here, 360 px in test_offline's phone test) is the
+  loading card's static explanation, painted with the first frame;
 * Pyodide's wasm reached the page compressed (its resource timing: bytes on the wire well
   under the decoded size), and a fetch of it from the page that bypasses the service worker
   is answered with Content-Encoding br (or gzip) and decodes to the pinned original's sha256.
@@ -18,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from vendor import PYODIDE_CORE  # noqa: E402
 
-from .conftest import layout_shift  # noqa: E402
+from .conftest import largest_paint_is_the_loading_text, layout_shift  # noqa: E402
 
 WASM = "vendor/pyodide/pyodide.asm.wasm"
 
@@ -26,6 +28,12 @@ WASM = "vendor/pyodide/pyodide.asm.wasm"
 def test_booting_shifts_the_layout_by_less_than_a_tenth(app):
     cls, shifts = layout_shift(app.page)
     assert cls < 0.1, f"cumulative layout shift {cls:.3f} from navigation to ready: {shifts}"
+
+
+def test_the_largest_paint_is_the_static_loading_text(app):
+    """The largest element the first screen paints is the loading card's static explanation,
+    painted with the first frame: nothing drawn after the boot is larger (Lighthouse's LCP)."""
+    largest_paint_is_the_loading_text(app.page)
 
 
 def test_pyodide_wasm_arrives_compressed_and_decodes_to_the_original(app):
