@@ -59,10 +59,11 @@ async def main() -> Boot:
             mode.model = chooser.choice.spec
             mode.show()
         # issue 16: the model worker boots its own Pyodide while this thread loads the model
-        # (hub models and light mode still compute on this thread: no second interpreter).
-        in_worker = not (chooser.choice.is_hub or mode.mode.light)
+        # (light mode still computes on this thread: no second interpreter). issue 16 (h16):
+        # Hub models compute in the worker too (it reads the converted folder from the store).
+        in_worker = not mode.mode.light
         worker = ModelWorker.start() if in_worker else ModelWorker.unused(
-            "light mode and Hub models do not use the worker yet")
+            "light mode does not use the worker yet")
         if chooser.choice.is_hub:
             model = await chooser.load(mode)
         else:
@@ -105,7 +106,13 @@ async def main() -> Boot:
         remembered = stored(BACKEND_KEY, "sessionStorage")
         runner = None
         if in_worker:
-            runner = await worker.attach(app, explainer, mode.model_url, False, js.location.search, remembered)
+            # issue 16 (h16): a Hub model's folder and the manifest this thread verified
+            from glassbox.weights import manifest_text
+
+            hub = chooser.choice.is_hub
+            runner = await worker.attach(app, explainer, chooser.url if hub else mode.model_url, False,
+                                         js.location.search, remembered,
+                                         hub_manifest=manifest_text(model.checkpoint.manifest) if hub else None)
         if runner is None:
             app.worker_note = worker.fallback_note()
             runner = await compute_here(app, explainer, remembered)

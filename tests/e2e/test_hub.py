@@ -82,6 +82,27 @@ def check_predictions(app, cli: Path) -> None:
         assert abs(p - row["probability"]) <= 1e-5 + 1e-4 * row["probability"]
 
 
+IN_WORKER = """
+import numpy as np
+from app.runner import ReferenceRunner
+ref = (await ReferenceRunner(explainer.model.params, explainer.config).run(explainer.ids)).logits
+got = explainer.trace.logits
+[type(explainer.runner).__name__, app.backend, float(np.max(np.abs(got - ref) / (1e-5 + 1e-5 * np.abs(ref))))]
+"""
+
+
+def check_in_worker(app) -> None:
+    """issue 16 (h16): the Hub model computed in the model worker (its runner, and the backend
+    reason says so), and the worker's logits equal this thread's numpy run of the same stored
+    weights: the same int8 bytes through the same numpy code on both sides, so only float32
+    rounding may differ (1e-5 + 1e-5 * |ref|; random-init logits stay within a few units)."""
+    kind, backend, ratio = app.py(IN_WORKER)
+    assert (kind, backend) == ("WorkerRunner", "numpy")
+    reason = app.page.text_content("[data-testid=backend-reason]")
+    assert "Web Worker" in reason and "runs on the page's main thread" not in reason, reason
+    assert ratio <= 1.0, f"the worker's logits differ from the main thread's: {ratio:.3g} of the tolerance"
+
+
 def hub_paths(hub) -> list[tuple[str, str, str | None]]:
     return list(hub.requests)
 
@@ -103,6 +124,7 @@ def test_pick_load_reload_offline(fake_hub, open_page, artifacts):
     assert any(r[1].startswith("/cdn/") for r in st) and any("/resolve/" in r[1] for r in st)
     assert "model=hf%3Atest%2Ftiny" in app.page.url or "model=hf:test/tiny" in app.page.url
     check_predictions(app, cli)
+    check_in_worker(app)
     assert "hf:test/tiny" in app.page.get_by_test_id("pick-current").inner_text()
     app.page.get_by_test_id("pick-current").click()  # open the list
     picker.scroll_into_view_if_needed()
@@ -121,6 +143,7 @@ def test_pick_load_reload_offline(fake_hub, open_page, artifacts):
         assert settle(app) == "ready", error_text(app)
         assert hub.requests == []
         check_predictions(app, cli)
+        check_in_worker(app)  # offline too: the worker reads the stored folder
     finally:
         app.page.context.set_offline(False)
     app.page.close()
