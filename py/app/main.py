@@ -65,7 +65,12 @@ async def main() -> Boot:
         worker = ModelWorker.start() if in_worker else ModelWorker.unused(
             "light mode does not use the worker yet")
         if chooser.choice.is_hub:
-            model = await chooser.load(mode)
+            try:
+                model = await chooser.load(mode)
+            except Exception:
+                if worker.worker is not None:  # issue 16 (h16): no Hub model, so no worker either
+                    worker.worker.terminate()
+                raise
         else:
             model = await load_model(mode.model_url, mode.progress)
         # issue 15: numpy multiplies the stored int8 weights with the WebAssembly SIMD kernel

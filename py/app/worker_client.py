@@ -35,6 +35,7 @@ class ModelWorker:
         self._proxy = None
         self._early: list = []
         self.on_loading = None  # issue 16 (h16): the worker's model-load progress -> the page
+        self.loading: dict | None = None  # its last "loading" message
         if worker is not None:
             self._proxy = create_proxy(self._on_message)
             worker.onmessage = self._proxy
@@ -77,6 +78,7 @@ class ModelWorker:
         if op == "booted":
             self.booted_ms = head["ms"]
         if op == "loading":  # issue 16 (h16)
+            self.loading = head
             if self.on_loading is not None:
                 self.on_loading(head)
             return

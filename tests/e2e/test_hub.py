@@ -101,6 +101,9 @@ def check_in_worker(app) -> None:
     reason = app.page.text_content("[data-testid=backend-reason]")
     assert "Web Worker" in reason and "runs on the page's main thread" not in reason, reason
     assert ratio <= 1.0, f"the worker's logits differ from the main thread's: {ratio:.3g} of the tolerance"
+    # Its load reported progress to the page: the stored folder, read back to the last shard.
+    label, fraction = app.py("[app.worker.loading['label'], app.worker.loading['fraction']]")
+    assert label.startswith("Model worker: Checking stored weights") and fraction == 1.0, (label, fraction)
 
 
 def hub_paths(hub) -> list[tuple[str, str, str | None]]:
