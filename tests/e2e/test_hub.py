@@ -178,11 +178,26 @@ def test_errors_and_phone_layout(fake_hub, open_page, artifacts):
     app.page.close()
 
 
+def break_the_workers_vocabulary(context) -> None:
+    """issue 16 (h16): GPT-2's vocab.bpe arrives cut short in the model worker only (its requests'
+    referrer is the worker's script), so the worker's load fails its hash check and the page
+    computes on its own thread (the page's copy is intact)."""
+    def handle(route):
+        if route.request.all_headers().get("referer", "").endswith("/web/model-worker.mjs"):
+            response = route.fetch()
+            route.fulfill(response=response, body=response.body()[:-1000])
+        else:
+            route.fallback()
+    context.route("**/vendor/gpt2/vocab.bpe", handle)
+
+
 def test_sharded_download_resumes_after_a_cut(fake_hub, open_page):
+    """Also (issue 16, h16): a file that fails the worker's hash check -> the page's own runner."""
     hub, cli, root = fake_hub
     hub.clear()
     hub.cut_after = 10  # the 11th range read of a safetensors file drops the connection
-    app = open_page(f"?model=hf:test/sharded&hub={hub.url}&backend=numpy")
+    # sw=off: the worker's requests reach the network (and the route), not the service worker's cache
+    app = open_page(f"?model=hf:test/sharded&hub={hub.url}&backend=numpy&sw=off", route=break_the_workers_vocabulary)
     try:
         app.page.wait_for_selector("[data-testid=hub-confirm]", timeout=120_000)
         confirm(app)
@@ -203,6 +218,12 @@ def test_sharded_download_resumes_after_a_cut(fake_hub, open_page):
     # At most the one tensor that was cut in the middle (wte comes in row blocks) is asked again.
     assert len(refetched) <= 1, refetched
     check_predictions(app, cli)  # the sharded checkpoint is the same model as the single file
+    # The worker refused the damaged vocabulary by name and hash; this thread computed, and says why.
+    assert app.py("type(explainer.runner).__name__") != "WorkerRunner"
+    reason = " ".join(app.page.text_content("[data-testid=backend-reason]").split())
+    assert "runs on the page's main thread (LoadError: tokenizer file vocab.bpe is corrupted or truncated" in reason, \
+        reason
+    assert reason.count("sha256") == 2, reason
     app.page.close()
 
 
