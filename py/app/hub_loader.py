@@ -13,7 +13,8 @@ localStorage. A Hub model is converted by glassbox.hub.Converter, which is hande
 browser's fetch (Range requests, redirects followed) and the model store (loader.py's cache):
 finished tensors are kept under ``./hub-partial/`` for resuming, the finished folder under
 ``picker.folder_url`` (manifest + verified shards), which loader.load_model then reads like
-any folder, so the next visit and offline use ask nothing of the Hub.
+any folder, so the next visit and offline use ask nothing of the Hub. The model worker
+(issue 16, h16) then reads that same stored folder, never the Hub (app/hub_worker.py).
 """
 
 from __future__ import annotations

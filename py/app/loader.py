@@ -370,6 +370,12 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
     state.stored = keep
     report()
 
+    return build_model(base_url, manifest, shard_bytes, files)
+
+
+def build_model(base_url: str, manifest: dict, shard_bytes: dict[str, bytes], files: dict[str, bytes]) -> Model:
+    """The Model from verified shards and tokenizer files, named after its folder (also the
+    model worker's Hub load, app/hub_worker.py: issue 16 h16)."""
     try:
         checkpoint = weights.from_shards(manifest, shard_bytes, verified=True)
         tokenizer_model = tokenizer_from_files(manifest, files)

@@ -59,13 +59,17 @@ async def main() -> Boot:
             mode.model = chooser.choice.spec
             mode.show()
         # issue 16: the model worker boots its own Pyodide while this thread loads the model
-        # (hub models still compute on this thread: no second interpreter). s16: light mode too
-        # runs in the worker (its one-layer runner there; a layer the reader opens is fetched).
-        in_worker = not chooser.choice.is_hub
-        worker = ModelWorker.start() if in_worker else ModelWorker.unused(
-            "Hub models do not use the worker yet")
+        # Light mode (s16) and Hub models (h16: the worker reads the converted folder from the store)
+        # compute there too; the page computes only when the worker cannot.
+        worker = ModelWorker.start()
+        in_worker = worker.worker is not None
         if chooser.choice.is_hub:
-            model = await chooser.load(mode)
+            try:
+                model = await chooser.load(mode)
+            except Exception:
+                if worker.worker is not None:  # issue 16 (h16): no Hub model, so no worker either
+                    worker.worker.terminate()
+                raise
         else:
             model = await load_model(mode.model_url, mode.progress)
         # issue 15: numpy multiplies the stored int8 weights with the WebAssembly SIMD kernel
@@ -104,10 +108,14 @@ async def main() -> Boot:
         app.worker = worker
         page.progress("Starting the model worker", 0.99)
         remembered = stored(BACKEND_KEY, "sessionStorage")
-        runner = None
-        if in_worker:
-            runner = await worker.attach(app, explainer, mode.model_url, mode.mode.light, js.location.search,
-                                         remembered)  # s16: light mode in the worker
+        # issue 16: light mode in the worker (s16); a Hub model's folder and the manifest this
+        # thread verified (h16)
+        from glassbox.weights import manifest_text
+
+        hub = chooser.choice.is_hub
+        runner = await worker.attach(app, explainer, chooser.url if hub else mode.model_url, mode.mode.light,
+                                     js.location.search, remembered,
+                                     hub_manifest=manifest_text(model.checkpoint.manifest) if hub else None)
         if runner is None:
             app.worker_note = worker.fallback_note()
             runner = await compute_here(app, explainer, remembered)

@@ -70,7 +70,18 @@ async def _init(head: dict) -> None:
     # The page's addresses, absolute: a worker resolves "./x" against web/model-worker.mjs.
     root = head["root"]
     loader.VOCAB_URL = str(js.URL.new(loader.VOCAB_URL, root).href)
-    model = await load_model(str(js.URL.new(head["model_url"], root).href))
+    url = str(js.URL.new(head["model_url"], root).href)
+    if head.get("hub_manifest"):
+        # issue 16 (h16): a Hub model. The page has converted it into this browser's model store
+        # and sends the manifest it verified; the worker reads the same files back from the
+        # store (no second download) and checks each against that manifest (app/hub_worker.py).
+        from .hub_worker import load_stored
+        from .loader import BrowserStore
+
+        model = await load_stored(url, head["hub_manifest"], await BrowserStore.open(), _loading(),
+                                  vocab_url=loader.VOCAB_URL)
+    else:
+        model = await load_model(url, _loading())
     kernel, note = await load_kernel(str(js.URL.new(KERNEL_URL, root).href))
     if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
         model.keep_quantized(kernel)
@@ -86,6 +97,19 @@ async def _init(head: dict) -> None:
         on_status(status.backend, status.cause, status.reason)
     post({"op": "ready", "ms": (time.perf_counter() - started) * 1e3, "kernel": note,
           "kind": type(host.runner).__name__})
+
+
+def _loading(every_s: float = 0.1):
+    """issue 16 (h16): loader.Progress -> "loading" messages (the page's progress bar), at most
+    one per ``every_s`` and the last one always."""
+    last = [0.0]
+
+    def report(state) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every_s or state.done_shards == state.total_shards:
+            last[0] = now
+            post({"op": "loading", "label": f"Model worker: {state.label()}", "fraction": state.fraction})
+    return report
 
 
 def _on_message(event) -> None:

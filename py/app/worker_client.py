@@ -34,6 +34,8 @@ class ModelWorker:
         self._waiting: dict[str, asyncio.Future] = {}
         self._proxy = None
         self._early: list = []
+        self.on_loading = None  # issue 16 (h16): the worker's model-load progress -> the page
+        self.loading: dict | None = None  # its last "loading" message
         if worker is not None:
             self._proxy = create_proxy(self._on_message)
             worker.onmessage = self._proxy
@@ -75,6 +77,11 @@ class ModelWorker:
             return
         if op == "booted":
             self.booted_ms = head["ms"]
+        if op == "loading":  # issue 16 (h16)
+            self.loading = head
+            if self.on_loading is not None:
+                self.on_loading(head)
+            return
         waiting = self._waiting.pop(op, None)
         if op in ("boot-failed", "init-failed"):
             self.error = head.get("error", op)
@@ -97,15 +104,6 @@ class ModelWorker:
         self._waiting[op] = future
         return future
 
-    @classmethod
-    def unused(cls, why: str) -> "ModelWorker":
-        """No worker here (``why`` goes into the backend reason); one started early is ended."""
-        early = getattr(js.window, "glassboxModelWorker", None)
-        if early is not None and getattr(early, "worker", None) is not None:
-            early.worker.terminate()
-        js.window.glassboxModelWorker = None
-        return cls(error=why)
-
     def fallback_note(self) -> str:
         """The sentence the backend reason adds when the page computes on its own thread."""
         why = self.error or "the worker did not start"
@@ -113,9 +111,12 @@ class ModelWorker:
 
     # ----- start-up --------------------------------------------------------------------------
     async def attach(self, app, explainer, model_url: str, light: bool, search: str, remembered: str | None = None,
-                     timeout: float = BOOT_TIMEOUT_S) -> WorkerRunner | None:
+                     timeout: float = BOOT_TIMEOUT_S, hub_manifest: str | None = None) -> WorkerRunner | None:
         """Hand the model to the worker and put a WorkerRunner in front of the explainer;
-        None (and the page's runner stays) when the worker cannot run it."""
+        None (and the page's runner stays) when the worker cannot run it. ``hub_manifest``
+        (issue 16, h16): a Hub model's manifest as the page verified it; the worker reads the
+        converted folder ``model_url`` from this browser's model store and checks it against
+        that (app/hub_worker.py)."""
         if self.worker is None or self.error:
             return None
         booted = None if self.booted_ms is not None else self._expect("booted")
@@ -135,14 +136,19 @@ class ModelWorker:
         try:
             if booted is not None:
                 await asyncio.wait_for(booted, timeout)
+            # issue 16 (h16): "hub_manifest", and the worker's load progress on the page's bar
+            self.on_loading = lambda head: app.page.progress(head["label"], head["fraction"], exact=True)
             self.post({"op": "init", "model_url": model_url, "root": str(js.URL.new("./", js.location.href).href),
-                       "light": bool(light), "search": search, "remembered": remembered}, [])
+                       "light": bool(light), "search": search, "remembered": remembered,
+                       "hub_manifest": hub_manifest}, [])
             self.ready = await asyncio.wait_for(ready, timeout)
         except Exception as exc:  # noqa: BLE001  (boot failure, timeout: the page computes)
+            self.on_loading = None
             self.error = self.error or f"{type(exc).__name__}: {exc}"
             self.runner = None
             self.worker.terminate()
             return None
+        self.on_loading = None
         for head, arrays in self._early:
             runner.receive(head, arrays)
         self._early.clear()

@@ -82,6 +82,30 @@ def check_predictions(app, cli: Path) -> None:
         assert abs(p - row["probability"]) <= 1e-5 + 1e-4 * row["probability"]
 
 
+IN_WORKER = """
+import numpy as np
+from app.runner import ReferenceRunner
+ref = (await ReferenceRunner(explainer.model.params, explainer.config).run(explainer.ids)).logits
+got = explainer.trace.logits
+[type(explainer.runner).__name__, app.backend, float(np.max(np.abs(got - ref) / (1e-5 + 1e-5 * np.abs(ref))))]
+"""
+
+
+def check_in_worker(app) -> None:
+    """issue 16 (h16): the Hub model computed in the model worker (its runner, and the backend
+    reason says so), and the worker's logits equal this thread's numpy run of the same stored
+    weights: the same int8 bytes through the same numpy code on both sides, so only float32
+    rounding may differ (1e-5 + 1e-5 * |ref|; random-init logits stay within a few units)."""
+    kind, backend, ratio = app.py(IN_WORKER)
+    assert (kind, backend) == ("WorkerRunner", "numpy")
+    reason = app.page.text_content("[data-testid=backend-reason]")
+    assert "Web Worker" in reason and "runs on the page's main thread" not in reason, reason
+    assert ratio <= 1.0, f"the worker's logits differ from the main thread's: {ratio:.3g} of the tolerance"
+    # Its load reported progress to the page: the stored folder, read back to the last shard.
+    label, fraction = app.py("[app.worker.loading['label'], app.worker.loading['fraction']]")
+    assert label.startswith("Model worker: Checking stored weights") and fraction == 1.0, (label, fraction)
+
+
 def hub_paths(hub) -> list[tuple[str, str, str | None]]:
     return list(hub.requests)
 
@@ -103,6 +127,7 @@ def test_pick_load_reload_offline(fake_hub, open_page, artifacts):
     assert any(r[1].startswith("/cdn/") for r in st) and any("/resolve/" in r[1] for r in st)
     assert "model=hf%3Atest%2Ftiny" in app.page.url or "model=hf:test/tiny" in app.page.url
     check_predictions(app, cli)
+    check_in_worker(app)
     assert "hf:test/tiny" in app.page.get_by_test_id("pick-current").inner_text()
     app.page.get_by_test_id("pick-current").click()  # open the list
     picker.scroll_into_view_if_needed()
@@ -121,6 +146,7 @@ def test_pick_load_reload_offline(fake_hub, open_page, artifacts):
         assert settle(app) == "ready", error_text(app)
         assert hub.requests == []
         check_predictions(app, cli)
+        check_in_worker(app)  # offline too: the worker reads the stored folder
     finally:
         app.page.context.set_offline(False)
     app.page.close()
@@ -152,11 +178,26 @@ def test_errors_and_phone_layout(fake_hub, open_page, artifacts):
     app.page.close()
 
 
+def break_the_workers_vocabulary(context) -> None:
+    """issue 16 (h16): GPT-2's vocab.bpe arrives cut short in the model worker only (its requests'
+    referrer is the worker's script), so the worker's load fails its hash check and the page
+    computes on its own thread (the page's copy is intact)."""
+    def handle(route):
+        if route.request.all_headers().get("referer", "").endswith("/web/model-worker.mjs"):
+            response = route.fetch()
+            route.fulfill(response=response, body=response.body()[:-1000])
+        else:
+            route.fallback()
+    context.route("**/vendor/gpt2/vocab.bpe", handle)
+
+
 def test_sharded_download_resumes_after_a_cut(fake_hub, open_page):
+    """Also (issue 16, h16): a file that fails the worker's hash check -> the page's own runner."""
     hub, cli, root = fake_hub
     hub.clear()
     hub.cut_after = 10  # the 11th range read of a safetensors file drops the connection
-    app = open_page(f"?model=hf:test/sharded&hub={hub.url}&backend=numpy")
+    # sw=off: the worker's requests reach the network (and the route), not the service worker's cache
+    app = open_page(f"?model=hf:test/sharded&hub={hub.url}&backend=numpy&sw=off", route=break_the_workers_vocabulary)
     try:
         app.page.wait_for_selector("[data-testid=hub-confirm]", timeout=120_000)
         confirm(app)
@@ -177,6 +218,12 @@ def test_sharded_download_resumes_after_a_cut(fake_hub, open_page):
     # At most the one tensor that was cut in the middle (wte comes in row blocks) is asked again.
     assert len(refetched) <= 1, refetched
     check_predictions(app, cli)  # the sharded checkpoint is the same model as the single file
+    # The worker refused the damaged vocabulary by name and hash; this thread computed, and says why.
+    assert app.py("type(explainer.runner).__name__") != "WorkerRunner"
+    reason = " ".join(app.page.text_content("[data-testid=backend-reason]").split())
+    assert "runs on the page's main thread (LoadError: tokenizer file vocab.bpe is corrupted or truncated" in reason, \
+        reason
+    assert reason.count("sha256") == 2, reason
     app.page.close()
 
 
