@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT / "py"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import MODELS, machine  # noqa: E402  (tools/bench.py)
+from bench_browser import write_block  # noqa: E402
 from glassbox.gpu import kernels as K  # noqa: E402
 from glassbox.gpu.backend import Copy, Dispatch  # noqa: E402
 
@@ -218,15 +218,6 @@ def section(rows: list[dict], engine_rows: list[dict], adapter: str, command: st
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Glassbox benchmark results\n"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: body, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=20, help="dispatches per submit")
@@ -245,7 +236,7 @@ def main(argv=None) -> int:
     command = "tools/bench_attention.py" + (f" --reps {args.reps}" if args.reps != 20 else "") + \
         (f" --trials {args.trials}" if args.trials != 7 else "")
     if not args.no_write:
-        write_section(Path(args.out), section(rows, engine_rows, adapter, command, args.reps, args.trials))
+        write_block(Path(args.out), BEGIN, END, section(rows, engine_rows, adapter, command, args.reps, args.trials))
         print(f"wrote {args.out}")
     return 0
 

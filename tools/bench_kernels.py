@@ -22,7 +22,6 @@ timestamps. Writes a section of bench/results.md naming the adapter. Not a test.
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import statistics
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT / "py"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import machine  # noqa: E402
+from bench_browser import write_block  # noqa: E402
 from glassbox import quant  # noqa: E402
 from glassbox.gpu import kernels as K  # noqa: E402
 from glassbox.gpu.backend import Copy, Dispatch  # noqa: E402
@@ -173,27 +173,12 @@ await bench_kernels_page()
 
 
 def page_figures(steps: int, rounds: int) -> dict:
-    """PAGE_CODE's figures from the page in the e2e tests' headless Chromium (tools/serve.py)."""
-    from playwright.sync_api import sync_playwright
+    """PAGE_CODE's figures from the page in the e2e tests' headless Chromium (tools/bench_browser.py)."""
+    from bench_browser import ready_page
 
-    from serve import serve_in_thread  # tools/serve.py
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from e2e.conftest import CHROMIUM, CHROMIUM_FLAGS  # the e2e tests' browser
-
-    server, _ = serve_in_thread(ROOT)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
-            code = PAGE_CODE.replace("STEPS", str(steps)).replace("ROUNDS", str(rounds))
-            got = page.evaluate("code => window.glassbox_py(code)", code)
-            browser.close()
-    finally:
-        server.shutdown()
-    return got
+    with ready_page() as page:
+        code = PAGE_CODE.replace("STEPS", str(steps)).replace("ROUNDS", str(rounds))
+        return page.evaluate("code => window.glassbox_py(code)", code)
 
 
 def entries_for(be, n: int) -> list[tuple[str, str, frozenset, int]]:
@@ -267,12 +252,7 @@ def main(argv=None) -> int:
 
 
 def write_section(out: Path, begin: str, end: str, body: str) -> None:
-    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: body, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    out.write_text(text, encoding="utf-8")
+    write_block(out, begin, end, body)
     print(f"wrote {out}")
 
 

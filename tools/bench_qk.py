@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from app.views import qk as view  # noqa: E402
 from bench import machine  # noqa: E402  (tools/bench.py)
+from bench_browser import write_block  # noqa: E402
 from glassbox import qk, weights  # noqa: E402
 from glassbox.config import GPTConfig  # noqa: E402
 from glassbox.model import load  # noqa: E402
@@ -125,33 +125,19 @@ def measure_webgpu(name: str, checkpoint, corpus_ids, user_ids) -> dict:
 
 
 def page_figures(webgpu: bool = False) -> dict:
-    from playwright.sync_api import sync_playwright
+    from bench_browser import READY, ready_page  # tools/bench_browser.py
 
-    from serve import serve_in_thread  # tools/serve.py
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from e2e.conftest import CHROMIUM, CHROMIUM_FLAGS  # the e2e tests' browser
-
-    server, _ = serve_in_thread(ROOT)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/" + ("?backend=webgpu" if webgpu else ""))
-            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
-            page.get_by_test_id("prompt").fill(USER)
-            page.get_by_test_id("run").click()
-            page.wait_for_timeout(500)
-            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
-            page.get_by_test_id("qk-build").click()
-            page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=600_000)
-            py = "code => window.glassbox_py(code)"
-            timings = page.evaluate(py, "dict(explainer.qk.timings, tokens=int(explainer.qk.data.n_tokens), "
-                                        "runner=explainer.runner_name, pca=explainer.qk.pca_backend)")
-            redraw = page.evaluate(py, "import time\nt = time.perf_counter()\nexplainer.qk.paint_all()\ntime.perf_counter() - t")
-            browser.close()
-    finally:
-        server.shutdown()
+    with ready_page("/?backend=webgpu" if webgpu else "/") as page:
+        page.get_by_test_id("prompt").fill(USER)
+        page.get_by_test_id("run").click()
+        page.wait_for_timeout(500)
+        page.wait_for_function(READY, timeout=300_000)
+        page.get_by_test_id("qk-build").click()
+        page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=600_000)
+        py = "code => window.glassbox_py(code)"
+        timings = page.evaluate(py, "dict(explainer.qk.timings, tokens=int(explainer.qk.data.n_tokens), "
+                                    "runner=explainer.runner_name, pca=explainer.qk.pca_backend)")
+        redraw = page.evaluate(py, "import time\nt = time.perf_counter()\nexplainer.qk.paint_all()\ntime.perf_counter() - t")
     return {**timings, "redraw_s": redraw}
 
 
@@ -224,15 +210,8 @@ def main(argv=None) -> int:
             print(p, flush=True)
     command = "python3 tools/bench_qk.py" + "".join(f" --{flag}" for flag in ("page", "webgpu", "page-webgpu")
                                                     if getattr(args, flag.replace("-", "_")))
-    out = Path(args.out)
-    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
-    body = section(rows, page, command, gpu_rows, page_gpu)
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: body, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
+    write_block(Path(args.out), BEGIN, END, section(rows, page, command, gpu_rows, page_gpu))
+    print(f"wrote {args.out}")
     return 0
 
 
