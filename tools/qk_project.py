@@ -29,7 +29,8 @@ PCA init and ``angle`` 0.8: with the default 0.5 one head took 28 s on one idle 
 2-core machine, and 120-240 s a head once six sessions shared it (load 8-18), which would
 have put the 32 heads of two model folders past an hour; scikit-learn documents the method as
 "not very sensitive to changes in this parameter in the range of 0.2 - 0.8", and 0.8 cuts the
-far-field work of each iteration (the cost that dominates at this size). UMAP with 200 epochs:
+far-field work of each iteration (the cost that dominates at this size): 20 s of CPU per head
+instead of about 28 s. UMAP with 200 epochs:
 12 s per head on an idle core, plus about 40 s of numba compilation once per process. UMAP
 starts from PCA, not from its default spectral layout: the corpus has about 700 exact
 duplicate points per head (a sentence's first token has no context, so every sentence that
