@@ -104,6 +104,18 @@ def test_build_draws_every_head_and_joins_the_text(model):
         assert (rgba.reshape(-1, 4) == colour).all(1).any()
 
 
+def test_gpt2_depth_draws_144_heads(model):
+    """GPT-2's 12 layers x 12 heads (narrow random weights: the count is L x H, not the width)."""
+    from glassbox.config import GPTConfig
+    from glassbox.model import Model
+
+    config = GPTConfig(n_layer=12, n_head=12, n_embd=96, n_positions=64, vocab_size=50257)
+    m, ui, dom, _ = _built(Model(weights.random_checkpoint(config, "none", seed=1), model.tokenizer))
+    assert not m.error, m.error
+    assert ui.slots["qk"].count('data-testid="qk-head"') == 144
+    assert len([k for k in dom.painted if 'data-testid="qk-head"' in k]) == 144 == len(m.xy)
+
+
 def test_search_highlights_every_head(model):
     m, ui, dom, _ = _built(model)
     m.handle("qk-search", "file")

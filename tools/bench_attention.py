@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "py"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import MODELS, machine  # noqa: E402  (tools/bench.py)
-from bench_kernels import write_section  # noqa: E402
+from bench_browser import write_block  # noqa: E402
 from glassbox.gpu import kernels as K  # noqa: E402
 from glassbox.gpu.backend import Copy, Dispatch  # noqa: E402
 
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     command = "tools/bench_attention.py" + (f" --reps {args.reps}" if args.reps != 20 else "") + \
         (f" --trials {args.trials}" if args.trials != 7 else "")
     if not args.no_write:
-        write_section(Path(args.out), BEGIN, END, section(rows, engine_rows, adapter, command, args.reps, args.trials))
+        write_block(Path(args.out), BEGIN, END, section(rows, engine_rows, adapter, command, args.reps, args.trials))
         print(f"wrote {args.out}")
     return 0
 

@@ -15,12 +15,19 @@ The browser is started as a subprocess with the page's URL as its last argument:
 /usr/bin/chromium headless with the e2e tests' flags (WebGPU through SwiftShader, as in
 tests/e2e/conftest.py); ``--browser-command`` replaces everything before the URL (the GPU
 machine's run-on-gpu.sh takes BUNDLE_DIR URL). ``--no-browser`` only serves and waits, for a
-browser started by hand. Standard library only (no Playwright).
+browser started by hand. Standard library only (no Playwright) for this benchmark, so that it
+runs on the GPU machine.
+
+The other page benchmarks (bench_qk, bench_kernels, bench_decode, bench_page) drive the
+page through Playwright instead; they share :func:`playwright_browser` and :func:`ready_page`
+below (serve the repository, launch the e2e tests' headless Chromium, open the app and wait
+until it is ready) and :func:`write_block` (replace one marked section of results.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -78,6 +85,57 @@ included, and the machine keeps `/tmp` only while it stays up, so run them back 
 
 Not run yet: no GPU machine was lent to the session that wrote this.
 """
+
+
+READY = "document.documentElement.dataset.state === 'ready'"
+SETTLED = "['ready', 'error'].includes(document.documentElement.dataset.state)"
+
+
+@contextlib.contextmanager
+def playwright_browser(isolated: bool = False):
+    """Serve the repository (tools/serve.py) and launch the e2e tests' headless Chromium
+    through Playwright; yields (browser, site URL). Both are closed on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    server, _ = serve_in_thread(ROOT, isolated=isolated)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                yield browser, f"http://127.0.0.1:{server.server_address[1]}"
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def open_ready(browser, site: str, path: str = "/", until: str = READY, timeout_ms: int = 300_000):
+    """A new page (in its own browser context) at ``site + path``, once ``until`` holds."""
+    page = browser.new_context().new_page()
+    page.goto(site + path)
+    page.wait_for_function(until, timeout=timeout_ms)
+    return page
+
+
+@contextlib.contextmanager
+def ready_page(path: str = "/", until: str = READY, timeout_ms: int = 300_000):
+    """The app at ``path`` (e.g. ``/?backend=webgpu``) in a served repository and a fresh
+    headless Chromium, once ready: the one page a page benchmark measures."""
+    with playwright_browser() as (browser, site):
+        yield open_ready(browser, site, path, until, timeout_ms)
+
+
+def write_block(path: Path, begin: str, end: str, body: str) -> None:
+    """Replace the block from ``begin`` to ``end`` in results.md with ``body`` (which carries
+    both markers), or append it; the rest of the file is kept."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Glassbox benchmark results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + body + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 def fmt(value, unit: str) -> str:

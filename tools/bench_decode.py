@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT / "py"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import MODELS, machine  # noqa: E402  (tools/bench.py)
-from bench_browser import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 
 BEGIN, END = "<!-- decode-bench:begin -->", "<!-- decode-bench:end -->"
 
@@ -89,30 +88,18 @@ def native(models: list[str], steps: int, kernels_only: bool = False) -> tuple[l
 def page(models: list[str], steps: int) -> tuple[list[dict], str, str]:
     from dataclasses import asdict
 
-    from playwright.sync_api import sync_playwright
-    from serve import serve_in_thread
+    from bench_browser import SETTLED, ready_page
 
-    server, _ = serve_in_thread(ROOT)
-    rows, adapter, version = [], "", ""
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-            version = browser.version
-            page_ = browser.new_page()
-            page_.goto(f"http://127.0.0.1:{server.server_address[1]}/?backend=webgpu")
-            page_.wait_for_function("['ready', 'error'].includes(document.documentElement.dataset.state)",
-                                    timeout=300_000)
-            page_.set_default_timeout(1_800_000)
-            for name in models:
-                got = page_.evaluate("code => window.glassbox_py(code)",
-                                     PAGE_CODE % (asdict(MODELS[name]), steps))
-                adapter = got["adapter"]
-                for row in got["rows"]:
-                    rows.append({"model": name, **row})
-                    print("page", rows[-1], flush=True)
-            browser.close()
-    finally:
-        server.shutdown()
+    rows, adapter = [], ""
+    with ready_page("/?backend=webgpu", until=SETTLED) as page_:
+        version = page_.context.browser.version
+        page_.set_default_timeout(1_800_000)
+        for name in models:
+            got = page_.evaluate("code => window.glassbox_py(code)", PAGE_CODE % (asdict(MODELS[name]), steps))
+            adapter = got["adapter"]
+            for row in got["rows"]:
+                rows.append({"model": name, **row})
+                print("page", rows[-1], flush=True)
     return rows, adapter, f"Chromium {version}"
 
 

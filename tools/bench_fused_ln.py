@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "py"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import MODELS, machine  # noqa: E402  (tools/bench.py)
-from bench_kernels import write_section  # noqa: E402
+from bench_browser import write_block  # noqa: E402
 
 BEGIN, END = "<!-- fused-ln-bench:begin -->", "<!-- fused-ln-bench:end -->"
 ENGINES = ("before", "after")  # fuse_ln False, True
@@ -301,21 +301,21 @@ def main(argv=None) -> int:
     load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     command = "python3 tools/bench_fused_ln.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.grid:
-        write_section(args.out, GRID_BEGIN, GRID_END, grid_section(20, args.trials, command.strip(), load_before))
+        write_block(args.out, GRID_BEGIN, GRID_END, grid_section(20, args.trials, command.strip(), load_before))
         return 0
     if args.encode:
-        write_section(args.out, ENCODE_BEGIN, ENCODE_END, encode_section(args.models[0], 200, command.strip(),
+        write_block(args.out, ENCODE_BEGIN, ENCODE_END, encode_section(args.models[0], 200, command.strip(),
                                                                         load_before))
         return 0
     if args.kernels:
-        write_section(args.out, KERNEL_BEGIN, KERNEL_END, kernel_section(10, args.trials, command.strip(),
+        write_block(args.out, KERNEL_BEGIN, KERNEL_END, kernel_section(10, args.trials, command.strip(),
                                                                         load_before))
         return 0
     rows, adapter = [], ""
     for model in args.models:
         got, adapter = asyncio.run(measure(model, args.trials, args.steps, args.prompt))
         rows += got
-    write_section(args.out, BEGIN, END, section(rows, adapter, command.strip(), load_before))
+    write_block(args.out, BEGIN, END, section(rows, adapter, command.strip(), load_before))
     return 0
 
 

@@ -22,7 +22,6 @@ timestamps. Writes a section of bench/results.md naming the adapter. Not a test.
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import statistics
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT / "py"))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import machine  # noqa: E402
+from bench_browser import write_block  # noqa: E402
 from glassbox import quant  # noqa: E402
 from glassbox.gpu import kernels as K  # noqa: E402
 from glassbox.gpu.backend import Copy, Dispatch  # noqa: E402
@@ -173,27 +173,12 @@ await bench_kernels_page()
 
 
 def page_figures(steps: int, rounds: int) -> dict:
-    """PAGE_CODE's figures from the page in the e2e tests' headless Chromium (tools/serve.py)."""
-    from playwright.sync_api import sync_playwright
+    """PAGE_CODE's figures from the page in the e2e tests' headless Chromium (tools/bench_browser.py)."""
+    from bench_browser import ready_page
 
-    from serve import serve_in_thread  # tools/serve.py
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from e2e.conftest import CHROMIUM, CHROMIUM_FLAGS  # the e2e tests' browser
-
-    server, _ = serve_in_thread(ROOT)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
-            code = PAGE_CODE.replace("STEPS", str(steps)).replace("ROUNDS", str(rounds))
-            got = page.evaluate("code => window.glassbox_py(code)", code)
-            browser.close()
-    finally:
-        server.shutdown()
-    return got
+    with ready_page() as page:
+        code = PAGE_CODE.replace("STEPS", str(steps)).replace("ROUNDS", str(rounds))
+        return page.evaluate("code => window.glassbox_py(code)", code)
 
 
 def entries_for(be, n: int) -> list[tuple[str, str, frozenset, int]]:
@@ -232,7 +217,7 @@ def main(argv=None) -> int:
         before = machine()
         page = page_figures(steps=6, rounds=args.rounds)
         print(page, flush=True)
-        write_section(Path(args.out), PAGE_BEGIN, PAGE_END, "\n".join(
+        write_block(Path(args.out), PAGE_BEGIN, PAGE_END, "\n".join(
             [PAGE_BEGIN, "## Matmul entries in the page (issue 15)", "", "```", command.strip(), "```", "",
              f"- machine at the start: {before}", f"- machine at the end: {machine()}", "", *page_lines(page), PAGE_END]))
         return 0
@@ -262,18 +247,9 @@ def main(argv=None) -> int:
                     rows.append(row)
                     print(f"{scheme:5} N={n:<3} {shape:26} {label:28} {row['ms']:9.3f} ms  "
                           f"x{row['vs']:.2f} vs {entries[0][0]}", flush=True)
-    write_section(Path(args.out), BEGIN, END, section(rows, adapter, be, command.strip(), before, args))
+    write_block(Path(args.out), BEGIN, END, section(rows, adapter, be, command.strip(), before, args))
+    print(f"wrote {args.out}")
     return 0
-
-
-def write_section(out: Path, begin: str, end: str, body: str) -> None:
-    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: body, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
 
 
 def page_lines(page: dict) -> list[str]:

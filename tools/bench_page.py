@@ -27,8 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from bench import machine  # noqa: E402
-from bench_browser import CHROMIUM, CHROMIUM_FLAGS, MARK, _put  # noqa: E402
-from serve import serve_in_thread  # noqa: E402
+from bench_browser import _put, open_ready, playwright_browser  # noqa: E402
 
 PROMPTS = ["The quick brown fox jumps over", "Glassbox shows every tensor of", "In the beginning the model",
            "A short sentence with eight tokens"]
@@ -60,8 +59,6 @@ def main(argv=None) -> int:
     import json
     import time
 
-    from playwright.sync_api import sync_playwright
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per page and round")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the pages")
@@ -70,17 +67,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     args = parser.parse_args(argv)
     queries = args.query or ["backend=numpy", "", "backend=webgpu"]
-    server, _ = serve_in_thread(ROOT)
-    site = f"http://127.0.0.1:{server.server_address[1]}"
     before = machine()
     pages, got = {}, {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+    with playwright_browser() as (browser, site):
         for query in queries:
-            page = browser.new_context().new_page()
             t0 = time.perf_counter()
-            page.goto(f"{site}/index.html?sw=off&{query}")
-            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=600_000)
+            page = open_ready(browser, site, f"/index.html?sw=off&{query}", timeout_ms=600_000)
             kernel = page.evaluate("code => window.glassbox_py(code)", "app.kernel_note")
             pages[query] = (page, time.perf_counter() - t0, page.get_attribute("html", "data-backend"),
                             " ".join((page.text_content("[data-testid=backend-reason]") or "").split()) +
@@ -91,8 +83,6 @@ def main(argv=None) -> int:
                 got[query] += measure(pages[query][0], args.runs)
         for page, *_ in pages.values():
             page.context.close()
-        browser.close()
-    server.shutdown()
     rows = []
     for query in queries:
         page, ready_s, backend, reason = pages[query]

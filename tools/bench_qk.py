@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from app.views import qk as view  # noqa: E402
 from bench import machine  # noqa: E402  (tools/bench.py)
+from bench_browser import write_block  # noqa: E402
 from glassbox import qk, weights  # noqa: E402
 from glassbox.config import GPTConfig  # noqa: E402
 from glassbox.model import load  # noqa: E402
@@ -125,37 +125,41 @@ def measure_webgpu(name: str, checkpoint, corpus_ids, user_ids) -> dict:
 
 
 def page_figures(webgpu: bool = False) -> dict:
-    from playwright.sync_api import sync_playwright
+    from bench_browser import READY, ready_page  # tools/bench_browser.py
 
-    from serve import serve_in_thread  # tools/serve.py
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from e2e.conftest import CHROMIUM, CHROMIUM_FLAGS  # the e2e tests' browser
-
-    server, _ = serve_in_thread(ROOT)
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/" + ("?backend=webgpu" if webgpu else ""))
-            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
-            page.get_by_test_id("prompt").fill(USER)
-            page.get_by_test_id("run").click()
-            page.wait_for_timeout(500)
-            page.wait_for_function("document.documentElement.dataset.state === 'ready'", timeout=300_000)
-            page.get_by_test_id("qk-build").click()
-            page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=600_000)
-            py = "code => window.glassbox_py(code)"
-            timings = page.evaluate(py, "dict(explainer.qk.timings, tokens=int(explainer.qk.data.n_tokens), "
-                                        "runner=explainer.runner_name, pca=explainer.qk.pca_backend)")
-            redraw = page.evaluate(py, "import time\nt = time.perf_counter()\nexplainer.qk.paint_all()\ntime.perf_counter() - t")
-            browser.close()
-    finally:
-        server.shutdown()
+    with ready_page("/?backend=webgpu" if webgpu else "/?backend=numpy") as page:
+        page.get_by_test_id("prompt").fill(USER)
+        page.get_by_test_id("run").click()
+        page.wait_for_timeout(500)
+        page.wait_for_function(READY, timeout=300_000)
+        page.get_by_test_id("open-qk").click()  # the map's navigation opens its view in place
+        page.wait_for_selector("#view-qk[data-open=true]")
+        page.get_by_test_id("qk-build").click()
+        page.wait_for_selector("[data-testid=qk-matrix][data-draws]", timeout=1_800_000)
+        py = "code => window.glassbox_py(code)"
+        timings = page.evaluate(py, "dict(explainer.qk.timings, tokens=int(explainer.qk.data.n_tokens), "
+                                    "runner=explainer.runner_name, pca=explainer.qk.pca_backend)")
+        redraw = page.evaluate(py, "import time\nt = time.perf_counter()\nexplainer.qk.paint_all()\ntime.perf_counter() - t")
     return {**timings, "redraw_s": redraw}
 
 
-def section(rows: list[dict], page: dict | None, command: str, gpu_rows=(), page_gpu: dict | None = None) -> str:
+def row_kind(line: str) -> str:
+    """Which measurement a table row of the section is: native-numpy, native-webgpu, page, page-webgpu."""
+    if line.startswith("| native"):
+        return "native-webgpu" if line.startswith("| native WebGPU") else "native-numpy"
+    return "page-webgpu" if "corpus q/k on webgpu" in line else "page"
+
+
+def earlier_rows(text: str) -> list[str]:
+    """The table rows of the section already in results.md (empty if none)."""
+    if BEGIN not in text or END not in text:
+        return []
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    return [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| where")]
+
+
+def section(rows: list[dict], page: dict | None, command: str, gpu_rows=(), page_gpu: dict | None = None,
+            kept: list[str] = ()) -> str:
     lines = [BEGIN, "## The query/key map (issue 12)", "",
              f"`{command}` on {machine()}. Every head of the model; corpus = weights/mini/qk-corpus.json "
              f"plus one user sentence. q/k runs once per model (cached); projection reruns when the text or an "
@@ -178,6 +182,10 @@ def section(rows: list[dict], page: dict | None, command: str, gpu_rows=(), page
                          f"| default (weights/mini) | 16 | {p['tokens']} | "
                          f"{p['corpus_s']:.2f} s (incl. fetch) | {p['project_s'] * 1000:.0f} ms | "
                          f"{p['paint_s'] * 1000:.0f} ms (redraw {p['redraw_s'] * 1000:.0f} ms, incl. the large head) |")
+    lines += list(kept)
+    if kept:
+        lines += ["", f"The last {len(kept)} row(s) were not measured by this command: they are kept from an earlier "
+                  "run of this tool (its tokens column gives the corpus it ran on)."]
     lines += ["", "WebGPU rows: wall-clock seconds (the GPU work is not CPU time of this process). lavapipe and "
               "SwiftShader are software adapters on this 2-core machine: they prove the WebGPU path end to end, "
               "they are not speed references; the corpus q/k there pay one engine forward per sentence, logits "
@@ -194,7 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("--webgpu-gpt2-sentences", type=int, default=16,
                     help="corpus sentences for GPT-2's shape on native WebGPU (0 = all; lavapipe is slow)")
     ap.add_argument("--page-webgpu", action="store_true", help="also measure the page with ?backend=webgpu")
-    ap.add_argument("--skip-numpy", action="store_true", help="only the WebGPU rows (keeps no numpy rows)")
+    ap.add_argument("--skip-numpy", action="store_true", help="measure no native numpy rows (the section keeps the earlier ones)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     args = ap.parse_args(argv)
     mini = load(str(ROOT / "weights" / "mini"), vocab_dir=str(ROOT / "vendor" / "gpt2"))
@@ -222,17 +230,15 @@ def main(argv=None) -> int:
     for p in (page, page_gpu):
         if p:
             print(p, flush=True)
-    command = "python3 tools/bench_qk.py" + "".join(f" --{flag}" for flag in ("page", "webgpu", "page-webgpu")
+    command = "python3 tools/bench_qk.py" + "".join(f" --{flag}" for flag in ("skip-numpy", "page", "webgpu", "page-webgpu")
                                                     if getattr(args, flag.replace("-", "_")))
     out = Path(args.out)
-    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmarks\n"
-    body = section(rows, page, command, gpu_rows, page_gpu)
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: body, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out}")
+    measured = {kind for kind, got in (("native-numpy", rows), ("native-webgpu", gpu_rows), ("page", page),
+                                       ("page-webgpu", page_gpu)) if got}
+    kept = [line for line in earlier_rows(out.read_text(encoding="utf-8") if out.exists() else "")
+            if row_kind(line) not in measured]
+    write_block(out, BEGIN, END, section(rows, page, command, gpu_rows, page_gpu, kept))
+    print(f"wrote {args.out}")
     return 0
 
 

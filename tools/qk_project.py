@@ -20,6 +20,28 @@ Sentence choice (deterministic): the held-out pages' paragraphs are split into s
 letters and spaces, and no parentheses, underscores or backquotes (inline code); candidates are
 ordered by the sha256 of their text and taken until ``--tokens`` tokens. Fixed seeds (0) for
 t-SNE (scikit-learn, Barnes-Hut, PCA init) and UMAP (umap-learn).
+
+Settings and cost (``TSNE_OPTIONS``, ``UMAP_OPTIONS``). Each head's map is fitted to its 2P
+points (P = 3,694 corpus tokens: 7,388 points of K = 32 dimensions), one thread per process
+(``OMP_NUM_THREADS=1``). Barnes-Hut t-SNE (O(P log P) per iteration; exact t-SNE is O(P^2))
+with 400 iterations (the first 250 with early exaggeration, scikit-learn's fixed schedule),
+PCA init and ``angle`` 0.8: with the default 0.5 one head took 28 s on one idle core of this
+2-core machine, and 120-240 s a head once six sessions shared it (load 8-18), which would
+have put the 32 heads of two model folders past an hour; scikit-learn documents the method as
+"not very sensitive to changes in this parameter in the range of 0.2 - 0.8", and 0.8 cuts the
+far-field work of each iteration (the cost that dominates at this size): 20 s of CPU per head
+instead of about 28 s. UMAP with 200 epochs:
+12 s per head on an idle core, plus about 40 s of numba compilation once per process. UMAP
+starts from PCA, not from its default spectral layout: the corpus has about 700 exact
+duplicate points per head (a sentence's first token has no context, so every sentence that
+starts with "The" gives the same query and the same key), their disconnected groups make the
+spectral eigen-solver fail ("too small an eigengap"), and umap-learn then falls back to a
+random start; PCA is deterministic, cheap and keeps the large-scale layout, as for t-SNE.
+On a shared machine run one process per folder and method, or per layer (``--save-only
+FILE --methods tsne --layers L``, then ``--merge FILE ...``), rather than more threads.
+The maps shipped now in weights/mini and weights/mini-q4 predate ``angle`` 0.8 and UMAP's PCA
+start (and the 3,700-token budget: they map the earlier 184-sentence corpus); their qk.json
+records the settings they were made with.
 """
 
 from __future__ import annotations
@@ -45,8 +67,9 @@ from glassbox.model import load  # noqa: E402
 CORPUS_FILE = "qk-corpus.json"
 PROJECTIONS_FILE = "qk-projections.safetensors"
 SEED = 0
-TSNE_OPTIONS = {"perplexity": 30.0, "max_iter": 400, "init": "pca", "learning_rate": "auto", "method": "barnes_hut"}
-UMAP_OPTIONS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "n_epochs": 200}
+TSNE_OPTIONS = {"perplexity": 30.0, "max_iter": 400, "init": "pca", "learning_rate": "auto", "method": "barnes_hut",
+                "angle": 0.8}
+UMAP_OPTIONS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "n_epochs": 200, "init": "pca"}
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
