@@ -180,10 +180,12 @@ class ExperimentsController:
         await self._rerun_computed()
 
     async def _compute(self, label: str, work) -> None:
-        """Say what runs, let the page paint, compute (``await work()``), redraw once. A long
+        """Say what runs, let the page paint, compute (``await work()``), draw once. A long
         sweep or patching grid reports ``done of total`` about every YIELD_SECONDS."""
         self.label, self.status, ids = label, f"{label}…", tuple(self.ids)
-        self.render()
+        # only the status line: the whole panel is drawn once, with the result (issue 16 x16:
+        # drawing it is the page's longest task while an experiment computes in the worker)
+        self.x.ui.set_text("exp-status", self.status)
         await asyncio.sleep(0)
         try:
             await work()
