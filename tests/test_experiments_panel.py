@@ -70,8 +70,8 @@ def test_panel_runs_every_experiment(model):
         html = ui.slots["experiments"]
         assert 'data-testid="exp-lens-run"' in html and "exp-lens-cell" not in html
         exp = explainer.experiments
-        assert exp.trace is None  # drawing the panel ran nothing
-        trace = exp.numpy_trace()
+        assert exp.lab.where == "page" and exp.lab.bench.calls == 0  # drawing the panel ran nothing
+        trace = exp.lab.bench.trace(explainer.ids)
         assert trace is explainer.trace  # the numpy runner's full trace is reused, not recomputed
         P, C, n = model.params, model.config, explainer.ids.size
         target = int(np.argmax(ex.clean_logits(P, C, trace)))

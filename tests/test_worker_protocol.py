@@ -37,18 +37,18 @@ def wire(arrays) -> list[bytes]:
 class FakeWorker:
     """A WorkerRunner on the page and a ModelHost in the 'worker', on one event loop."""
 
-    def __init__(self, runner_cls=runners.ReferenceRunner):
+    def __init__(self, runner_cls=runners.ReferenceRunner, params=PARAMS, config=CONFIG):
         self.loop = asyncio.get_event_loop()
         self.to_worker: list[dict] = []
         self.to_page: list[dict] = []
         self.steps: list[str] = []
-        self.host = protocol.ModelHost(self._host_send, reference_params=PARAMS)
-        self.host.runner = runner_cls(PARAMS, CONFIG, step=self.host.step)
+        self.host = protocol.ModelHost(self._host_send, reference_params=params)
+        self.host.runner = runner_cls(params, config, step=self.host.step)
 
         async def step(label, fraction):
             self.steps.append(label)
 
-        self.page = protocol.WorkerRunner(self._page_send, CONFIG, step=step)
+        self.page = protocol.WorkerRunner(self._page_send, config, step=step)
 
     def _page_send(self, head, arrays):
         head = json.loads(json.dumps(head))

@@ -2,49 +2,51 @@
 
 Owned by the Explainer (``explainer.experiments``), which tells it when the tokens change
 (``tokens_changed``) and hands it every ``exp-*`` action (``handle``). It draws through the
-explainer's ``ui`` (one ``show`` of the whole panel per change) and computes with
-``glassbox.experiments`` on the numpy reference: the trace it uses is the explainer's when that
-one is a complete numpy trace, else one numpy forward of the same tokens (light mode keeps only
-some tensors; a WebGPU trace would differ from the command line in the last digits).
+explainer's ``ui`` (one ``show`` of the whole panel per change) and only draws and reacts: the
+numbers come from the lab (app/lab.py, issue 16 x16): ``glassbox.experiments`` on the numpy
+reference, computed in the model worker when the model runs there, else on this thread (the
+lab reuses the explainer's trace when that one is a complete numpy trace, else runs one numpy
+forward of the same tokens: light mode keeps only some tensors; a WebGPU trace would differ from
+the command line in the last digits).
 
 Experiments run on demand (a button each); their results belong to the tokens they ran on and
 are dropped when the tokens change. The chosen heads, ablation mode, corrupted prompt and target
-token (when it was chosen by hand) are kept.
+token (when it was chosen by hand) are kept. In the worker, the Stop button (a WorkerRunner's
+stop) and a new run (new tokens) end an experiment between two re-runs: the panel says so.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-import time
 
 import numpy as np
 
-from glassbox import experiments as ex
-from glassbox import reference
 from glassbox.model import InputError
-from glassbox.trace import all_names
 
+from . import lab as labs
+from .protocol import Stopped
 from .views import experiments as view
 from .views.common import View
 
 LENS_TOP = 5
 ABLATION_TOP = 5
-YIELD_SECONDS = 0.1  # a long experiment hands control back to the page this often
+YIELD_SECONDS = labs.YIELD_SECONDS  # a long experiment hands control back to the page this often
 
 
 class ExperimentsController:
     def __init__(self, explainer):
         self.x = explainer
-        self.trace = None  # the numpy trace the experiments use (for self.ids)
         self.ids: tuple[int, ...] = ()
         self.target: int | None = None  # chosen by hand; None = the clean top token
+        self.top: int | None = None  # the clean top token, once the lab said it
         self.heads: list[tuple[int, int]] = []
         self.mean = False
         self.corrupt_text = ""
         self.runs = 0
         self.status = ""
+        self.label = ""
+        self._lab = None
         self._clear()
 
     def _clear(self) -> None:
@@ -66,36 +68,50 @@ class ExperimentsController:
     def config(self):
         return self.x.config
 
+    @property
+    def lab(self) -> "labs.LocalLab | labs.RemoteLab":
+        """Where the experiments compute: the model worker's lab, else this thread's."""
+        self._lab = labs.attach(self._lab, self.x.runner, lambda: labs.Bench(self.params, self.config,
+                                                                             reuse=self._reuse))
+        return self._lab
+
+    def _reuse(self, ids: tuple):
+        """The explainer's trace when it is the numpy runner's trace of ``ids`` (a local lab)."""
+        trace = self.x.trace
+        if trace is None or getattr(self.x.runner, "name", "") != "numpy":
+            return None
+        return trace if tuple(int(i) for i in trace.ids) == ids else None
+
     def tokens_changed(self) -> None:
         """The explainer has a new trace: drop results that belonged to the old tokens, redraw."""
         ids = tuple(int(i) for i in self.x.ids)
         if ids != self.ids:
-            self.ids, self.trace = ids, None
+            self.ids, self.top = ids, None
             self._clear()
         self.render()
-
-    def numpy_trace(self):
-        """The full numpy trace of the current tokens (reused from the explainer when it is one)."""
-        if self.trace is None:
-            trace = self.x.trace
-            complete = trace is not None and getattr(self.x.runner, "name", "") == "numpy" and all(
-                name in trace for name in all_names(self.config))
-            if not (complete and tuple(int(i) for i in trace.ids) == self.ids):
-                trace = reference.forward(self.params, self.config, np.array(self.ids, dtype=np.int64))
-            self.trace = trace
-        return self.trace
-
-    def clean_logits(self) -> np.ndarray:
-        return ex.clean_logits(self.params, self.config, self.numpy_trace())
 
     def current_target(self) -> int:
         """The chosen token, else the clean top token. Before any experiment has run the live
         run's logits give it, so drawing the panel never runs the model again."""
         if self.target is not None:
             return self.target
-        if self.trace is None and self.x.trace is not None and "logits" in self.x.trace:
+        if self.top is None and self.x.trace is not None and "logits" in self.x.trace:
             return int(np.argmax(self.x.trace.logits[-1]))
-        return int(np.argmax(self.clean_logits()))
+        return int(self.top or 0)
+
+    async def target_now(self) -> int:
+        """The target an experiment uses: chosen, else the numpy reference's top token."""
+        if self.target is None and self.top is None:
+            self.top = await self.lab.call("target", ids=list(self.ids))
+        return self.current_target()
+
+    async def call(self, name: str, **args):
+        """One lab function on the current tokens; a long one reports progress in the panel."""
+        return await self.lab.call(name, self._progress, ids=list(self.ids), **args)
+
+    async def _progress(self, done: int, total: int) -> None:
+        self.x.ui.set_text("exp-status", f"{self.label}… {done} of {total} re-runs")
+        await asyncio.sleep(0)
 
     def panel(self) -> view.Panel:
         note = "the model's most likely next token" if self.target is None else "chosen by hand"
@@ -112,26 +128,21 @@ class ExperimentsController:
         self.x.ui.set_attr("experiments", "data-exp-runs", str(self.runs))
 
     # ----- experiments ------------------------------------------------------------------------------
-    def run_lens(self) -> None:
-        self.lens = ex.logit_lens(self.params, self.config, self.numpy_trace(), LENS_TOP)
+    async def run_lens(self) -> None:
+        self.lens = await self.call("lens", k=LENS_TOP)
         self.lens_cell = None
 
-    def run_ablation(self) -> None:
+    async def run_ablation(self) -> None:
         if not self.heads:
             self.ablation = None
             return
-        trace = self.numpy_trace()
-        before = self.clean_logits()
-        after = ex.ablate(self.params, self.config, trace, self.heads, self.mean)
-        self.ablation = (ex.effect(before, after, self.current_target()), *ex.top_tokens(before, ABLATION_TOP),
-                         *ex.top_tokens(after, ABLATION_TOP))
+        self.ablation = await self.call("ablate", heads=[list(h) for h in self.heads], mean=self.mean,
+                                        target=await self.target_now(), k=ABLATION_TOP)
 
-    def run_sweep(self):
-        """A generator (as run_patching and _rerun_computed): _compute yields to the page between steps."""
-        self.sweep = yield from ex.sweep_steps(self.params, self.config, self.numpy_trace(), self.current_target(),
-                                               self.mean)
+    async def run_sweep(self) -> None:
+        self.sweep = await self.call("sweep", target=await self.target_now(), mean=self.mean)
 
-    def run_patching(self):
+    async def run_patching(self) -> None:
         self.patching, self.corrupt_tokens, self.patch_message = None, None, ""
         text = self.corrupt_text.strip() and self.corrupt_text
         if not text:
@@ -142,57 +153,54 @@ class ExperimentsController:
             self.patch_message = (f"The prompts differ in length: the clean one has {len(self.ids)} tokens, the "
                                   f"corrupted one {ids.size}. Patching needs the same number of tokens.")
             return
-        corrupt = reference.forward(self.params, self.config, ids)
-        self.patching = yield from ex.patching_steps(self.params, self.config, self.numpy_trace(), corrupt,
-                                                     self.current_target())
+        self.patching = await self.call("patching", corrupt=[int(i) for i in ids], target=await self.target_now())
         self.corrupt_tokens = self.x.model.tokenizer.display(ids)
 
-    def run_attribution(self) -> None:
-        self.attribution = ex.attribution(self.params, self.config, self.numpy_trace(), self.current_target())
+    async def run_attribution(self) -> None:
+        self.attribution = await self.call("attribution", target=await self.target_now())
 
-    def _rerun_computed(self):
+    async def _rerun_computed(self) -> None:
         """After the target or the ablation mode changed: recompute what is on screen."""
-        self.run_ablation()
+        await self.run_ablation()
         if self.sweep is not None:
-            yield from self.run_sweep()
+            await self.run_sweep()
         if self.patching is not None:
-            yield from self.run_patching()
+            await self.run_patching()
         if self.attribution is not None:
-            self.run_attribution()
+            await self.run_attribution()
 
-    def _set_mean(self, value: str):
+    async def _set_mean(self, value: str) -> None:
         self.mean = value == "mean"
-        yield from self._rerun_computed()
+        await self._rerun_computed()
 
-    def _set_target(self, token: int):
+    async def _set_target(self, token: int) -> None:
         if not 0 <= token < self.config.vocab_size:
             raise ValueError(f"token id {token} is outside the vocabulary")
         self.target = token
-        yield from self._rerun_computed()
+        await self._rerun_computed()
 
     async def _compute(self, label: str, work) -> None:
-        """Say what runs, let the page paint, compute, redraw once. ``work`` may be a generator
-        function yielding (done, total): the page gets control back (and a progress count) about
-        every YIELD_SECONDS, so a long sweep or patching grid does not freeze it."""
-        self.status = f"{label}…"
-        self.render()
+        """Say what runs, let the page paint, compute (``await work()``), draw once. A long
+        sweep or patching grid reports ``done of total`` about every YIELD_SECONDS."""
+        self.label, self.status, ids = label, f"{label}…", tuple(self.ids)
+        # only the status line: the whole panel is drawn once, with the result (issue 16 x16:
+        # drawing it is the page's longest task while an experiment computes in the worker)
+        self.x.ui.set_text("exp-status", self.status)
         await asyncio.sleep(0)
         try:
-            steps = work()
-            if inspect.isgenerator(steps):
-                last = time.perf_counter()
-                for done, total in steps:
-                    if time.perf_counter() - last > YIELD_SECONDS:
-                        self.x.ui.set_text("exp-status", f"{label}… {done} of {total} re-runs")
-                        await asyncio.sleep(0)
-                        last = time.perf_counter()
+            await work()
             self.status = ""
+        except Stopped as exc:
+            self.status = "Stopped." if str(exc) == "stopped" else f"{str(exc).capitalize()}."
         except InputError as exc:
             self.status = str(exc)
         except ValueError as exc:
             self.status = f"The experiment cannot run: {exc}"
         except Exception as exc:  # noqa: BLE001  (shown in the panel; the page stays usable)
             self.status = f"Something went wrong: {type(exc).__name__}: {exc}"
+        if tuple(self.ids) != ids:  # new tokens came meanwhile: what was computed belonged to the old ones
+            self._clear()
+            self.status = ""
         self.runs += 1
         self.render()
 
@@ -220,8 +228,8 @@ class ExperimentsController:
             return self.x.spawn(self._compute("Preparing the trace", self._download_trace))
         work = {
             "exp-lens": ("Running the logit lens", self.run_lens),
-            "exp-head": ("Ablating", lambda: (self._toggle(int(data["layer"]), int(data["head"])), self.run_ablation())),
-            "exp-clear-heads": ("Clearing", lambda: (self.heads.clear(), self.run_ablation())),
+            "exp-head": ("Ablating", lambda: self._toggle(int(data["layer"]), int(data["head"]))),
+            "exp-clear-heads": ("Clearing", self._clear_heads),
             "exp-mean": ("Ablating", lambda: self._set_mean(value)),
             "exp-sweep": ("Ablating each head alone", self.run_sweep),
             "exp-patch": ("Patching", self.run_patching),
@@ -232,17 +240,22 @@ class ExperimentsController:
             raise ValueError(f"unknown experiments action {action!r}")
         return self.x.spawn(self._compute(*work))
 
-    def _toggle(self, layer: int, head: int) -> None:
+    async def _toggle(self, layer: int, head: int) -> None:
         if not (0 <= layer < self.config.n_layer and 0 <= head < self.config.n_head):
             raise ValueError(f"head {layer}.{head} does not exist")
         if (layer, head) in self.heads:
             self.heads.remove((layer, head))
         else:
             self.heads = sorted(self.heads + [(layer, head)])
+        await self.run_ablation()
 
-    def _download_trace(self) -> None:
-        trace = self.numpy_trace()
-        meta = {"backend": "numpy (page)", "model": self.x.model.name, "config": json.dumps(self.config.to_dict()),
+    async def _clear_heads(self) -> None:
+        self.heads.clear()
+        await self.run_ablation()
+
+    async def _download_trace(self) -> None:
+        trace = await self.call("trace")
+        meta = {"backend": f"numpy ({self.lab.where})", "model": self.x.model.name, "config": json.dumps(self.config.to_dict()),
                 "text": self.x.model.tokenizer.decode(list(self.ids))}
         self.x.ui.download("glassbox-trace.safetensors", trace.to_safetensors(meta), "application/octet-stream")
 

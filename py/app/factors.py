@@ -7,8 +7,12 @@ for it (0.7 MiB, a tenth of the default model's 7.2 MiB; the storage line counts
 
 Actions (``handle``): ``factors-open`` (data-stream, data-position), ``factors-stream``,
 ``factors-select`` (data-factor), ``factors-attribute`` (data-factor), ``factors-search``
-(value), ``factors-close``. Codes come from ``glassbox.factors.code_position`` on the
-explainer's own trace, the function the command line uses.
+(value), ``factors-close``. The panel only draws and reacts: codes and occlusion come from the
+lab (app/lab.py, issue 16 x16), ``glassbox.factors.code_position`` and ``occlusion`` on the numpy
+reference of the explainer's tokens (the command line's functions), computed in the model worker
+when the model runs there (the worker reads the dictionary from the browser's cache, where this
+page's download kept it: both interpreters then hold it, 0.7 MiB each for the default model),
+else on this thread.
 """
 
 from __future__ import annotations
@@ -16,11 +20,10 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
-import numpy as np
 
 from glassbox import factors as gf
-from glassbox import reference
 
+from . import lab as labs
 from .views import factors as view
 from .views.common import View
 
@@ -41,6 +44,18 @@ class FactorsController:
         self.occlusion = None  # (factor, values [position+1], base activation)
         self.query = ""
         self.status = ""
+        self._lab = None
+
+    @property
+    def lab(self) -> "labs.LocalLab | labs.RemoteLab":
+        """Where codes and occlusion compute: the model worker's lab, else this thread's."""
+        o = self.owner
+        self._lab = labs.attach(self._lab, o.runner, lambda: labs.Bench(o.params, o.config, self.ensure_dictionary))
+        return self._lab
+
+    async def code(self) -> gf.Coding:
+        return await self.lab.call("code", ids=[int(i) for i in self.owner.ids], stream=self.stream,
+                                   position=self.position)
 
     async def _load_from_page(self) -> gf.Dictionary:
         from .loader import load_dictionary
@@ -90,8 +105,8 @@ class FactorsController:
         self.owner.map.open_view("factors")  # the panel is a detailed view: open it in place
         self.occlusion = None
         try:
-            d = await self.ensure_dictionary()
-            self.coding = gf.code_position(d, trace, self.stream, self.position)
+            await self.ensure_dictionary()
+            self.coding = await self.code()
             self.status = ""
         except Exception as exc:  # noqa: BLE001  (shown in the panel; the page stays usable)
             self.coding = None
@@ -99,8 +114,8 @@ class FactorsController:
         self.render()
         self.owner.ui.focus("factors-title")
 
-    def refresh(self) -> None:
-        """After a new run: recode the same layer and token, or close when the token is gone."""
+    def refresh(self):
+        """After a new run: recode the same layer and token (a task), or close when the token is gone."""
         if not self.open:
             self.owner.ui.show("factors", view.intro(self.has_dictionary))
             return
@@ -109,14 +124,17 @@ class FactorsController:
         if self.position >= self.owner.ids.size:
             self.handle("factors-close")
             return
-        self.coding = gf.code_position(self.dictionary, self.owner.trace, self.stream, self.position)
         self.occlusion = None
-        self.render()
+        return self.owner.spawn(self._recode())
 
-    def forward(self, ids: np.ndarray):
-        """The numpy reference on ``ids``, keeping only the residual stream looked at."""
-        name = gf.stream_name(self.stream)
-        return reference.forward(self.owner.params, self.owner.config, ids, capture=lambda n: n == name)
+    async def _recode(self) -> None:
+        try:
+            self.coding = await self.code()
+            self.status = ""
+        except Exception as exc:  # noqa: BLE001  (shown in the panel)
+            self.coding = None
+            self.status = f"The factors cannot be shown: {type(exc).__name__}: {exc}"
+        self.render()
 
     async def attribute(self, factor: int) -> None:
         if self.dictionary is None or self.owner.trace is None:
@@ -129,15 +147,16 @@ class FactorsController:
         self.owner.ui.set_text("run-status", f"Occlusion: re-running without each of "
                                f"{self.position + 1} tokens…")
         await asyncio.sleep(0)
-        d, stream, position = self.dictionary, self.stream, self.position
+        position = self.position
+
+        async def progress(done: int, total: int) -> None:
+            self.owner.ui.set_text("run-status", f"Occlusion: {done} of {total} re-runs…")
+            await asyncio.sleep(0)
+
         try:
-            ids = np.asarray(self.owner.ids[:position + 1], dtype=np.int64)
-            base = float(gf.code_position(d, self.forward(ids), stream, position).code[factor])
-            rows = []
-            for kept in gf.occluded(ids, position):  # gf.occlusion, one run at a time: the page stays live
-                rows.append(None if kept is None else gf.residual(self.forward(kept), stream)[-1])
-                await asyncio.sleep(0)
-            self.occlusion = (factor, gf.occlusion_values(d, stream, base, rows, factor), base)
+            values, base = await self.lab.call("occlusion", progress, ids=[int(i) for i in self.owner.ids],
+                                               stream=self.stream, position=position, factor=factor)
+            self.occlusion = (factor, values, base)
             self.status = ""
         except Exception as exc:  # noqa: BLE001  (shown in the panel)
             self.status = f"Occlusion failed: {type(exc).__name__}: {exc}"

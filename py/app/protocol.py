@@ -26,6 +26,11 @@ Page -> worker (``head["op"]``, each with an ``id``; the worker answers each wit
 ``backend``     ``backend``: the reader's switch (issue 15; gpu_light.choose_backend there)
 ``stop``        ``upto``: abandon every request with an id below it (between blocks)
 ``slow``        ``ms``: wait that long at every block boundary (tests land a Stop mid-run)
+``lab``         issue 16 (x16): ``name`` (one of app/lab.FUNCTIONS, a whitelist), ``args``
+                (JSON): an experiment or factors computation on the worker's numpy reference;
+                ``fields`` (JSON) and ``layout`` + one buffer per result array back; a long one
+                sends ``progress`` (``done``, ``total``) and checks Stop about every 0.1 s (a
+                ``run`` or ``extend`` arriving meanwhile stops it too: the tokens changed)
 ==============  ==========================================================================
 
 Worker -> page: ``reply`` (``id``, ``ok``, the trace's tensors or ``error``/``kind``),
@@ -58,6 +63,8 @@ from glassbox.trace import LAYER_NAMES, LayerTrace, Trace, layer_name, layer_onl
 
 from . import runner as runners
 
+from .lab import LabError
+
 Post = Callable[[dict, list], None]  # post(head, arrays)
 
 
@@ -71,6 +78,7 @@ class WorkerError(RuntimeError):
 
 # Exceptions that keep their type across the boundary (the run controller words them).
 _KINDS = {"InputError": InputError, "ValueError": ValueError, "Stopped": Stopped}
+_KINDS["LabError"] = LabError  # issue 16 (x16): a refused lab request stays a ValueError on the page
 
 
 # ----- tensors ------------------------------------------------------------------------------
@@ -146,6 +154,7 @@ class WorkerRunner:
         self._next = 1
         self._pending: dict[int, asyncio.Future] = {}
         self._tasks: set = set()
+        self._lab_progress: dict[int, Callable] = {}  # issue 16 (x16): lab requests' progress hooks
 
     @property
     def name(self) -> str:
@@ -174,8 +183,10 @@ class WorkerRunner:
             self.on_status(head)
         elif op == "progress":
             if head.get("id") in self._pending:  # a stopped request's progress is not shown
-                self.progress_messages += 1
-                task = asyncio.ensure_future(self.step(head["label"], float(head["fraction"])))
+                lab = self._lab_progress.get(head.get("id"))  # issue 16 (x16): a lab request's own hook
+                self.progress_messages += lab is None
+                task = asyncio.ensure_future(self.step(head["label"], float(head["fraction"])) if lab is None
+                                             else lab(int(head["done"]), int(head["total"])))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         elif op == "reply":
@@ -253,6 +264,20 @@ class WorkerRunner:
         self.backend, self.cause, self.reason = head["backend"], head["cause"], head["reason"]
         return self.status
 
+    # ----- issue 16 (x16): the experiments' and factors' lab (app/lab.py) ------------------------
+    async def lab(self, name: str, args: dict, progress: Callable[[int, int], Awaitable[None]] | None = None
+                  ) -> tuple[dict, dict[str, np.ndarray]]:
+        """One whitelisted lab function computed by the worker: (fields, named arrays)."""
+        future = self._send("lab", name=name, args=args)
+        rid = self._next - 1
+        if progress is not None:
+            self._lab_progress[rid] = progress
+        try:
+            head, arrays = await future
+        finally:
+            self._lab_progress.pop(rid, None)
+        return head["fields"], unpack(head["layout"], arrays)
+
     def stop(self) -> int:
         """Abandon every request in flight now (each raises Stopped) and tell the worker.
         Returns how many were abandoned."""
@@ -320,6 +345,8 @@ class ModelHost:
         self.current = 0
         self.delay_s = 0.0  # the ``slow`` test hook
         self.heap = lambda: 0  # the worker's wasm heap in bytes (worker.py sets it)
+        self.lab = None  # issue 16 (x16): the lab.Bench the ``lab`` requests compute on (worker.py sets it)
+        self.lab_serving = self.lab_replaced = 0  # the lab request computing; one a new run replaced
         self._lock = asyncio.Lock()
 
     async def step(self, label: str, fraction: float) -> None:
@@ -344,6 +371,8 @@ class ModelHost:
         if head.get("op") == "slow":
             self.delay_s = max(0.0, float(head["ms"])) / 1e3
             return
+        if head.get("op") in ("run", "extend"):  # issue 16 (x16): new tokens end the experiment running
+            self.lab_replaced = self.lab_serving
         asyncio.ensure_future(self._serve(head, arrays))
 
     async def _serve(self, head: dict, arrays: list) -> None:
@@ -413,6 +442,8 @@ class ModelHost:
             return {"destroyed": bool(runner.destroy_device_for_test())}, []
         if op == "qk_pca":  # issue 12: the Q/K map's PCA on this worker's WebGPU device
             return await self._qk_pca(head, arrays)
+        if op == "lab":  # issue 16 (x16): an experiment or a factors computation
+            return await self._lab(head)
         if op == "backend":  # issue 15 (p15): the reader's switch
             from .gpu_light import choose_backend
 
@@ -488,6 +519,42 @@ class ModelHost:
         layout, out = pack(found)
         return {"layout": layout}, out
 
+    async def _lab(self, head: dict) -> tuple[dict, list]:
+        """issue 16 (x16): app/lab.compute on this worker's Bench; progress and a Stop check
+        about every lab.YIELD_SECONDS (between two re-runs)."""
+        from .lab import compute
+
+        rid = self.current
+        if self.lab is None:
+            raise ValueError("the worker has no lab (no model loaded)")
+
+        def check() -> None:
+            if rid < self.stopped_below:
+                raise Stopped("stopped")
+            if rid == self.lab_replaced:  # a run or an extend came in: these tokens are gone
+                raise Stopped("stopped: a new run changed the tokens")
+
+        async def report(done: int, total: int) -> None:
+            check()
+            self.send({"op": "progress", "id": rid, "label": "lab", "fraction": done / total, "done": done,
+                       "total": total}, [])
+            await asyncio.sleep(self.delay_s)  # lets a stop or a run message in
+            check()
+
+        check()
+        name = str(head.get("name"))
+        self.lab_serving = rid
+        try:
+            fields, arrays = await compute(self.lab, name, dict(head.get("args") or {}), report)
+        except (Stopped, LabError, InputError):
+            raise
+        except Exception as exc:  # noqa: BLE001  (the page's panel shows this sentence)
+            raise RuntimeError(f"the worker's {name} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.lab_serving = 0
+        layout, out = pack(arrays)
+        return {"fields": fields, "layout": layout}, out
+
     async def _qk_pca(self, head: dict, arrays: list) -> tuple[dict, list]:
         from glassbox.gpu.qk_pca import QKPCA
 
@@ -530,4 +597,5 @@ class ModelHost:
                 # issue 16: the engine's weights scheme, layers read back after a run, what crossed
                 "scheme": getattr(getattr(r, "engine", None), "scheme", None),
                 "fetches": int(getattr(r, "fetches", 0)), "sent": [list(x) for x in self.sent],
-                "readbacks": [list(x) for x in getattr(r, "readbacks", [])]}
+                "readbacks": [list(x) for x in getattr(r, "readbacks", [])],
+                "lab_calls": int(getattr(self.lab, "calls", 0))}  # issue 16 (x16)

@@ -86,6 +86,7 @@ async def _init(head: dict) -> None:
     if (kernel is not None and model.checkpoint.scheme == "int8") or model.checkpoint.scheme == "q4":
         model.keep_quantized(kernel)
     host.params = model.params
+    host.lab = _bench(model, root)  # issue 16 (x16): the experiments' and factors' computations
 
     def on_status(backend: str, cause: str, reason: str) -> None:
         host.status(backend, cause, f"{reason} {WORKER_NOTE}")
@@ -110,6 +111,17 @@ def _loading(every_s: float = 0.1):
             last[0] = now
             post({"op": "loading", "label": f"Model worker: {state.label()}", "fraction": state.fraction})
     return report
+
+def _bench(model, root: str):
+    """issue 16 (x16): the lab (app/lab.py) on this worker's numpy reference parameters (the
+    page's kind: int8 through the same kernel, so the numbers equal the page's and the command
+    line's); the factors dictionary is read, when first needed, from the browser's cache where
+    the page's download kept it (loader.load_dictionary checks its sha256 again)."""
+    from .lab import Bench
+    from .loader import load_dictionary
+
+    base = str(js.URL.new(f"./weights/{model.name}/", root).href)
+    return Bench(model.params, model.config, lambda: load_dictionary(base, model.checkpoint.manifest))
 
 
 def _on_message(event) -> None:

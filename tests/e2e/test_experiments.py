@@ -1,6 +1,8 @@
 """The Experiments panel on the real page: its logit lens and ablation numbers equal the command
 line's (``python -m glassbox lens|ablate`` run natively here on the same weights/mini and text),
 every experiment runs from the DOM by click and keyboard, and the panel fits a 360 px phone.
+The numbers are computed in the model worker (issue 16 x16: app/lab.py; the worker's describe
+counts its lab calls), on its numpy reference, not on the page's main thread.
 
 Tolerance: the page computes with float32 numpy in Pyodide (no BLAS), the CLI with OpenBLAS; the
 probabilities agree to ~1e-6, so 2e-5 absolute + 2e-4 relative (as in test_views.py) on
@@ -59,9 +61,13 @@ def test_experiments_equal_the_command_line(app, capsys, artifacts):
     page = app.page
     page.set_viewport_size({"width": 1280, "height": 900})
     run_text(page, TEXT)
+    lab_calls = "(await explainer.runner.describe())['lab_calls']"
+    calls, top_known = app.py(lab_calls), app.py("explainer.experiments.top is not None")
     page.get_by_test_id("open-experiments").click()  # the bar's button opens the panel in place
     page.wait_for_selector("#view-experiments[data-open=true]")
     act(page, "exp-lens-run")
+    assert app.py("explainer.experiments.lab.where") == "worker"
+    assert app.py(lab_calls) == calls + 1
     n = page.locator(f"{SLOT} [data-testid=exp-lens-cell]").count() // 5
     # the page's top 5 of every stream at the last position == `lens --json`
     want = cli(capsys, "lens", MINI, TEXT, "--json")["layers"]
@@ -110,6 +116,9 @@ def test_experiments_equal_the_command_line(app, capsys, artifacts):
     act(page, "exp-patch-run")
     assert page.locator(f"{SLOT} [data-testid=exp-patch-cell]").count() == 5 * n
     act(page, "exp-attribute-run")
+    # each experiment above ran in the worker: lens, (the clean top token), two ablations, sweep,
+    # patching, attribution
+    assert app.py(lab_calls) == calls + 6 + (not top_known)
     dla = page.locator(f"{SLOT} [data-testid=exp-dla-summary]")
     assert abs(float(dla.get_attribute("data-sum")) - float(dla.get_attribute("data-logit"))) < 1e-4
 

@@ -2,9 +2,12 @@
 embedding, attention and block views, its codes equal the command line's, occlusion draws over
 the token chips, the browser searches; screenshots on a desktop and a 360 px phone.
 
-Tolerance for page vs command line: the page codes the trace of whatever runner it uses
-(numpy under Pyodide, or WebGPU on SwiftShader) and the command line the native numpy trace;
-activations agree to ~1e-6 relative (tests/e2e/test_views.py), and the FISTA code is Lipschitz
+The codes and the occlusion are computed in the model worker (issue 16 x16: app/lab.py; the
+worker's describe counts its lab calls), on its numpy reference of the page's tokens.
+
+Tolerance for page vs command line: the worker codes its numpy reference trace (float32 numpy
+under Pyodide, no BLAS) and the command line the native numpy trace (OpenBLAS); activations
+agree to ~1e-6 relative (tests/e2e/test_views.py), and the FISTA code is Lipschitz
 in x with constant ~1/σ_min of the active atoms, so weights are compared with atol 1e-3; the
 factors above 1e-2 must be the same set. Both runs stop FISTA at the same relative step 1e-7.
 """
@@ -52,8 +55,11 @@ def test_panel_opens_from_each_view_and_equals_the_cli(app):
     page = app.page
     run_text(page, TEXT)
     open_every_view(page)
+    lab_calls = "(await explainer.runner.describe())['lab_calls']"
     for view, position in (("embedding", 1), ("attention", 3), ("block", 5)):
+        calls = app.py(lab_calls)
         stream = open_from(page, view, position)
+        assert app.py(lab_calls) == calls + 1 and app.py("explainer.factors.lab.where") == "worker"
         got, want = page_codes(page), cli_codes(stream, position)
         assert got, f"no factors shown for {view}"
         big = lambda codes: {f for f, w in codes.items() if w > 1e-2}  # noqa: E731
@@ -69,8 +75,10 @@ def test_occlusion_search_and_screenshots(app, artifacts):
         run_text(page, TEXT)
         open_from(page, "block", 5)
     position = int(page.get_attribute(PANEL, "data-position"))
+    calls = app.py("(await explainer.runner.describe())['lab_calls']")
     page.locator("[data-testid=factor-attribute]").first.click(no_wait_after=True)
     page.wait_for_selector("[data-testid=occlusion-token]", timeout=120_000)
+    assert app.py("(await explainer.runner.describe())['lab_calls']") == calls + 1  # occlusion: in the worker
     assert page.locator("[data-testid=occlusion-token]").count() == position + 1
     page.locator("[data-testid=factor-browser] summary").click()
     page.get_by_test_id("factor-search").fill("the")
