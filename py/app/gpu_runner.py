@@ -337,7 +337,7 @@ class WebGPURunner:
         # issue 16: progress (and, in the worker, a Stop check) before the GPU work
         await self._progress(f"WebGPU: all {self.config.n_layer} blocks submitted at once", 0.0)
         try:
-            if self.partial:
+            if self.partial and callable(capture):  # a partial run or step (not a cache refill)
                 trace, kept = await self._forward(ids, capture, keep)
                 self._kept_ids = ids if kept and self.cache.length == ids.size else None
                 self._note("run" if keep else "step", trace)

@@ -60,7 +60,14 @@ def wait_run(page, before: int) -> None:
 def choose_layer(page, layer: str) -> None:
     """Pick layer ``layer`` (1-based, as the select shows) and wait until the views draw it: with
     the model worker (issue 16) its tensors are fetched from the worker first."""
+    if page.get_by_test_id("layer-select").input_value() == str(layer):
+        return  # shown already (selecting it again fires no change event)
     page.get_by_test_id("layer-select").select_option(str(layer))
+    wait_layer(page, layer)
+
+
+def wait_layer(page, layer: str) -> None:
+    """Wait until the views draw layer ``layer`` (1-based) after a selection."""
     page.wait_for_function("n => document.querySelector('[data-testid=explainer]').dataset.layer === n",
                            arg=str(int(layer) - 1), timeout=RUN_TIMEOUT_MS)
 
@@ -384,10 +391,12 @@ def test_overview_sankey_selects_layers(app, ref):
     blocks = page.get_by_test_id("sankey-block")
     assert blocks.count() == ref.config.n_layer
     blocks.nth(2).click()
+    wait_layer(page, "3")  # issue 16: the layer comes from the worker first
     assert page.get_by_test_id("layer-select").input_value() == "3"
     assert "layer 3" in page.inner_text("#view-attention h2")
     page.get_by_test_id("sankey-block").nth(1).focus()
     page.keyboard.press("Enter")
+    wait_layer(page, "2")
     assert page.get_by_test_id("layer-select").input_value() == "2"
     page.get_by_test_id("head-thumb").nth(3).click()
     assert page.get_by_test_id("head-select").input_value() == "4"

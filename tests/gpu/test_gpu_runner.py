@@ -321,3 +321,18 @@ def test_read_last_rows_equals_the_last_rows_of_the_logits(run, make):
     assert "logits" not in trace.tensors
     np.testing.assert_array_equal(run(engine.read_last_rows("logits", 1)), want[-1:])
     np.testing.assert_array_equal(run(engine.read_last_rows("logits", 3)), want[-3:])
+
+
+def test_a_partial_runner_recovers_after_a_device_loss(run, make, checkpoint):
+    """The worker's runner (partial=True): numpy takes the step after a loss, the next step
+    refills a new device's cache and runs on WebGPU again, joined to a full forward."""
+    from glassbox.trace import LayerTrace
+
+    runner, statuses = make(partial=True)
+    trace = run(runner.run(IDS[:4]))
+    assert runner.destroy_device_for_test()
+    trace = runners.append_rows(trace, run(runner.extend([IDS[4]])))
+    assert runner.name == "numpy"
+    trace = runners.append_rows(trace, run(runner.extend([IDS[5]])))
+    assert runner.name == "webgpu" and statuses[-1].cause == "recovered"
+    compare_partial("recovered", trace, LayerTrace.select(full(checkpoint, IDS), 0, last_logits=True))
