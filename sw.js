@@ -17,13 +17,14 @@
 //   loader (py/app/loader.py) keeps model files in MODEL_CACHE after checking their sha256.
 //
 // * cross-origin isolation (issue 16, the "coi" pattern): every response this worker serves
-//   carries COOP same-origin and COEP require-corp (ISOLATION, as tools/serve.py sends them),
+//   carries COOP same-origin and COEP credentialless (ISOLATION, as tools/serve.py sends them),
 //   so on a static host that cannot set headers the page is cross-origin isolated from the
 //   second visit on (the first visit, before this worker controls the page, is not). Nothing
 //   in the page depends on it: Pyodide's runtime creates a SharedArrayBuffer at start, and
 //   outside isolation Chrome reports that as a deprecation (Lighthouse's best-practices
 //   audit); isolated, it does not. Everything else the page loads is same-origin or a CORS
-//   fetch (Hub models), which require-corp allows.
+//   fetch (Hub models); the Hub loader's one no-cors probe (an answer without CORS headers,
+//   told apart from no answer) needs credentialless rather than require-corp (tools/serve.py).
 "use strict";
 
 importScripts("./sw-precache.js");
@@ -40,7 +41,7 @@ const PARALLEL = 6;
 // issue 16: the headers that make the page cross-origin isolated (tools/serve.py ISOLATION_HEADERS).
 const ISOLATION = {
   "Cross-Origin-Opener-Policy": "same-origin",
-  "Cross-Origin-Embedder-Policy": "require-corp",
+  "Cross-Origin-Embedder-Policy": "credentialless",
 };
 
 const scope = () => new URL(self.registration.scope);

@@ -59,7 +59,7 @@ def test_mime_types_and_cache_headers(site, name):
         assert response.read() == b"x"
 
 
-ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "credentialless"}
 
 
 def test_cross_origin_isolation_headers_by_default_and_not_with_the_flag(site, tmp_path):
@@ -70,7 +70,7 @@ def test_cross_origin_isolation_headers_by_default_and_not_with_the_flag(site, t
             assert {name: response.headers[name] for name in ISOLATION} == ISOLATION, path
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{base}/missing.js")
-    assert missing.value.code == 404 and missing.value.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    assert missing.value.code == 404 and missing.value.headers["Cross-Origin-Embedder-Policy"] == "credentialless"
     assert serve.ISOLATION_HEADERS == ISOLATION
     server, _ = serve.serve_in_thread(tmp_path, isolated=False)
     try:

@@ -9,14 +9,19 @@ as text/javascript). ``Cache-Control: no-cache`` here makes the browser revalida
 (cheap 304s), so edits show on reload.
 
 Cross-origin isolation (issue 16): by default every response carries
-``Cross-Origin-Opener-Policy: same-origin`` and ``Cross-Origin-Embedder-Policy: require-corp``,
+``Cross-Origin-Opener-Policy: same-origin`` and ``Cross-Origin-Embedder-Policy: credentialless``,
 so the page is cross-origin isolated (``crossOriginIsolated``). Glassbox does not depend on it
 (a host without these headers works the same, and sw.js adds them to the responses it serves
 from its cache from the second visit on); what it removes is Chrome's deprecation report
 "SharedArrayBuffer will require cross-origin isolation", which Pyodide's runtime raises at
 start outside isolation (Lighthouse's best-practices audit counts it). Everything the page
-loads is same-origin or a CORS fetch (Hub models), which require-corp allows without a
-``Cross-Origin-Resource-Policy`` header. ``--no-isolation`` leaves both headers out (what a
+loads is same-origin or a CORS fetch (Hub models), which either COEP value allows. COEP
+``credentialless`` rather than ``require-corp``: the two differ only for cross-origin no-cors
+requests, and the page makes one, the Hub loader's probe that tells "answered without CORS
+headers" from "did not answer" (py/app/hub_loader.py); require-corp would block its answer
+(no ``Cross-Origin-Resource-Policy``), credentialless lets it through without cookies. A
+browser that does not know ``credentialless`` treats the page as not isolated, which it
+tolerates. ``--no-isolation`` leaves both headers out (what a
 plain static host does on a first visit).
 
 One addition for benchmarks: ``POST /bench-results?name=NAME`` with a JSON body writes it to
@@ -94,7 +99,7 @@ MIME_TYPES = {
 # Cross-origin isolation (issue 16): sw.js adds the same pair to the responses it serves.
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Embedder-Policy": "credentialless",
 }
 BENCH_ENDPOINT = "/bench-results"
 PRECACHE_PATH = "/sw-precache.js"
@@ -372,7 +377,7 @@ def main(argv=None) -> int:
     isolation.add_argument("--no-isolation", dest="isolated", action="store_false",
                            help="leave out COOP/COEP (the page then is not cross-origin isolated; it still works)")
     isolation.add_argument("--isolated", dest="isolated", action="store_true",
-                           help="send COOP same-origin and COEP require-corp (the default)")
+                           help="send COOP same-origin and COEP credentialless (the default)")
     parser.set_defaults(isolated=True)
     args = parser.parse_args(argv)
     try:

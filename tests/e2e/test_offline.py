@@ -164,7 +164,7 @@ def test_offline_reload_then_update_replaces_the_old_cache(browser, snapshot):
         assert model_worker_isolation(page) is True
         for path in ("./index.html", "./web/model-worker.mjs", "./vendor/pyodide/pyodide.asm.wasm"):
             served = page.evaluate(JS_HEADERS, path)
-            assert served == {"coop": "same-origin", "coep": "require-corp", "ok": True}, (path, served)
+            assert served == {"coop": "same-origin", "coep": "credentialless", "ok": True}, (path, served)
         assert "without the network" in page.text_content("[data-testid=storage-status]")
         print(f"\noffline reload to ready: {offline_s:.1f} s")
         context.set_offline(False)

@@ -23,7 +23,7 @@ def test_page_boots_to_ready(app):
 
 
 def test_page_is_cross_origin_isolated_under_the_served_headers(app):
-    # issue 16: tools/serve.py sends COOP same-origin + COEP require-corp by default (as
+    # issue 16: tools/serve.py sends COOP same-origin + COEP credentialless by default (as
     # `make serve` runs it); the page and everything it loaded passed COEP, so it is isolated
     # (Pyodide's SharedArrayBuffer then raises no deprecation report).
     assert app.page.evaluate("crossOriginIsolated") is True
