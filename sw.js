@@ -16,8 +16,15 @@
 //   everything else (model weights, POSTs, other sites) is left to the network: the page's
 //   loader (py/app/loader.py) keeps model files in MODEL_CACHE after checking their sha256.
 //
-// No cross-origin-isolation headers are added: Glassbox runs Python on the page's main
-// thread (no PyScript worker, no SharedArrayBuffer), so it needs none.
+// * cross-origin isolation (issue 16, the "coi" pattern): every response this worker serves
+//   carries COOP same-origin and COEP credentialless (ISOLATION, as tools/serve.py sends them),
+//   so on a static host that cannot set headers the page is cross-origin isolated from the
+//   second visit on (the first visit, before this worker controls the page, is not). Nothing
+//   in the page depends on it: Pyodide's runtime creates a SharedArrayBuffer at start, and
+//   outside isolation Chrome reports that as a deprecation (Lighthouse's best-practices
+//   audit); isolated, it does not. Everything else the page loads is same-origin or a CORS
+//   fetch (Hub models); the Hub loader's one no-cors probe (an answer without CORS headers,
+//   told apart from no answer) needs credentialless rather than require-corp (tools/serve.py).
 "use strict";
 
 importScripts("./sw-precache.js");
@@ -31,6 +38,11 @@ const MODEL_CACHE = MODEL_PREFIX + "v1"; // py/app/loader.py MODEL_CACHE
 // Where a cache keeps the list it was filled from (so a later version can compare hashes).
 const LIST_KEY = "__glassbox-precache.json";
 const PARALLEL = 6;
+// issue 16: the headers that make the page cross-origin isolated (tools/serve.py ISOLATION_HEADERS).
+const ISOLATION = {
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Embedder-Policy": "credentialless",
+};
 
 const scope = () => new URL(self.registration.scope);
 const urlOf = (path) => new URL(path, scope()).href;
@@ -158,6 +170,15 @@ self.addEventListener("fetch", (event) => {
   event.respondWith((async () => {
     const cache = await caches.open(APP_CACHE);
     const hit = await cache.match(urlOf(path));
-    return hit || fetch(event.request); // not stored yet (install still running)
+    return isolated(hit || await fetch(event.request)); // not stored yet (install still running)
   })());
 });
+
+// issue 16: a same-origin response with the isolation headers added (its body streamed as is).
+function isolated(response) {
+  if (response.type !== "basic" && response.type !== "default") return response;
+  const headers = new Headers(response.headers);
+  for (const [name, value] of Object.entries(ISOLATION)) headers.set(name, value);
+  const body = [204, 205, 304].includes(response.status) ? null : response.body;
+  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+}

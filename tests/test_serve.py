@@ -59,6 +59,41 @@ def test_mime_types_and_cache_headers(site, name):
         assert response.read() == b"x"
 
 
+ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "credentialless"}
+
+
+def test_cross_origin_isolation_headers_by_default_and_not_with_the_flag(site, tmp_path):
+    # issue 16: every answer of the default server (files, errors, the live precache list).
+    _, base = site
+    for path in ("/index.html", "/app.wasm", "/sw-precache.js"):
+        with urllib.request.urlopen(f"{base}{path}") as response:
+            assert {name: response.headers[name] for name in ISOLATION} == ISOLATION, path
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{base}/missing.js")
+    assert missing.value.code == 404 and missing.value.headers["Cross-Origin-Embedder-Policy"] == "credentialless"
+    assert serve.ISOLATION_HEADERS == ISOLATION
+    server, _ = serve.serve_in_thread(tmp_path, isolated=False)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/index.html") as response:
+            assert response.read() == b"x"
+            assert not any(name in response.headers for name in ISOLATION)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_isolation_flag_of_the_command_line(monkeypatch):
+    made = []
+
+    def record(*args):  # what main() asks for, then a bind failure (main answers 2)
+        made.append(args)
+        raise OSError("not binding in this test")
+
+    monkeypatch.setattr(serve, "make_server", record)
+    assert serve.main(["--port", "0"]) == 2 and serve.main(["--port", "0", "--no-isolation"]) == 2
+    assert [args[-1] for args in made] == [True, False]
+
+
 def test_binds_loopback_by_default():
     server = serve.make_server(port=0)
     try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Audit the served page with Lighthouse (desktop and mobile presets); write bench/audit.md.
 
-    python3 tools/audit.py [--presets desktop,mobile] [--output bench/audit.md] [--path ""] [--isolated]
+    python3 tools/audit.py [--presets desktop,mobile] [--output bench/audit.md] [--path ""] [--no-isolation]
     python3 tools/audit.py --from-raw --note "..."   # rewrite the report from the last JSON reports
 
 Not a test: a measurement, like tools/bench*.py. It serves the repository with tools/serve.py
@@ -177,7 +177,7 @@ def render(results: dict[str, dict], when: str, node: str, isolated: bool = Fals
         "# Lighthouse audit of the served page",
         "",
         "Written by `tools/audit.py` (not a test): Lighthouse against the page served by tools/serve.py "
-        f"(precompressed .br/.gz on{', COOP/COEP: cross-origin isolated' if isolated else ''}), "
+        f"(precompressed .br/.gz on; {'COOP/COEP sent: cross-origin isolated' if isolated else 'no COOP/COEP: not isolated'}), "
         "in headless Chromium without WebGPU (the numpy backend). Mobile is "
         "Lighthouse's default (simulated slow 4G and 4x CPU slowdown: TBT/TTI are estimates), desktop its "
         "desktop preset; the wait for load is widened to "
@@ -219,8 +219,12 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default="", help="a line for the report (e.g. what else ran on the machine)")
     parser.add_argument("--from-raw", action="store_true",
                         help="write the report from the last run's bench/raw/lighthouse-*.json, running nothing")
-    parser.add_argument("--isolated", action="store_true",
-                        help="serve with COOP/COEP (cross-origin isolated, tools/serve.py --isolated)")
+    isolation = parser.add_mutually_exclusive_group()  # issue 16: isolated by default, as tools/serve.py
+    isolation.add_argument("--no-isolation", dest="isolated", action="store_false",
+                           help="serve without COOP/COEP (tools/serve.py --no-isolation: a host that sets no headers)")
+    isolation.add_argument("--isolated", dest="isolated", action="store_true",
+                           help="serve with COOP/COEP, cross-origin isolated (the default)")
+    parser.set_defaults(isolated=True)
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     if not set(presets) <= {"desktop", "mobile"}:

@@ -1,13 +1,28 @@
 #!/usr/bin/env python3
 """Glassbox's development server: the repository as a static site, on 127.0.0.1.
 
-    python3 tools/serve.py [--host 127.0.0.1] [--port 8000] [--root .]
+    python3 tools/serve.py [--host 127.0.0.1] [--port 8000] [--root .] [--no-isolation]
 
 What any static host must do for Glassbox is what this server does: serve the files with
 the MIME types in ``MIME_TYPES`` (above all ``.wasm`` as application/wasm and ``.mjs``/``.js``
-as text/javascript). No other header is required: the app runs Python on the page's main
-thread, so it needs no cross-origin isolation. ``Cache-Control: no-cache`` here makes the
-browser revalidate every file (cheap 304s), so edits show on reload.
+as text/javascript). ``Cache-Control: no-cache`` here makes the browser revalidate every file
+(cheap 304s), so edits show on reload.
+
+Cross-origin isolation (issue 16): by default every response carries
+``Cross-Origin-Opener-Policy: same-origin`` and ``Cross-Origin-Embedder-Policy: credentialless``,
+so the page is cross-origin isolated (``crossOriginIsolated``). Glassbox does not depend on it
+(a host without these headers works the same, and sw.js adds them to the responses it serves
+from its cache from the second visit on); what it removes is Chrome's deprecation report
+"SharedArrayBuffer will require cross-origin isolation", which Pyodide's runtime raises at
+start outside isolation (Lighthouse's best-practices audit counts it). Everything the page
+loads is same-origin or a CORS fetch (Hub models), which either COEP value allows. COEP
+``credentialless`` rather than ``require-corp``: the two differ only for cross-origin no-cors
+requests, and the page makes one, the Hub loader's probe that tells "answered without CORS
+headers" from "did not answer" (py/app/hub_loader.py); require-corp would block its answer
+(no ``Cross-Origin-Resource-Policy``), credentialless lets it through without cookies. A
+browser that does not know ``credentialless`` treats the page as not isolated, which it
+tolerates. ``--no-isolation`` leaves both headers out (what a
+plain static host does on a first visit).
 
 One addition for benchmarks: ``POST /bench-results?name=NAME`` with a JSON body writes it to
 ``bench/raw/NAME.json`` under the root (a page can report its timings from any machine).
@@ -22,12 +37,6 @@ listings (a folder serves its index.html or 404), dotfiles and dot-folders (``.g
 ``..``: 400), and for the POST endpoint a missing (411), malformed (400) or too large (413)
 ``Content-Length``, a body shorter than announced, and a body that is not JSON, holds NaN or
 infinity, or nests deeper than MAX_JSON_DEPTH (400).
-
-``--isolated`` adds ``Cross-Origin-Opener-Policy: same-origin`` and
-``Cross-Origin-Embedder-Policy: require-corp`` to every response: the page is then
-cross-origin isolated (``crossOriginIsolated``), which WebAssembly threads need
-(SharedArrayBuffer). Glassbox does not need it; tools/bench_peer.py serves that way so the
-peer's WASM backend can use 2 threads.
 
 Precompressed copies (issue 16): when tools/compress.py (``make vendor``) has written
 ``NAME.br`` / ``NAME.gz`` beside a file and the request's ``Accept-Encoding`` allows it
@@ -86,6 +95,11 @@ MIME_TYPES = {
     ".woff": "font/woff",
     ".woff2": "font/woff2",
     ".ttf": "font/ttf",
+}
+# Cross-origin isolation (issue 16): sw.js adds the same pair to the responses it serves.
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "credentialless",
 }
 BENCH_ENDPOINT = "/bench-results"
 PRECACHE_PATH = "/sw-precache.js"
@@ -201,7 +215,7 @@ class Handler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
     quiet = False
     precache = None  # a tools/precache.Live for the root (make_server sets it)
-    isolated = False  # send COOP/COEP (cross-origin isolation, for WebAssembly threads)
+    isolated = True  # send COOP/COEP (cross-origin isolation; off with --no-isolation)
 
     def send_head(self):
         url_path = urlsplit(self.path).path
@@ -257,8 +271,8 @@ class Handler(SimpleHTTPRequestHandler):
                 self.send_header("Content-Encoding", self._coding)
         self._coding, self._vary, self._type = None, False, None
         if self.isolated:
-            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+            for name, value in ISOLATION_HEADERS.items():
+                self.send_header(name, value)
         super().end_headers()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (base-class signature)
@@ -335,7 +349,7 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(root: Path | str = ROOT, host: str = "127.0.0.1", port: int = 8000,
-                quiet: bool = False, isolated: bool = False) -> Server:
+                quiet: bool = False, isolated: bool = True) -> Server:
     """A bound (not yet serving) server for root; port 0 picks a free port (see .server_port)."""
     bound = type("BoundHandler", (Handler,), {"quiet": quiet, "precache": Live(Path(root)), "isolated": isolated})
     handler = partial(bound, directory=str(root))
@@ -343,7 +357,7 @@ def make_server(root: Path | str = ROOT, host: str = "127.0.0.1", port: int = 80
 
 
 def serve_in_thread(root: Path | str = ROOT, host: str = "127.0.0.1", port: int = 0,
-                    quiet: bool = True, isolated: bool = False) -> tuple[Server, threading.Thread]:
+                    quiet: bool = True, isolated: bool = True) -> tuple[Server, threading.Thread]:
     """Start a server in a daemon thread; stop it with server.shutdown()."""
     server = make_server(root, host, port, quiet, isolated)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -359,8 +373,12 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
-    parser.add_argument("--isolated", action="store_true",
-                        help="send COOP/COEP so pages are cross-origin isolated (WebAssembly threads)")
+    isolation = parser.add_mutually_exclusive_group()
+    isolation.add_argument("--no-isolation", dest="isolated", action="store_false",
+                           help="leave out COOP/COEP (the page then is not cross-origin isolated; it still works)")
+    isolation.add_argument("--isolated", dest="isolated", action="store_true",
+                           help="send COOP same-origin and COEP credentialless (the default)")
+    parser.set_defaults(isolated=True)
     args = parser.parse_args(argv)
     try:
         server = make_server(args.root, args.host, args.port, args.quiet, args.isolated)

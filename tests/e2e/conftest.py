@@ -139,6 +139,15 @@ def _open_page(browser, site: str, path: str = "", route=None) -> AppPage:
     return app
 
 
+def model_worker_isolation(page) -> bool | None:
+    """crossOriginIsolated inside the page's model worker (web/model-worker.mjs), None when the
+    page runs none (issue 16)."""
+    for worker in page.workers:
+        if worker.url.endswith("/web/model-worker.mjs"):
+            return worker.evaluate("crossOriginIsolated")
+    return None
+
+
 def layout_shift(page, after_ready_ms: float = 2000.0) -> tuple[float, list[dict]]:
     """(CLS, shifts) of a page opened with LAYOUT_SHIFTS_JS: the layout shifts without recent
     input from navigation until ``after_ready_ms`` after it became ready (the frames that first

@@ -42,7 +42,7 @@ import precache  # noqa: E402
 import serve  # noqa: E402
 
 from .conftest import (BOOT_TIMEOUT_MS, LAYOUT_SHIFTS_JS, LOCAL_HOST, SETTLED,  # noqa: E402
-                       largest_paint_is_the_loading_text, layout_shift)
+                       largest_paint_is_the_loading_text, layout_shift, model_worker_isolation)
 
 MODEL_CACHE = "glassbox-models-v1"
 SHARD = json.loads((ROOT / "weights" / "mini" / "manifest.json").read_text())["shards"][0]
@@ -53,6 +53,14 @@ JS_CACHES = """async () => {
     out[name] = (await (await caches.open(name)).keys()).map((r) => new URL(r.url).pathname);
   }
   return out;
+}"""
+
+
+# issue 16: the isolation headers of a response the page fetches (through the service worker).
+JS_HEADERS = """async (path) => {
+  const r = await fetch(path);
+  await r.arrayBuffer();
+  return {coop: r.headers.get('Cross-Origin-Opener-Policy'), coep: r.headers.get('Cross-Origin-Embedder-Policy'), ok: r.ok};
 }"""
 
 
@@ -110,6 +118,7 @@ def snapshot(tmp_path_factory):
 
     class Logged(serve.Handler):
         quiet = True
+        isolated = False  # issue 16: a static host that sets no COOP/COEP (sw.js adds them)
 
         def send_head(self):
             log.append(urlsplit(self.path).path)
@@ -138,6 +147,8 @@ def test_offline_reload_then_update_replaces_the_old_cache(browser, snapshot):
         assert v1 == [f"glassbox-app-{precache.manifest(root)['version']}"], caches
         assert "/weights/mini/" + SHARD["file"] in caches[MODEL_CACHE]
         assert "/vendor/pyodide/pyodide.asm.wasm" in caches[v1[0]]
+        # issue 16: the host sends no COOP/COEP and the first visit worked without them.
+        assert page.evaluate("crossOriginIsolated") is False
 
         # 2. Network off: the page still loads and predicts.
         context.set_offline(True)
@@ -147,6 +158,13 @@ def test_offline_reload_then_update_replaces_the_old_cache(browser, snapshot):
         offline_s = time.perf_counter() - started
         assert page.evaluate("navigator.onLine") is False
         assert predictions(page) > 0
+        # issue 16 (the "coi" pattern): the service worker's answers carry COOP/COEP, the page
+        # it served is cross-origin isolated, and so is the model worker it started.
+        assert page.evaluate("crossOriginIsolated") is True
+        assert model_worker_isolation(page) is True
+        for path in ("./index.html", "./web/model-worker.mjs", "./vendor/pyodide/pyodide.asm.wasm"):
+            served = page.evaluate(JS_HEADERS, path)
+            assert served == {"coop": "same-origin", "coep": "credentialless", "ok": True}, (path, served)
         assert "without the network" in page.text_content("[data-testid=storage-status]")
         print(f"\noffline reload to ready: {offline_s:.1f} s")
         context.set_offline(False)
@@ -178,6 +196,7 @@ def test_offline_reload_then_update_replaces_the_old_cache(browser, snapshot):
         assert MODEL_CACHE in caches, "an app update keeps the stored model"
         served = page.evaluate("fetch('./web/pwa.css').then((r) => r.text())")
         assert "version 2" in served
+        assert page.evaluate("crossOriginIsolated") is True  # issue 16: the new worker adds them too
         assert predictions(page) > 0
     finally:
         context.close()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .conftest import model_worker_isolation
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -18,6 +20,16 @@ def test_page_boots_to_ready(app):
     assert app.page.is_hidden("[data-testid=status]")
     assert app.page.is_hidden("[data-testid=error]")
     assert app.page.title().startswith("Glassbox")
+
+
+def test_page_is_cross_origin_isolated_under_the_served_headers(app):
+    # issue 16: tools/serve.py sends COOP same-origin + COEP credentialless by default (as
+    # `make serve` runs it); the page and everything it loaded passed COEP, so it is isolated
+    # (Pyodide's SharedArrayBuffer then raises no deprecation report).
+    assert app.page.evaluate("crossOriginIsolated") is True
+    assert app.page.evaluate("typeof SharedArrayBuffer") == "function"
+    assert model_worker_isolation(app.page) is True  # the model worker's script passed COEP too
+    assert app.state() == "ready"
 
 
 def test_numpy_runs_in_the_page_and_agrees_with_native(app):
