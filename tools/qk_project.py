@@ -39,9 +39,9 @@ spectral eigen-solver fail ("too small an eigengap"), and umap-learn then falls 
 random start; PCA is deterministic, cheap and keeps the large-scale layout, as for t-SNE.
 On a shared machine run one process per folder and method, or per layer (``--save-only
 FILE --methods tsne --layers L``, then ``--merge FILE ...``), rather than more threads.
-The maps shipped now in weights/mini and weights/mini-q4 predate ``angle`` 0.8 and UMAP's PCA
-start (and the 3,700-token budget: they map the earlier 184-sentence corpus); their qk.json
-records the settings they were made with.
+The maps shipped in weights/mini and weights/mini-q4 were made with these settings (their
+qk.json records them): 35-50 s per t-SNE head and 13-20 s per UMAP head on this 2-core
+machine at load 4-8, one process per folder.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def built(app):
     # seconds: the corpus is built with the runner's numpy fallback here (cheap), and
     # test_corpus_runs_on_the_page_webgpu_runner checks the WebGPU path on a few sentences.
     # (the model worker's runner has no numpy attribute: None gives the map's own numpy path, the
-    # same reference blocks; through the worker on SwiftShader the 184 sentences took over 300 s)
+    # same reference blocks; through the worker on SwiftShader the corpus (then 184 sentences) took over 300 s)
     app.py("explainer.qk.runner = lambda: getattr(explainer.runner, 'numpy', None)")
     try:
         page.get_by_test_id("qk-build").click()
