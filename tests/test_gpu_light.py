@@ -65,8 +65,8 @@ class FakeCache:
 class FakeEngine:
     """Engine.forward's contract on numpy: which names were read back is recorded."""
 
-    def __init__(self, params, software=False, fail=None):
-        self.params, self.backend, self.fail = params, FakeBackend(software), fail
+    def __init__(self, params, software=False, fail=None, config=CONFIG):
+        self.params, self.backend, self.fail, self.config = params, FakeBackend(software), fail, config
         self.reads: list[list[str]] = []
 
     def new_cache(self):
@@ -75,7 +75,7 @@ class FakeEngine:
     async def forward(self, ids, cache=None, capture=None):
         if self.fail is not None:
             raise self.fail
-        trace = reference.forward(self.params, CONFIG, np.asarray(ids), capture=capture_predicate(capture))
+        trace = reference.forward(self.params, self.config, np.asarray(ids), capture=capture_predicate(capture))
         self.reads.append(list(trace.tensors))
         return trace
 
@@ -86,7 +86,7 @@ class FakeEngine:
         if self.fail is not None:
             raise self.fail
         want = capture_predicate(capture)
-        trace = reference.forward(self.params, CONFIG, np.asarray(ids), capture=want)
+        trace = reference.forward(self.params, self.config, np.asarray(ids), capture=want)
         self.logits, self.kept = trace.tensors["logits"], keep
         if not want("logits"):
             del trace.tensors["logits"]
