@@ -526,6 +526,41 @@ def test_light_mode_computes_a_layer_only_when_it_is_selected(model):
     asyncio.run(go())
 
 
+def test_light_mode_on_webgpu_on_the_page_thread_holds_the_last_logits_row(model):
+    """issue 15 item 4 (lr15): GPULightRunner reads back the last logits row only (logits_start
+    N - 1); the page's own thread (no model worker) samples from it, fetches a layer, generates
+    and discards a token. The engine is test_gpu_light's FakeEngine (Engine's forward_top /
+    read_last_rows contract on numpy; tests/gpu/test_gpu_light_runner.py runs the real one)."""
+    from app import lightmode
+    from app.gpu_light import GPULightRunner, make_runner
+    from test_gpu_light import FakeEngine
+
+    async def make():
+        return FakeEngine(model.params, config=model.config)
+
+    runner = make_runner(lightmode.LightRunner(model.params, model.config), make, calibrate=False)
+    assert isinstance(runner, GPULightRunner)
+    ex = Explainer(FakeUI(), model, runner, seed=0, namespace={}, run_code=run_code)
+    ex.mount()
+
+    async def go():
+        await runner.start("webgpu")
+        await ex.start()
+        n, V = len(ex.ids), model.config.vocab_size
+        assert runner.last == "webgpu" and ex.trace.logits.shape == (1, V) and ex.trace.logits_start == n - 1
+        full = model.forward(ex.ids)
+        np.testing.assert_allclose(ex.dist.logits, full.logits[-1], atol=ATOL)
+        await ex.select_layer(1)
+        np.testing.assert_allclose(ex.trace["h.1.att"], full["h.1.att"], atol=ATOL)
+        await ex.run.generate_one()
+        assert ex.trace.viewed == 1 and ex.trace.logits_start == n and len(ex.ids) == n + 1
+        np.testing.assert_allclose(ex.trace.logits[-1], model.forward(ex.ids).logits[-1], atol=ATOL)
+        ex.run.discard()
+        assert len(ex.ids) == n and ex.trace.logits_start == n - 1
+
+    asyncio.run(go())
+
+
 def test_a_new_view_is_a_controller_and_two_lines(model, monkeypatch):
     """The extension step other views follow: a view function, a controller, one line in
     explainer.CONTROLLERS and one in controls.SECTIONS."""

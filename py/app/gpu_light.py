@@ -12,7 +12,11 @@ on any GPU error, with the reason on the page.
 **Light mode on WebGPU** (``GPULightRunner``): the q4 checkpoint is uploaded as it is (the
 engine's kernels dequantize q4 blocks), and each run reads back only what light mode keeps
 (``lightmode.light_capture``: the viewed layer, every layer's [N, D] summaries, the
-embeddings, ln_f and the logits). When the reader picks another layer, the map controller
+embeddings, ln_f) and the LAST logits row alone (issue 15 item 4: WebGPURunner's partial path,
+``forward_top`` then ``read_last_rows``, without keep=True: the engine keeps the logits in
+place anyway, and nothing else of the run stays on the phone's GPU); the trace's
+``logits_start`` is N - 1, as for the model worker's partial traces (the page reads the last
+row only: the sampler, the experiments' target). When the reader picks another layer, the map controller
 awaits ``fetch_layer``: one more forward on the GPU that reads back that layer's tensors only,
 which replace the previous layer's (so one layer's attention grids are held at a time, as in
 numpy light mode). Any failure there (device lost, a refused buffer) computes the layer with
@@ -70,9 +74,12 @@ class GPULightRunner(WebGPURunner):
     def __init__(self, make_engine, params, config, *, on_status=None, calibrate: bool = False):
         self.wanted = 0  # the layer the views show (set by view_layer / fetch_layer)
         super().__init__(make_engine, _NumpyLight(params, config, lambda: self.wanted),
-                         capture=lightmode.light_capture(0), on_status=on_status, calibrate=calibrate)
+                         capture=lightmode.light_capture(0), on_status=on_status, calibrate=calibrate,
+                         partial=True)
         self.params = params
         self.fetches = 0  # layers read from the GPU after a run (tests)
+
+    keep_runs = False  # issue 15 (lr15): a light run keeps nothing on the GPU (no keep=True)
 
     @property
     def name(self) -> str:
@@ -88,6 +95,7 @@ class GPULightRunner(WebGPURunner):
 
     async def run(self, ids) -> lightmode.LayerTrace:
         self.capture = lightmode.light_capture(self.wanted)
+        self.viewed = self.wanted  # the partial path's layer (WebGPURunner._gpu)
         trace = await super().run(ids)
         if isinstance(trace, lightmode.LayerTrace):  # numpy light mode computed it
             return trace

@@ -142,6 +142,10 @@ def unavailable_reason(error: GPUUnavailableError) -> str:
 class WebGPURunner:
     """The explainer's runner on a GPU Engine; numpy (``fallback``) where WebGPU cannot run."""
 
+    # issue 15 (lr15): partial runs keep the rest of the run on the GPU (keep=True) for
+    # fetch_layer's read_layer; light mode (gpu_light.GPULightRunner) keeps nothing there.
+    keep_runs = True
+
     def __init__(self, make_engine: Callable[[], Awaitable], fallback, *, capture=None,
                  on_status: Callable[[Status], None] | None = None, calibrate: bool = False,
                  partial: bool = False):
@@ -340,7 +344,7 @@ class WebGPURunner:
             if self.partial and callable(capture):  # a partial run or step (not a cache refill)
                 trace, kept = await self._forward(ids, capture, keep)
                 self._kept_ids = ids if kept and self.cache.length == ids.size else None
-                self._note("run" if keep else "step", trace)
+                self._note("run" if self.cache.length == ids.size else "step", trace)  # lr15: light runs keep=False
                 partial = LayerTrace.select(trace, self.viewed)
                 partial.logits_start = ids.size - 1  # the last row only (read_last_rows)
                 return partial
@@ -361,7 +365,7 @@ class WebGPURunner:
         if self.engine is not None:
             self.cache.reset()
             if self.partial:
-                trace = await self._gpu(ids, view_capture(self.viewed), keep=True)
+                trace = await self._gpu(ids, view_capture(self.viewed), keep=self.keep_runs)
             else:
                 trace = await self._gpu(ids, self.capture)
             if trace is not None:
