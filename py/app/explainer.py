@@ -154,8 +154,14 @@ class Explainer:
         self.ids = np.asarray(trace.ids, dtype=np.int64)
         self.tokens = self.model.tokenizer.display(self.ids)
         self.experiments.tokens_changed()
-        if self.qk is not None:  # issue 12: the map places this text among the corpus
-            self.spawn(self.qk.on_trace(trace))
+        self.place_in_qk()
+
+    def place_in_qk(self) -> None:
+        """issue 12: the Q/K map places the current text among its corpus, only while its view
+        is open (each placement is a forward and a PCA in the model worker, which a layer fetch
+        would otherwise queue behind); opening the view places the latest text."""
+        if self.qk is not None and self.trace is not None and "qk" in self.map.open:
+            self.spawn(self.qk.on_trace(self.trace))
 
     def sample(self) -> None:
         """A new next-token distribution from the last logits row, and a token drawn from it."""

@@ -69,6 +69,7 @@ class QKMap:
         self.error = ""
         self.timings: dict[str, float] = {}
         self._trace = None
+        self._placed = None  # the trace whose text the map shows (placed once)
         self.on_select = None  # (layer, head) -> None: a head clicked in the matrix (the explainer follows)
 
     # ----- frame -------------------------------------------------------------------------------
@@ -114,6 +115,7 @@ class QKMap:
                 await self._load_corpus()
             self.timings["corpus_s"] = time.perf_counter() - started
             await self._set_user(self._trace)
+            self._placed = self._trace
             self.render()
             self.status(self._summary())
         except Exception as exc:  # noqa: BLE001  (shown on the page)
@@ -223,13 +225,14 @@ class QKMap:
         """The explainer has a new trace: place its text among the corpus (when the map is
         built). Traces arriving while one is being placed coalesce: only the latest is drawn."""
         self._trace = trace
-        if not self.built or self.building or self._updating:
+        if not self.built or self.building or self._updating or trace is self._placed:
             return
         self._updating = True
         try:
             while True:
                 current = self._trace
                 await self._set_user(current)
+                self._placed = current
                 if self._trace is current:
                     break
             self.render()

@@ -68,8 +68,14 @@ def choose_layer(page, layer: str) -> None:
 
 def wait_layer(page, layer: str) -> None:
     """Wait until the views draw layer ``layer`` (1-based) after a selection."""
-    page.wait_for_function("n => document.querySelector('[data-testid=explainer]').dataset.layer === n",
-                           arg=str(int(layer) - 1), timeout=RUN_TIMEOUT_MS)
+    try:
+        page.wait_for_function("n => document.querySelector('[data-testid=explainer]').dataset.layer === n",
+                               arg=str(int(layer) - 1), timeout=RUN_TIMEOUT_MS)
+    except Exception as exc:  # say what the page shows instead (an error beside the input, the state)
+        state = page.evaluate("""() => [document.documentElement.dataset.state,
+            document.querySelector('[data-testid=explainer]').dataset.layer,
+            (document.querySelector('[data-testid=input-error]') || {}).textContent || '', document.querySelector('[data-testid=status]') ? document.querySelector('[data-testid=status]').textContent : '']""")
+        raise AssertionError(f"layer {layer} was not drawn: state, data-layer, error = {state}") from exc
 
 
 def open_every_view(page) -> None:

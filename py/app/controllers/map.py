@@ -121,6 +121,8 @@ class MapController(Controller):
         elif not shown and view in self.open:
             self.open.remove(view)
         self.ui.set_attr(f"view:{view}", "data-open", "true" if shown else "false")
+        if view == "qk" and shown:
+            self.ex.place_in_qk()
 
     def open_part(self, part: str) -> None:
         """Open the detailed view of map part ``part`` (selecting its block's layer)."""
