@@ -235,3 +235,67 @@ def test_corpus_runs_through_the_page_runner(model):
     want = qk.collect(model.params, model.config, m.corpus.ids)
     np.testing.assert_array_equal(m.corpus_set.q, want.q)
     np.testing.assert_array_equal(m.corpus_set.att[1], want.att[1])
+
+
+class GatedGPURunner(runners.ReferenceRunner):
+    """A runner on "webgpu" whose remote PCA (the model worker's, issue 16) answers only when
+    the test opens its gate (numpy's PCA of the same points)."""
+
+    name = "webgpu"
+
+    def __init__(self, params, config):
+        super().__init__(params, config)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.projections = 0
+
+    @property
+    def qk_pca(self):
+        runner = self
+
+        class Remote:
+            async def project(self, points):
+                await runner.gate.wait()
+                runner.projections += 1
+                return np.stack([qk.pca(p) for p in points])
+
+        return Remote()
+
+
+def test_a_layer_chosen_while_the_text_is_placed_draws_the_previous_points_whole(model):
+    """Regression (stop 19's shared-page hang): placing new text awaits the worker's PCA; a layer
+    chosen meanwhile links the map, which draws. It drew an emptied coordinate table (KeyError
+    (0, 0), and the layer was never shown): the new points must replace the old all at once."""
+    files = _files(model, ["A list is sorted.", "Numbers are added."])
+
+    async def fetch(url):
+        return files[url]
+
+    runner = GatedGPURunner(model.params, model.config)
+    ui, dom = FakeUI(), FakeDom()
+    m = QKMap(ui, dom, model, "m/", fetch, runner=lambda: runner)
+    m.mount()
+    first = reference.forward(model.params, model.config, model.prompt("The file is opened.").ids)
+    second = reference.forward(model.params, model.config, model.prompt("The file is read, then closed.").ids)
+
+    async def scenario():
+        await m.on_trace(first)
+        await m.build()
+        assert not m.error and m.pca_backend == "webgpu"
+        before = m.data.n_tokens
+        runner.gate.clear()
+        placing = asyncio.ensure_future(m.on_trace(second))
+        for _ in range(50):  # until the placement waits on the PCA
+            await asyncio.sleep(0)
+        assert not placing.done()
+        m.link(1, 1)  # the reader picked another layer meanwhile: the map draws now
+        assert m.data.n_tokens == before and len(m.xy) == model.config.n_layer * model.config.n_head
+        rgba = dom.painted['[data-testid="qk-head"][data-layer="0"][data-head="0"]']
+        assert (rgba.reshape(-1, 4) == view.Q_RGBA).all(1).any()
+        runner.gate.set()
+        await placing
+        assert m.data.n_tokens == m.corpus_set.n_tokens + second.ids.size
+        assert {v.shape[0] for v in m.xy.values()} == {2 * m.data.n_tokens}
+
+    asyncio.run(scenario())
+    assert runner.projections == 2

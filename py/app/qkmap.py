@@ -166,12 +166,15 @@ class QKMap:
                     parts = [qk.sentence_qk(self.model.params, self.config, trace.ids)]
             user = qk.stack(parts)
             user.token_id = np.asarray(trace.ids, dtype=np.int64)
-            self.user_set = user
-        self.data = qk.join(self.corpus_set, self.user_set) if self.user_set is not None else self.corpus_set
-        self.labels = self.model.tokenizer.display(self.data.token_id.tolist())
-        self.focus = None
+        else:
+            user = self.user_set
+        data = qk.join(self.corpus_set, user) if user is not None else self.corpus_set
         self.timings["user_s"] = time.perf_counter() - started
-        await self.coords()
+        xy = await self._project(data)
+        # Swapped in together, after the last await: a draw meanwhile (the reader picked another
+        # layer, which links the map) shows the previous points whole, never half of each.
+        self.user_set, self.data, self.xy, self.focus = user, data, xy, None
+        self.labels = self.model.tokenizer.display(data.token_id.tolist())
 
     def gpu_pca(self):
         """The GPU PCA on the runner's WebGPU device, or None when the runner is not on WebGPU."""
@@ -191,28 +194,34 @@ class QKMap:
         return self._gpu_pca[1]
 
     async def coords(self) -> None:
+        """Every head's coordinates of the points shown (after a projection change)."""
+        self.xy = await self._project(self.data)
+
+    async def _project(self, data: qk.QKSet) -> dict[tuple[int, int], np.ndarray]:
+        """Every head's 2-D coordinates of ``data``: {(layer, head): [2P, 2]}. Assigns nothing
+        that a draw reads (it awaits the worker's GPU or yields between layers)."""
         started = time.perf_counter()
-        self.xy = {}
         n_corpus = self.corpus_set.n_tokens
         self.pca_backend = "numpy"
         L, H = self.config.n_layer, self.config.n_head
         pca = self.gpu_pca() if self.method == "pca" else None
         if pca is not None:
             try:
-                xy = await pca.project(qk.all_head_points(self.data, self.translate, self.scale))
-                self.xy = {(layer, head): xy[layer * H + head] for layer in range(L) for head in range(H)}
+                xy = await pca.project(qk.all_head_points(data, self.translate, self.scale))
                 self.pca_backend = "webgpu"
                 self.timings["project_s"] = time.perf_counter() - started
-                return
+                return {(layer, head): xy[layer * H + head] for layer in range(L) for head in range(H)}
             except Exception as exc:  # noqa: BLE001  (a lost device: numpy computes the same map)
                 self._gpu_pca = None
                 self.error = f"PCA on WebGPU failed ({type(exc).__name__}: {exc}); numpy computed it."
-        for layer in range(self.config.n_layer):
-            for head in range(self.config.n_head):
-                self.xy[layer, head] = qk.project(self.data, layer, head, self.method, self.translate, self.scale,
-                                                  fixed=self.fixed, n_corpus=n_corpus)
+        out = {}
+        for layer in range(L):
+            for head in range(H):
+                out[layer, head] = qk.project(data, layer, head, self.method, self.translate, self.scale,
+                                              fixed=self.fixed, n_corpus=n_corpus)
             await asyncio.sleep(0)
         self.timings["project_s"] = time.perf_counter() - started
+        return out
 
     def _summary(self) -> str:
         t = self.timings

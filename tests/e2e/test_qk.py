@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import _open_page
 from .test_views import choose_layer, run_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,21 +30,7 @@ BUILD_TIMEOUT_MS = 300_000
 
 
 @pytest.fixture(scope="module")
-def qk_page(browser, site):
-    """The map's own WebGPU page. KNOWN BUG (stop 19, not diagnosed): on the shared page, after
-    this module and three more runs, fetching layer 4 from the model worker never drew (test_views
-    then timed out); these tests use a page of their own until that is found."""
-    page = _open_page(browser, site, "?backend=webgpu")
-    try:
-        assert page.wait_settled() == "ready", page.page.text_content("[data-testid=error]")
-        yield page
-    finally:
-        page.page.context.close()
-
-
-@pytest.fixture(scope="module")
-def built(qk_page):
-    app = qk_page
+def built(app):
     page = app.page
     run_text(page, TEXT)
     page.get_by_test_id("open-qk").click()  # the map's navigation opens the view in place
