@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "py"))
 
 from glassbox import reference, weights  # noqa: E402
 from glassbox.config import GPTConfig  # noqa: E402
+from app.bench import decode_numpy_seconds, decode_webgpu_seconds  # noqa: E402  (the page's bench times decoding alike)
 
 MODELS = {
     # The committed default model's shape (weights/mini).
@@ -74,26 +75,9 @@ def bench_model(name: str, config: GPTConfig, args, engine_for, run) -> list[dic
     prompt = rng.integers(0, config.vocab_size, 8)
     steps = min(args.decode, config.n_positions - prompt.size)
 
-    def decode_numpy():
-        cache = reference.KVCache(config)
-        logits = reference.forward(params, config, prompt, cache=cache, capture=lambda _: False).logits[-1]
-        started = time.perf_counter()
-        for _ in range(steps):
-            logits = reference.forward(params, config, [int(np.argmax(logits))], cache=cache,
-                                       capture=lambda _: False).logits[-1]
-        return time.perf_counter() - started
-
-    async def decode_gpu():
-        cache = engine.new_cache()
-        logits = (await engine.forward(prompt, cache=cache, capture="logits")).logits[-1]
-        started = time.perf_counter()
-        for _ in range(steps):
-            logits = (await engine.forward([int(np.argmax(logits))], cache=cache, capture="logits")).logits[-1]
-        return time.perf_counter() - started
-
-    run(decode_gpu())  # warm-up: decode-shaped pipelines
-    cpu = steps / min(decode_numpy() for _ in range(2))
-    gpu = steps / min(run(decode_gpu()) for _ in range(2))
+    run(decode_webgpu_seconds(engine, prompt, steps))  # warm-up: decode-shaped pipelines
+    cpu = steps / min(decode_numpy_seconds(params, config, prompt, steps) for _ in range(2))
+    gpu = steps / min(run(decode_webgpu_seconds(engine, prompt, steps)) for _ in range(2))
     rows.append({"model": name, "what": f"decode {steps} tokens with the KV cache", "unit": "tokens/s",
                  "numpy": cpu, "gpu": gpu, "speedup": gpu / cpu})
     print(f"  {rows[-1]['what']:<34} numpy {cpu:9.1f} tok/s wgpu {gpu:9.1f} tok/s x{gpu / cpu:.2f}", flush=True)

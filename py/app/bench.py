@@ -123,7 +123,7 @@ async def bench_model(label: str, checkpoint, engine, opts: dict, say: Callable[
             longest = max((n for n, _ in figures), default=8)
             for n in sorted({min(8, longest), min(17, longest)}):
                 await engine.forward(rng.integers(0, config.vocab_size, n), capture="all")
-            await _decode_webgpu(engine, rng.integers(0, config.vocab_size, 8), 1)
+            await decode_webgpu_seconds(engine, rng.integers(0, config.vocab_size, 8), 1)
         for n, capture in figures:
             ids = rng.integers(0, config.vocab_size, n)
             key = (backend, capture)
@@ -169,9 +169,9 @@ async def bench_model(label: str, checkpoint, engine, opts: dict, say: Callable[
         await asyncio.sleep(0)
         prompt = rng.integers(0, config.vocab_size, 8)
         if backend == "webgpu":
-            elapsed = await _decode_webgpu(engine, prompt, steps)
+            elapsed = await decode_webgpu_seconds(engine, prompt, steps)
         else:
-            elapsed = _decode_numpy(params, config, prompt, steps)
+            elapsed = decode_numpy_seconds(params, config, prompt, steps)
         rows_decode[backend] = steps / elapsed
         rows_decode[f"{backend}_runs"] = f"1 run of {steps} steps"
     rows = [results[key] for key in results if key != "decode"] + [results["decode"]]
@@ -186,7 +186,9 @@ def _what(n: int, capture: str) -> str:
     return f"forward {n} tokens, {'logits only' if capture == 'logits' else 'full trace'}"
 
 
-async def _decode_webgpu(engine, prompt: np.ndarray, steps: int) -> float:
+async def decode_webgpu_seconds(engine, prompt: np.ndarray, steps: int) -> float:
+    """Seconds for ``steps`` greedy decode steps with the KV cache after ``prompt`` (logits only);
+    tools/bench.py times the native engine with it too."""
     cache = engine.new_cache()
     logits = (await engine.forward(prompt, cache=cache, capture="logits")).logits[-1]
     started = time.perf_counter()
@@ -195,7 +197,8 @@ async def _decode_webgpu(engine, prompt: np.ndarray, steps: int) -> float:
     return time.perf_counter() - started
 
 
-def _decode_numpy(params, config: GPTConfig, prompt: np.ndarray, steps: int) -> float:
+def decode_numpy_seconds(params, config: GPTConfig, prompt: np.ndarray, steps: int) -> float:
+    """The same on glassbox.reference."""
     cache = reference.KVCache(config)
     logits = reference.forward(params, config, prompt, cache=cache, capture=lambda _: False).logits[-1]
     started = time.perf_counter()
