@@ -227,6 +227,71 @@ def test_panel_flow_with_a_fake_page(mini):
     asyncio.run(go())
 
 
+def test_panel_shows_only_the_latest_token_asked_for_and_never_mixes_two(mini):
+    """Codes come from the model worker (awaited): a factor clicked while another token's code is
+    on its way draws the shown coding under its own label; answers that arrive out of order
+    show the token asked for last; Close drops a code in flight."""
+    import asyncio
+    import re
+
+    from app.explainer import Explainer
+    from test_explainer import FakeUI
+
+    model, d = mini
+    gates: dict[tuple[int, int], asyncio.Event] = {}
+
+    async def go():
+        ui = FakeUI()
+        ex = Explainer(ui, model)
+        ex.factors._load = lambda: asyncio.sleep(0, d)
+        ex.mount()
+        await ex.run.submit(TEXT)
+        panel = ex.factors
+        plain = panel.code
+
+        async def gated(stream, position):
+            coding = await plain(stream, position)
+            gate = gates.get((stream, position))
+            if gate is not None:
+                await gate.wait()
+            return coding
+
+        panel.code = gated
+
+        def shown():
+            html = ui.slots["factors"].html
+            where = re.search(r'data-testid="factors-panel"[^>]* data-stream="(\d+)" data-position="(\d+)"', html)
+            rows = re.findall(r'data-testid="factor" data-factor="(\d+)" data-weight="([^"]+)"', html)
+            return (int(where.group(1)), int(where.group(2))), [(int(f), float(w)) for f, w in rows]
+
+        def want(stream, position):
+            return factors.code_position(d, model.forward(model.prompt(TEXT).ids), stream, position).nonzero()
+
+        await ex.handle("factors-open", "", {"stream": "2", "position": "3"})
+        assert shown() == ((2, 3), want(2, 3))
+        gates[1, 5], gates[0, 2] = asyncio.Event(), asyncio.Event()
+        slow = ex.handle("factors-open", "", {"stream": "1", "position": "5"})
+        fast = ex.handle("factors-open", "", {"stream": "0", "position": "2"})
+        await asyncio.sleep(0.05)
+        ex.handle("factors-select", "", {"factor": str(want(2, 3)[0][0])})  # draws while both wait
+        assert shown()[0] == (2, 3) and shown()[1] == want(2, 3)
+        gates[0, 2].set()
+        await fast
+        assert shown()[0] == (0, 2) and shown()[1] == want(0, 2)
+        gates[1, 5].set()
+        await slow  # asked before (0, 2): answered later, not shown
+        assert shown()[0] == (0, 2) and shown()[1] == want(0, 2)
+        gates[3, 1] = asyncio.Event()
+        late = ex.handle("factors-open", "", {"stream": "3", "position": "1"})
+        await asyncio.sleep(0.05)
+        ex.handle("factors-close")
+        gates[3, 1].set()
+        await late
+        assert 'data-testid="factors-intro"' in ui.slots["factors"].html and not panel.open
+
+    asyncio.run(go())
+
+
 # ----- the page's loader: counted with the model, fetched lazily, verified, kept -----------------
 def test_page_loader_counts_fetches_verifies_and_keeps_the_dictionary():
     import asyncio

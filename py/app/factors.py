@@ -45,6 +45,7 @@ class FactorsController:
         self.query = ""
         self.status = ""
         self._lab = None
+        self._asked = 0  # codings asked for; only the latest is shown (_coded)
 
     @property
     def lab(self) -> "labs.LocalLab | labs.RemoteLab":
@@ -53,9 +54,27 @@ class FactorsController:
         self._lab = labs.attach(self._lab, o.runner, lambda: labs.Bench(o.params, o.config, self.ensure_dictionary))
         return self._lab
 
-    async def code(self) -> gf.Coding:
-        return await self.lab.call("code", ids=[int(i) for i in self.owner.ids], stream=self.stream,
-                                   position=self.position)
+    async def code(self, stream: int, position: int) -> gf.Coding:
+        return await self.lab.call("code", ids=[int(i) for i in self.owner.ids], stream=stream, position=position)
+
+    async def _coded(self, stream: int, position: int) -> bool:
+        """Code (stream, position) and show it, unless a later request (another click, a new
+        run, Close) came meanwhile: the panel then keeps what it shows, whole — never a coding
+        drawn under another token's label. True when it was shown."""
+        self._asked += 1
+        asked = self._asked
+        try:
+            await self.ensure_dictionary()
+            coding, status = await self.code(stream, position), ""
+        except Exception as exc:  # noqa: BLE001  (shown in the panel; the page stays usable)
+            coding, status = None, f"The factors cannot be shown: {type(exc).__name__}: {exc}"
+        if asked != self._asked:
+            return False
+        if (stream, position) != (self.stream, self.position):
+            self.occlusion, self.selected = None, None
+        self.stream, self.position, self.coding, self.status = stream, position, coding, status
+        self.render()
+        return True
 
     async def _load_from_page(self) -> gf.Dictionary:
         from .loader import load_dictionary
@@ -83,6 +102,7 @@ class FactorsController:
             if self.dictionary is not None:
                 self.owner.ui.show("factor-browser", view.browser(self.dictionary, self.owner.vocab, value, self.labels))
         elif action == "factors-close":
+            self._asked += 1  # a coding in flight is not shown
             self.open, self.coding, self.occlusion, self.selected = False, None, None, None
             self.owner.ui.show("factors", view.intro(self.has_dictionary))
         return None
@@ -101,18 +121,12 @@ class FactorsController:
         trace = self.owner.trace
         if trace is None:
             return
-        self.open, self.stream, self.position = True, int(stream), int(position)
+        self.open = True
+        if self.coding is None:  # nothing drawn yet: the status lines name the token asked for
+            self.stream, self.position = int(stream), int(position)
         self.owner.map.open_view("factors")  # the panel is a detailed view: open it in place
-        self.occlusion = None
-        try:
-            await self.ensure_dictionary()
-            self.coding = await self.code()
-            self.status = ""
-        except Exception as exc:  # noqa: BLE001  (shown in the panel; the page stays usable)
-            self.coding = None
-            self.status = f"The factors cannot be shown: {type(exc).__name__}: {exc}"
-        self.render()
-        self.owner.ui.focus("factors-title")
+        if await self._coded(int(stream), int(position)):
+            self.owner.ui.focus("factors-title")
 
     def refresh(self):
         """After a new run: recode the same layer and token (a task), or close when the token is gone."""
@@ -125,16 +139,7 @@ class FactorsController:
             self.handle("factors-close")
             return
         self.occlusion = None
-        return self.owner.spawn(self._recode())
-
-    async def _recode(self) -> None:
-        try:
-            self.coding = await self.code()
-            self.status = ""
-        except Exception as exc:  # noqa: BLE001  (shown in the panel)
-            self.coding = None
-            self.status = f"The factors cannot be shown: {type(exc).__name__}: {exc}"
-        self.render()
+        return self.owner.spawn(self._coded(self.stream, self.position))
 
     async def attribute(self, factor: int) -> None:
         if self.dictionary is None or self.owner.trace is None:
@@ -147,7 +152,7 @@ class FactorsController:
         self.owner.ui.set_text("run-status", f"Occlusion: re-running without each of "
                                f"{self.position + 1} tokens…")
         await asyncio.sleep(0)
-        position = self.position
+        asked, stream, position = self._asked, self.stream, self.position
 
         async def progress(done: int, total: int) -> None:
             self.owner.ui.set_text("run-status", f"Occlusion: {done} of {total} re-runs…")
@@ -155,12 +160,14 @@ class FactorsController:
 
         try:
             values, base = await self.lab.call("occlusion", progress, ids=[int(i) for i in self.owner.ids],
-                                               stream=self.stream, position=position, factor=factor)
-            self.occlusion = (factor, values, base)
-            self.status = ""
+                                               stream=stream, position=position, factor=factor)
+            occlusion, status = (factor, values, base), ""
         except Exception as exc:  # noqa: BLE001  (shown in the panel)
-            self.status = f"Occlusion failed: {type(exc).__name__}: {exc}"
+            occlusion, status = None, f"Occlusion failed: {type(exc).__name__}: {exc}"
         self.owner.ui.set_text("run-status", "")
+        if asked != self._asked:  # another token, a new run or Close came meanwhile: not this one's
+            return
+        self.occlusion, self.status = occlusion, status
         self.render()
 
     # ----- drawing ------------------------------------------------------------------------------
