@@ -299,3 +299,45 @@ def test_a_layer_chosen_while_the_text_is_placed_draws_the_previous_points_whole
 
     asyncio.run(scenario())
     assert runner.projections == 2
+
+
+def test_placing_and_reprojecting_take_turns_and_a_text_sent_while_building_is_placed(model):
+    """A projection change while the text is being placed (both await the worker's PCA) ends with
+    coordinates of the joined points under the new options; a text that arrives while the map
+    is built is placed after it."""
+    files = _files(model, ["A list is sorted.", "Numbers are added."])
+
+    async def fetch(url):
+        return files[url]
+
+    runner = GatedGPURunner(model.params, model.config)
+    m = QKMap(FakeUI(), FakeDom(), model, "m/", fetch, runner=lambda: runner)
+    m.mount()
+    first, second, third = (reference.forward(model.params, model.config, model.prompt(t).ids)
+                            for t in ("The file is opened.", "The file is read, then closed.", "Numbers are sorted."))
+
+    async def scenario():
+        await m.on_trace(first)
+        runner.gate.clear()
+        building = asyncio.ensure_future(m.build())
+        for _ in range(50):
+            await asyncio.sleep(0)
+        await m.on_trace(second)  # while building: remembered
+        runner.gate.set()
+        await building
+        assert m.data.n_tokens == m.corpus_set.n_tokens + second.ids.size
+        runner.gate.clear()
+        placing = asyncio.ensure_future(m.on_trace(third))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        reprojecting = m.handle("qk-translate")
+        runner.gate.set()
+        await placing
+        await reprojecting
+        assert m.data.n_tokens == m.corpus_set.n_tokens + third.ids.size and m.translate is False
+        want = qk.all_head_points(m.data, m.translate, m.scale)
+        H = model.config.n_head
+        for (layer, head), xy in m.xy.items():
+            np.testing.assert_allclose(xy, qk.pca(want[layer * H + head]), atol=1e-12)
+
+    asyncio.run(scenario())

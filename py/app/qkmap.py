@@ -49,6 +49,7 @@ class QKMap:
         self.ui, self.dom, self.model, self.base_url, self.fetch, self.slot = ui, dom, model, base_url, fetch, slot
         self.runner = runner or (lambda: None)  # () -> the explainer's current runner (or None)
         self._gpu_pca = None  # (backend, glassbox.gpu.qk_pca.QKPCA) while the runner is on WebGPU
+        self._points = asyncio.Lock()  # placing the text and reprojecting take turns (each awaits the worker)
         self.pca_backend = "numpy"  # where the last PCA ran: "webgpu" or "numpy"
         self.config = model.config
         self.method, self.colour, self.translate, self.scale = "pca", "kind", True, False
@@ -114,8 +115,9 @@ class QKMap:
             if self.corpus_set is None:
                 await self._load_corpus()
             self.timings["corpus_s"] = time.perf_counter() - started
-            await self._set_user(self._trace)
-            self._placed = self._trace
+            current = self._trace
+            await self._set_user(current)
+            self._placed = current
             self.render()
             self.status(self._summary())
         except Exception as exc:  # noqa: BLE001  (shown on the page)
@@ -123,6 +125,8 @@ class QKMap:
             self.render()
         finally:
             self.building = False
+        if self.built and self._trace is not self._placed:  # a newer text came while it was built
+            await self.on_trace(self._trace)
 
     async def _load_corpus(self) -> None:
         self.status("Fetching the corpus…")
@@ -150,9 +154,16 @@ class QKMap:
         self.corpus_set = data
 
     async def _set_user(self, trace) -> None:
-        """Join the user's text onto the corpus and recompute every head's coordinates."""
+        """Join the user's text onto the corpus and recompute every head's coordinates; placing
+        and reprojecting (coords) take turns, so the points and their coordinates always match."""
         if self.corpus_set is None:
             return
+        async with self._points:
+            await self._place(trace)
+
+    async def _place(self, trace) -> None:
+        """_set_user's work: the text's q/k (the trace's, else the runner's), the joined set and
+        its coordinates, swapped in at the end."""
         started = time.perf_counter()
         if trace is not None:
             try:
@@ -195,7 +206,8 @@ class QKMap:
 
     async def coords(self) -> None:
         """Every head's coordinates of the points shown (after a projection change)."""
-        self.xy = await self._project(self.data)
+        async with self._points:
+            self.xy = await self._project(self.data)
 
     async def _project(self, data: qk.QKSet) -> dict[tuple[int, int], np.ndarray]:
         """Every head's 2-D coordinates of ``data``: {(layer, head): [2P, 2]}. Assigns nothing
