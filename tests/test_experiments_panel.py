@@ -138,3 +138,50 @@ def test_panel_runs_every_experiment(model):
             view.csv(exp.panel(), "lens")
 
     asyncio.run(go())
+
+
+def test_settings_and_numbers_change_together(model):
+    """A head toggled (or a new target) recomputes in the lab, awaited: a draw meanwhile (a lens
+    cell clicked) shows the previous heads with the previous numbers, and a failed recompute
+    changes neither."""
+    ui = UI()
+    explainer = Explainer(ui, model, seed=0, namespace={})
+    explainer.mount()
+    exp = explainer.experiments
+    gate = asyncio.Event()
+
+    async def go():
+        await explainer.run.submit(CLEAN)
+        await explainer.handle("exp-lens", "", {})
+        await explainer.handle("exp-head", "", {"layer": "1", "head": "2"})
+        before = (list(exp.heads), exp.ablation)
+        plain = exp.call
+
+        async def gated(name, **args):
+            await gate.wait()
+            return await plain(name, **args)
+
+        exp.call = gated
+        toggling = explainer.handle("exp-head", "", {"layer": "3", "head": "0"})
+        for _ in range(20):
+            await asyncio.sleep(0)
+        explainer.handle("exp-lens-cell", "", {"stream": "1", "position": "0"})  # draws now
+        html = ui.slots["experiments"]
+        assert (exp.heads, exp.ablation) == before and "1 head(s) off" in html
+        assert html.count('aria-pressed="true" aria-label="ablate') == 1
+        gate.set()
+        await toggling
+        assert exp.heads == [(1, 2), (3, 0)] and "2 head(s) off" in ui.slots["experiments"]
+        P, C = model.params, model.config
+        trace = exp.lab.bench.trace(explainer.ids)
+        want = ex.effect(ex.clean_logits(P, C, trace), ex.ablate(P, C, trace, [(1, 2), (3, 0)]), exp.current_target())
+        assert exp.ablation[0] == want
+
+        async def failing(name, **args):
+            raise ValueError("the lab is gone")
+
+        exp.call = failing
+        await explainer.handle("exp-target", "", {"tokenId": "11"})
+        assert exp.target is None and exp.ablation[0] == want and "the lab is gone" in ui.slots["experiments"]
+
+    asyncio.run(go())

@@ -31,6 +31,7 @@ from .views.common import View
 
 LENS_TOP = 5
 ABLATION_TOP = 5
+_SAME = object()  # _apply: this setting stays as it is
 YIELD_SECONDS = labs.YIELD_SECONDS  # a long experiment hands control back to the page this often
 
 
@@ -132,52 +133,63 @@ class ExperimentsController:
         self.lens = await self.call("lens", k=LENS_TOP)
         self.lens_cell = None
 
-    async def run_ablation(self) -> None:
-        if not self.heads:
-            self.ablation = None
-            return
-        self.ablation = await self.call("ablate", heads=[list(h) for h in self.heads], mean=self.mean,
-                                        target=await self.target_now(), k=ABLATION_TOP)
-
     async def run_sweep(self) -> None:
         self.sweep = await self.call("sweep", target=await self.target_now(), mean=self.mean)
 
     async def run_patching(self) -> None:
-        self.patching, self.corrupt_tokens, self.patch_message = None, None, ""
+        self.patching, self.corrupt_tokens, self.patch_message = await self._patch(self.target_now)
+
+    async def _patch(self, target) -> tuple:
+        """(patching, corrupted tokens, message) for the typed corrupted prompt; ``target`` is
+        awaited only when the prompt can be patched."""
         text = self.corrupt_text.strip() and self.corrupt_text
         if not text:
-            self.patch_message = "Type a corrupted prompt first (the same number of tokens as the text above)."
-            return
+            return None, None, "Type a corrupted prompt first (the same number of tokens as the text above)."
         ids = self.x.model.prompt(text).ids
         if ids.size != len(self.ids):
-            self.patch_message = (f"The prompts differ in length: the clean one has {len(self.ids)} tokens, the "
-                                  f"corrupted one {ids.size}. Patching needs the same number of tokens.")
-            return
-        self.patching = await self.call("patching", corrupt=[int(i) for i in ids], target=await self.target_now())
-        self.corrupt_tokens = self.x.model.tokenizer.display(ids)
+            return None, None, (f"The prompts differ in length: the clean one has {len(self.ids)} tokens, the "
+                                f"corrupted one {ids.size}. Patching needs the same number of tokens.")
+        patching = await self.call("patching", corrupt=[int(i) for i in ids], target=await target())
+        return patching, self.x.model.tokenizer.display(ids), ""
 
     async def run_attribution(self) -> None:
         self.attribution = await self.call("attribution", target=await self.target_now())
 
-    async def _rerun_computed(self) -> None:
-        """After the target or the ablation mode changed: recompute what is on screen."""
-        await self.run_ablation()
+    async def _apply(self, *, heads=None, mean: bool | None = None, target=_SAME) -> None:
+        """New settings (the heads off, the ablation mode, the target token) and what the panel
+        shows recomputed for them. Settings and numbers are swapped in together after the last
+        result came, so a draw meanwhile (a lens cell clicked, a CSV saved) shows the previous
+        ones whole, never new labels over old numbers; a failure changes nothing."""
+        heads = list(self.heads) if heads is None else heads
+        mean = self.mean if mean is None else mean
+        target = self.target if target is _SAME else target
+        if target is None:
+            if self.top is None:
+                self.top = await self.lab.call("target", ids=list(self.ids))
+            token = self.top
+        else:
+            token = target
+        new = {"heads": heads, "mean": mean, "target": target, "ablation": None}
+        if heads:
+            new["ablation"] = await self.call("ablate", heads=[list(h) for h in heads], mean=mean, target=token,
+                                              k=ABLATION_TOP)
         if self.sweep is not None:
-            await self.run_sweep()
+            new["sweep"] = await self.call("sweep", target=token, mean=mean)
         if self.patching is not None:
-            await self.run_patching()
+            new["patching"], new["corrupt_tokens"], new["patch_message"] = await self._patch(
+                lambda: asyncio.sleep(0, token))
         if self.attribution is not None:
-            await self.run_attribution()
+            new["attribution"] = await self.call("attribution", target=token)
+        for name, value in new.items():
+            setattr(self, name, value)
 
     async def _set_mean(self, value: str) -> None:
-        self.mean = value == "mean"
-        await self._rerun_computed()
+        await self._apply(mean=value == "mean")
 
     async def _set_target(self, token: int) -> None:
         if not 0 <= token < self.config.vocab_size:
             raise ValueError(f"token id {token} is outside the vocabulary")
-        self.target = token
-        await self._rerun_computed()
+        await self._apply(target=token)
 
     async def _compute(self, label: str, work) -> None:
         """Say what runs, let the page paint, compute (``await work()``), draw once. A long
@@ -243,15 +255,11 @@ class ExperimentsController:
     async def _toggle(self, layer: int, head: int) -> None:
         if not (0 <= layer < self.config.n_layer and 0 <= head < self.config.n_head):
             raise ValueError(f"head {layer}.{head} does not exist")
-        if (layer, head) in self.heads:
-            self.heads.remove((layer, head))
-        else:
-            self.heads = sorted(self.heads + [(layer, head)])
-        await self.run_ablation()
+        heads = [h for h in self.heads if h != (layer, head)]
+        await self._apply(heads=heads if len(heads) < len(self.heads) else sorted(heads + [(layer, head)]))
 
     async def _clear_heads(self) -> None:
-        self.heads.clear()
-        await self.run_ablation()
+        await self._apply(heads=[])
 
     async def _download_trace(self) -> None:
         trace = await self.call("trace")
