@@ -598,3 +598,35 @@ def test_a_new_view_is_a_controller_and_two_lines(model, monkeypatch):
     assert ex.norms.scale == 2.0
     ex.map.open_view("norms")
     assert ui.attrs[("view:norms", "data-open")] == "true" and ui.revealed[-1] == "view:norms"
+
+
+def test_the_layer_picked_last_is_shown_whichever_fetch_answers_last(model):
+    """issue 16: a layer that is not held is fetched (awaited, from the model worker). The reader
+    picks layer 2, then layer 1 before layer 2's tensors came: layer 2's late answer must not
+    replace the layer picked last."""
+    gates = {0: asyncio.Event(), 1: asyncio.Event()}
+
+    class Fetching(runners.ReferenceRunner):
+        fetched: list[int] = []
+
+        async def fetch_layer(self, trace, layer):
+            await gates[layer].wait()
+            self.fetched.append(layer)
+            return ""
+
+    ui = FakeUI()
+    ex = Explainer(ui, model, Fetching(model.params, model.config), seed=0, namespace={}, run_code=run_code)
+    ex.mount()
+
+    async def go():
+        gates[0].set()
+        await ex.start()
+        late = ex.select_layer(1)
+        early = ex.select_layer(0)
+        await early
+        assert ex.layer == 0
+        gates[1].set()
+        assert await late is False
+        assert ex.layer == 0 and ex.runner.fetched == [0, 1]
+
+    asyncio.run(go())

@@ -45,6 +45,7 @@ class MapController(Controller):
     def __init__(self, explainer):
         super().__init__(explainer)
         self.open: list[str] = []  # detailed views shown, in the order they were opened
+        self._asked = 0  # layers picked; a fetched layer is shown only if it is still the latest pick
 
     @property
     def all_open(self) -> bool:
@@ -80,21 +81,25 @@ class MapController(Controller):
         layer = int(layer)
         if not 0 <= layer < ex.config.n_layer:
             raise ValueError(f"layer {layer + 1} does not exist (the model has {ex.config.n_layer})")
+        self._asked += 1
         fetch = getattr(ex.runner, "fetch_layer", None)
         if fetch is not None and ex.trace is not None:
-            return ex.spawn(self._fetched(fetch(ex.trace, layer), layer))
+            return ex.spawn(self._fetched(fetch(ex.trace, layer), layer, self._asked))
         self._show_layer(layer)
         return None
 
-    async def _fetched(self, fetching, layer: int) -> bool:
-        """Show the layer once its tensors came; False (and the error shown) when that failed.
-        issue 16: a step that landed meanwhile (continuous generation) may have replaced the
-        trace with one that lacks the layer: it is fetched into that one too."""
+    async def _fetched(self, fetching, layer: int, asked: int) -> bool:
+        """Show the layer once its tensors came; False (and the error shown) when that failed,
+        or when the reader picked another layer meanwhile (the latest pick is shown, whichever
+        answer comes last). issue 16: a step that landed meanwhile (continuous generation) may
+        have replaced the trace with one that lacks the layer: it is fetched into that one too."""
         from ..protocol import Stopped
 
         try:
             await fetching
             await self.ex.hold_layer(self.ex.trace, layer)
+            if asked != self._asked:
+                return False
             self._show_layer(layer)
         except Stopped:
             return False
