@@ -302,7 +302,7 @@ def kernel_first(scheme: str, adapter, choice: str | None) -> bool:
     the kernel then loads after the first run (``use_kernel`` spawned), off the path to the
     first prediction; numpy's other users (experiments, the factors, the Q/K map, a device
     loss) meanwhile multiply float32 weights, with the same numbers within float32 rounding."""
-    from .gpu_runner import software_adapter
+    from glassbox.gpu.backend import software_adapter
 
     if scheme != "int8":
         return False

@@ -68,12 +68,11 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from glassbox import reference
-from glassbox.gpu.backend import DeviceLostError, GPUError, GPUUnavailableError
+from glassbox.gpu.backend import DeviceLostError, GPUError, GPUUnavailableError, software_adapter
 from glassbox.trace import LAYER_NAMES, LayerTrace, check_names, layer_name, layer_only, needs_layer, view_capture
 
 GPU_TIMEOUT_S = 10.0  # for each of requestAdapter() and requestDevice()
 CALIBRATION_TOKENS = 8  # the start-up check on a software adapter: one forward of this many tokens
-SOFTWARE_ADAPTERS = ("swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp")
 BACKENDS = ("webgpu", "numpy")
 _KV = ("k", "v")
 
@@ -113,15 +112,6 @@ def browser_engine(navigator, to_js, object_from_entries, checkpoint,
                                    timeout=timeout)
 
     return make
-
-
-def software_adapter(info) -> bool:
-    """True for a WebGPU adapter that runs on the CPU (an AdapterInfo, or an engine's info):
-    flagged as a fallback adapter, or named SwiftShader, llvmpipe/lavapipe, softpipe, WARP."""
-    if getattr(info, "fallback", False):
-        return True
-    text = " ".join(str(getattr(info, k, "") or "") for k in ("vendor", "architecture", "device", "description"))
-    return any(name in text.lower() for name in SOFTWARE_ADAPTERS)
 
 
 def adapter_name(engine) -> str:

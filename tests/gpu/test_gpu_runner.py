@@ -240,6 +240,14 @@ def test_software_adapter_calibration_keeps_the_faster_backend(make, run, checkp
     assert software_adapter(AdapterInfo("google", "swiftshader", "", "", False))
     assert software_adapter(AdapterInfo("", "", "", "", True))
     assert not software_adapter(AdapterInfo("nvidia", "ampere", "", "NVIDIA H100", False))
+    # the engine's fusion default asks the same question of the core's AdapterInfo (one test)
+    from glassbox.gpu import Engine
+    from glassbox.gpu.backend import AdapterInfo as CoreInfo
+
+    assert software_adapter(CoreInfo("wgpu-native", "", "", "", "unnamed", adapter_type="CPU"))
+    assert not software_adapter(CoreInfo("wgpu-native", "nvidia", "", "NVIDIA H200", "", adapter_type="DiscreteGPU"))
+    assert software_adapter(runner.engine.backend.info if runner.engine else uncalibrated.engine.backend.info)
+    assert Engine.default_fuse_ln(uncalibrated.engine.backend) is False  # lavapipe: not fused
 
 
 def test_tensors_reads_only_the_names_and_leaves_the_sequence_alone(run, make, checkpoint):

@@ -136,6 +136,19 @@ class AdapterInfo:
         return f"{self.backend}: {name}" + (f" [{tags}]" if tags else "")
 
 
+SOFTWARE_ADAPTERS = ("swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp")
+
+
+def software_adapter(info) -> bool:
+    """True for an adapter that runs on the CPU: flagged as a fallback adapter (the browser's
+    GPUAdapterInfo) or of type "CPU" (wgpu-native), or named SwiftShader, llvmpipe/lavapipe,
+    softpipe or WARP. ``info``: this module's AdapterInfo or the page's (app/webgpu.py)."""
+    if getattr(info, "fallback", False) or getattr(info, "adapter_type", "") == "CPU":
+        return True
+    text = " ".join(str(getattr(info, k, "") or "") for k in ("vendor", "architecture", "device", "description"))
+    return any(name in text.lower() for name in SOFTWARE_ADAPTERS)
+
+
 @dataclass(frozen=True)
 class Buffer:
     """A GPU buffer: the platform handle, its size in bytes and a serial unique per backend."""

@@ -43,7 +43,7 @@ import numpy as np
 from .. import reference
 from ..trace import FINAL_NAMES, GLOBAL_NAMES, LAYER_NAMES, Trace, all_names, capture_layer
 from . import kernels as K
-from .backend import Backend, Buffer, Copy, Dispatch, GPUError
+from .backend import Backend, Buffer, Copy, Dispatch, GPUError, software_adapter
 
 # Which GPU buffer ("role") holds each trace tensor. q/k/v are views of the c_attn output
 # qkv [N, 3D]; head_out is attn_concat [N, D] seen as [H, N, K]; emb and res_2 both live in
@@ -252,10 +252,7 @@ class Engine:
         --kernels), where a dispatch costs little. A GPU runs those workgroups in parallel
         while each saved dispatch is a launch and a pipeline drain: designed for that, not
         measured (no GPU was lent)."""
-        info = backend.info
-        text = f"{info.vendor} {info.architecture} {info.device} {info.description}".lower()
-        return not (info.adapter_type == "CPU" or getattr(info, "fallback", False)
-                    or any(name in text for name in ("swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp")))
+        return not software_adapter(backend.info)
 
     @classmethod
     async def create(cls, backend: Backend, checkpoint, **options) -> "Engine":
