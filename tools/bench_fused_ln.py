@@ -170,6 +170,18 @@ def encode_section(model: str, reps: int, command: str, load_before: str) -> str
     return "\n".join(lines + ["", ENCODE_END])
 
 
+def interleaved(variants: dict, timed, trials: int, warm=None) -> dict[str, list]:
+    """Each variant once to warm up (``warm``, else ``timed``), then ``trials`` rounds that time
+    every variant in turn, so that a change of load touches all alike: {name: [timed(...)]}."""
+    for commands in variants.values():
+        (warm or timed)(commands)
+    times = {name: [] for name in variants}
+    for _ in range(trials):
+        for name, commands in variants.items():
+            times[name].append(timed(commands))
+    return times
+
+
 KERNEL_BEGIN, KERNEL_END = "<!-- fused-ln-kernels:begin -->", "<!-- fused-ln-kernels:end -->"
 
 
@@ -213,7 +225,6 @@ def kernel_section(reps: int, trials: int, command: str, load_before: str) -> st
             # before: the matmul reads x itself, not layer_norm's out (the same work; its values
             # do not matter to a timing)
             variants = {"before": [Dispatch(pipeline, group, grid)] + before, "after": after}
-            times = {v: [] for v in variants}
 
             def timed(commands):
                 probe = [Copy(case.buffers["out"], 0, case.readback, 0, 16)]
@@ -222,11 +233,7 @@ def kernel_section(reps: int, trials: int, command: str, load_before: str) -> st
                 run_sync(be.read([(case.readback, 0, 16)]))
                 return (time.perf_counter() - wall) / reps, (time.process_time() - cpu) / reps
 
-            for commands in variants.values():
-                timed(commands)
-            for _ in range(trials):
-                for v, commands in variants.items():
-                    times[v].append(timed(commands))
+            times = interleaved(variants, timed, trials)
             cpu = {v: 1e3 * statistics.median(c for _, c in t) for v, t in times.items()}
             wall = {v: 1e3 * statistics.median(w for w, _ in t) for v, t in times.items()}
             lines.append(f"| {name} | {n} | matmul_{entry} | {cpu['before']:.2f} | {cpu['after']:.2f} | "
@@ -266,12 +273,8 @@ def grid_section(reps: int, trials: int, command: str, load_before: str) -> str:
         variants = kernels.variants()
         chosen = {"before (32 splits)": variants["new: split decode"],
                   "after (grid for T)": variants["new: split decode, grid for T"]}
-        times = {name: [] for name in chosen}
-        for commands in chosen.values():
-            kernels.seconds(commands, 1)
-        for _ in range(trials):
-            for name, commands in chosen.items():
-                times[name].append(kernels.seconds(commands, reps))
+        times = interleaved(chosen, lambda commands: kernels.seconds(commands, reps), trials,
+                            warm=lambda commands: kernels.seconds(commands, 1))
         cpu = {name: statistics.median(c for _, c in v) / reps for name, v in times.items()}
         for name, commands in chosen.items():
             wall = statistics.median(w for w, _ in times[name]) / reps
