@@ -30,6 +30,7 @@ Hub's redirects to its CDN).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -310,10 +311,13 @@ class Converter:
             except ValueError as e:
                 raise HubError(f"{t.file}: {e}") from None
             if matrix is None:
-                digest.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
+                digest.update(np.ascontiguousarray(value, dtype="<f4"))
                 continue
             name, value = convert.hf_tensor(t.key, value)
-            digest.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
+            digest.update(np.ascontiguousarray(value, dtype="<f4"))
+            # issue 16 (hw20): a turn for the page between hashing a block and quantizing it
+            # (together up to ~300 ms of one main-thread task for an 8 MiB block of wte)
+            await asyncio.sleep(0)
             parts.append(weights.store_tensor(name, value, matrix, self.scheme, self.group))
         if len(parts) <= 1:
             return (parts[0] if parts else {}), digest.hexdigest()

@@ -8,7 +8,9 @@ mean and the source rows and columns. Matrices are [out, in] as stored (one row 
 channel); the popover says which product they feed.
 
 The popovers use the HTML ``popover`` attribute: the button opens it, Escape or a click
-outside closes it, no script needed.
+outside closes it, no script needed. A view draws each popover without its map
+(``lazy_popover``); the map is computed when the popover first opens (issue 16, hw20:
+binding.py's beforetoggle listener) and kept.
 """
 
 from __future__ import annotations
