@@ -69,6 +69,11 @@ class Binding:
             proxy = create_proxy(self._guarded(handler))
             self._proxies.append(proxy)
             self.root.addEventListener(name, proxy)
+        # issue 16 (hw20): a weight popover gets its map when it first opens ("beforetoggle"
+        # does not bubble: listened to in the capture phase).
+        toggle = create_proxy(self._guarded(self._on_beforetoggle))
+        self._proxies.append(toggle)
+        self.root.addEventListener("beforetoggle", toggle, True)
         # A tooltip belongs to where the pointer or cursor was: scrolling or resizing hides it.
         hide = create_proxy(lambda event: self.hide_tooltip(cursor=True))
         self._proxies.append(hide)
@@ -147,6 +152,30 @@ class Binding:
             again = self.document.getElementById(active_id)
             if again is not None:
                 again.focus()
+
+    def _on_beforetoggle(self, event) -> None:
+        """issue 16 (hw20): a weight popover drawn without its map is opening: ask for it."""
+        target = event.target
+        if self.explainer is not None and str(getattr(event, "newState", "")) == "open" \
+                and target.matches(".weights-pop[data-lazy]"):
+            self.explainer.handle("weights-open", str(target.id))
+
+    def fill_popover(self, pop_id: str, view) -> None:
+        """issue 16 (hw20): put ``view`` (views.weights.popover_body and its map) below the head
+        of popover ``pop_id`` and paint the map; it is forgotten with its slot's next drawing."""
+        element = self.document.getElementById(pop_id)
+        if element is None:
+            return
+        head = element.querySelector(".pop-head")
+        element.innerHTML = (head.outerHTML if head is not None else "") + view.html
+        element.removeAttribute("data-lazy")
+        slot = element.closest("[data-slot]")
+        keys = self.slot_heats.setdefault(str(slot.getAttribute("data-slot")) if slot is not None else "", [])
+        for heat in view.heats:
+            for canvas in element.querySelectorAll(f'canvas[data-heat="{heat.key}"]'):
+                self.paint(canvas, heat)
+            self.heats[heat.key] = heat
+            keys.append(heat.key)
 
     def _scroll_to_selected(self, box) -> None:
         """Scroll a box (not the page) so that its selected item (``.on``) is in the middle."""

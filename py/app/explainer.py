@@ -27,6 +27,7 @@ import numpy as np
 
 from glassbox.sampling import distribution, sample
 from glassbox.trace import LayerTrace
+from glassbox.weights import expected_shapes
 
 from . import runner as runners
 from .controllers.attention import AttentionController
@@ -42,6 +43,7 @@ from .experiments_controller import ExperimentsController  # issue 14
 from .factors import FactorsController  # issue 13
 from .views import controls
 from .views import weights as weight_views
+from .views.common import View
 
 # Every controller, in drawing order (a run redraws the views in this order).
 CONTROLLERS = (RunController, MapController, EmbeddingController, AttentionController, BlockController,
@@ -86,6 +88,7 @@ class Explainer:
         self.layer = 0
         self.namespace = namespace if namespace is not None else {}
         self._weights: dict[str, weight_views.WeightHeat] = {}
+        self._pending: dict[str, tuple[str, str, str]] = {}  # issue 16 (hw20): popovers not drawn yet
         self._tasks: set[asyncio.Task] = set()
         self.parts = {}
         for cls in CONTROLLERS:
@@ -93,6 +96,8 @@ class Explainer:
             self.parts[controller.name] = controller
         self.actions = {action: (controller, fn) for controller in self.parts.values()
                         for action, fn in controller.actions.items()}
+        # issue 16 (hw20): a weight popover's map is computed when it first opens (binding.py)
+        self.actions["weights-open"] = (self, lambda ex, value, data: ex.open_popover(value))
         self.runner = runner or runners.ReferenceRunner(self.params, self.config, step=self.run.progress)
         # Panels with a handle(action, value, data) of their own, their ACTIONS joined to the table:
         # experiments (issue 14), factors (issue 13), and the query/key map (issue 12, attached by
@@ -186,13 +191,37 @@ class Explainer:
         self.ui.set_attr("explainer", "data-runs", str(self.runs))
 
     def popover(self, pop_id: str, label: str, title: str, name: str, product: str):
-        """A weight popover (its heat map is drawn once per weight and kept)."""
+        """A weight popover. Its heat map is computed once per weight and kept, but only when
+        the popover first opens (``open_popover``; issue 16, hw20): until then it is drawn
+        without its map, so drawing a view never dequantizes a matrix."""
+        heat = self._weights.get(name)
+        if heat is None:
+            self._pending[pop_id] = (title, name, product)
+            return weight_views.lazy_popover(pop_id, label, title, product,
+                                             tuple(expected_shapes(self.config)[name]))
+        return weight_views.popover(pop_id, label, title, heat, product, self._stored_note())
+
+    def _stored_note(self) -> str:
+        return f"stored as {self.model.checkpoint.scheme}, drawn dequantized to float32"
+
+    def weight_heat(self, name: str, title: str) -> weight_views.WeightHeat:
+        """The heat map of weight ``name`` (computed now if not yet, then kept)."""
         heat = self._weights.get(name)
         if heat is None:
             # One matrix dequantized for its picture, not kept as float32 (issue 11).
-            heat = self._weights[name] = weight_views.weight_heat(f"w.{name}", title, self.model.checkpoint.dequantize(name))
-        stored = f"stored as {self.model.checkpoint.scheme}, drawn dequantized to float32"
-        return weight_views.popover(pop_id, label, title, heat, product, stored)
+            heat = self._weights[name] = weight_views.weight_heat(f"w.{name}", title,
+                                                                  self.model.checkpoint.dequantize(name))
+        return heat
+
+    def open_popover(self, pop_id: str) -> None:
+        """The popover ``pop_id`` is opening: compute its map if it has none yet and fill it in."""
+        pending = self._pending.pop(pop_id, None)
+        if pending is None:
+            return
+        title, name, product = pending
+        heat = self.weight_heat(name, title)
+        self.ui.fill_popover(pop_id, View(
+            weight_views.popover_body(title, heat, product, self._stored_note()), [heat]))
 
     def update_namespace(self) -> None:
         self.namespace.update(trace=self.trace, tokens=list(self.tokens), ids=self.ids, model=self.model,

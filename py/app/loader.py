@@ -29,11 +29,13 @@ CPython as well.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from glassbox import factors, qk, weights
-from glassbox.model import Model, tokenizer_from_files
+from glassbox.model import Model, tokenizer_steps
+from glassbox.tokenizer import run_steps
 
 VOCAB_URL = "./vendor/gpt2/"
 MODEL_CACHE = "glassbox-models-v1"  # sw.js MODEL_CACHE
@@ -153,7 +155,16 @@ class BrowserStore:
         init = to_js({"headers": {"Content-Type": "application/octet-stream",
                                   "Content-Length": str(len(data))}},
                      dict_converter=js.Object.fromEntries)
-        await self.cache.put(self.absolute(url), js.Response.new(to_js(data), init))
+        # issue 16 (hw20): the bytes are copied to JavaScript in steps (one to_js of a 32 MiB
+        # shard was a 100-150 ms main-thread task), each a new browser task.
+        body = js.Uint8Array.new(len(data))
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), weights.HASH_STEP):
+            end = min(len(view), start + weights.HASH_STEP)
+            body.subarray(start, end).assign(view[start:end])
+            if end < len(view):
+                await asyncio.sleep(0)
+        await self.cache.put(self.absolute(url), js.Response.new(body, init))
 
     async def delete(self, url: str) -> None:
         await self.cache.delete(self.absolute(url))
@@ -203,6 +214,13 @@ def shortage(need: int, usage: int, quota: int, margin: int = STORAGE_MARGIN) ->
 def verify_file(name: str, entry: dict, data: bytes, what: str = "file") -> None:
     """LoadError naming the file and both hashes unless size and sha256 match the entry."""
     weights.verify_bytes(f"{what} {name}", entry, data, LoadError, size_optional=True)
+
+
+async def verify_file_steps(name: str, entry: dict, data: bytes, what: str = "file") -> None:
+    """verify_file, hashing in steps (weights.sha256_hex_steps) so that checking a 32 MiB shard
+    is not one long main-thread task (issue 16, hw20); the same check and message."""
+    weights.verify_bytes(f"{what} {name}", entry, data, LoadError, size_optional=True,
+                         actual=await weights.sha256_hex_steps(data))
 
 
 async def load_model(base_url: str, progress: Callable[[Progress], None] | None = None, *,
@@ -291,7 +309,7 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
         if data is None:
             continue
         try:
-            verify_file(name, entry, data)
+            await verify_file_steps(name, entry, data)  # issue 16 (hw20): in steps
         except LoadError:
             note(f"The stored copy of {name} was damaged; it is downloaded again.")
             if store is not None:
@@ -349,7 +367,7 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
                                 "from shard " f"{state.done_shards + 1} of {state.total_shards}.") from None
             state.done_bytes = before + len(data)
             try:
-                weights.verify_shard(entry, data)
+                weights.verify_shard(entry, data, actual=await weights.sha256_hex_steps(data))  # hw20: in steps
             except weights.WeightsError as e:
                 raise LoadError(f"{e}. It was not used or stored; reload to download it again "
                                 "(if it fails again, the file on the server is damaged).") from None
@@ -370,15 +388,34 @@ async def load_model(base_url: str, progress: Callable[[Progress], None] | None 
     state.stored = keep
     report()
 
-    return build_model(base_url, manifest, shard_bytes, files)
+    return await build_model_steps(base_url, manifest, shard_bytes, files)  # issue 16 (hw20): in steps
 
 
 def build_model(base_url: str, manifest: dict, shard_bytes: dict[str, bytes], files: dict[str, bytes]) -> Model:
     """The Model from verified shards and tokenizer files, named after its folder (also the
     model worker's Hub load, app/hub_worker.py: issue 16 h16)."""
+    return run_steps(_model_steps(base_url, manifest, shard_bytes, files))
+
+
+async def build_model_steps(base_url: str, manifest: dict, shard_bytes: dict[str, bytes],
+                            files: dict[str, bytes]) -> Model:
+    """build_model with a turn for the page between its steps (the tokenizer in steps of
+    tokenizer.BUILD_STEP: in one go GPT-2's vocabulary was a ~0.5 s main-thread task; issue
+    16, hw20). The same Model and errors."""
+    steps = _model_steps(base_url, manifest, shard_bytes, files)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        await asyncio.sleep(0)
+
+
+def _model_steps(base_url: str, manifest: dict, shard_bytes: dict[str, bytes], files: dict[str, bytes]):
     try:
         checkpoint = weights.from_shards(manifest, shard_bytes, verified=True)
-        tokenizer_model = tokenizer_from_files(manifest, files)
+        yield
+        tokenizer_model = yield from tokenizer_steps(manifest, files)
     except weights.WeightsError as e:
         raise LoadError(str(e)) from None
     return Model(checkpoint, tokenizer_model, base_url.rstrip("/").rsplit("/", 1)[-1])

@@ -34,6 +34,7 @@ import numpy as np
 from . import reference
 from .config import GPTConfig
 from .errors import OptionsError
+from .tokenizer import run_steps
 from .trace import Trace, layer_name
 
 Params = reference.Params
@@ -205,13 +206,7 @@ def sweep(params: Params, config: GPTConfig, trace: Trace, target: int, mean: bo
     return finish(sweep_steps(params, config, trace, target, mean))
 
 
-def finish(steps):
-    """Run a ``*_steps`` generator to its end and return its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+finish = run_steps  # run a ``*_steps`` generator to its end and return its result (one copy: tokenizer.py)
 
 
 # ----- 3. activation patching ------------------------------------------------------------------

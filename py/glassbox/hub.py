@@ -30,6 +30,7 @@ Hub's redirects to its CDN).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -310,10 +311,13 @@ class Converter:
             except ValueError as e:
                 raise HubError(f"{t.file}: {e}") from None
             if matrix is None:
-                digest.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
+                digest.update(np.ascontiguousarray(value, dtype="<f4"))
                 continue
             name, value = convert.hf_tensor(t.key, value)
-            digest.update(np.ascontiguousarray(value, dtype="<f4").tobytes())
+            digest.update(np.ascontiguousarray(value, dtype="<f4"))
+            # issue 16 (hw20): a turn for the page between hashing a block and quantizing it
+            # (together up to ~300 ms of one main-thread task for an 8 MiB block of wte)
+            await asyncio.sleep(0)
             parts.append(weights.store_tensor(name, value, matrix, self.scheme, self.group))
         if len(parts) <= 1:
             return (parts[0] if parts else {}), digest.hexdigest()
@@ -398,7 +402,8 @@ class Converter:
             await put_file(name, data)
             result.files.append(name)
         for file, data, split in weights.shard_files(ordered, weights.MAX_SHARD_BYTES):
-            shards.append({"file": file, "bytes": len(data), "sha256": weights.sha256_hex(data)})
+            # hashed in steps (issue 16, hw20): one 32 MiB shard was a ~300 ms task on the page
+            shards.append({"file": file, "bytes": len(data), "sha256": await weights.sha256_hex_steps(data)})
             await put_file(file, data)
             result.files.append(file)
             del data

@@ -14,7 +14,7 @@ import numpy as np
 from . import reference, weights
 from .errors import InputError
 from .sampling import Distribution, distribution, sample
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, run_steps
 from .trace import Trace
 
 
@@ -39,6 +39,12 @@ def tokenizer_from_files(manifest: dict, files: dict[str, bytes]) -> Tokenizer:
     """The tokenizer a manifest names, built from ``files`` (name -> bytes), each checked
     against the manifest's sha256. Callers fetch bundled files from the model folder and the
     others from GPT-2's vendored vocabulary (vendor/gpt2)."""
+    return run_steps(tokenizer_steps(manifest, files))
+
+
+def tokenizer_steps(manifest: dict, files: dict[str, bytes]):
+    """``tokenizer_from_files`` as a generator of steps (Tokenizer.from_bytes_steps) that
+    returns the Tokenizer: a page hands the browser a turn at each step (issue 16, hw20)."""
     for name, entry in manifest["tokenizer"].items():
         if name not in files:
             raise weights.WeightsError(f"tokenizer file {name} not found; run `python3 tools/vendor.py` "
@@ -46,7 +52,7 @@ def tokenizer_from_files(manifest: dict, files: dict[str, bytes]) -> Tokenizer:
         actual = weights.sha256_hex(files[name])
         if actual != entry["sha256"]:
             raise weights.WeightsError(f"tokenizer file {name} has sha256 {actual}, the manifest expects {entry['sha256']}")
-    return Tokenizer.from_bytes(files["encoder.json"], files["vocab.bpe"])
+    return (yield from Tokenizer.from_bytes_steps(files["encoder.json"], files["vocab.bpe"]))
 
 
 class Model:

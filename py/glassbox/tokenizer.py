@@ -176,6 +176,18 @@ def display_bytes(data: bytes) -> str:
     return "".join(out)
 
 
+BUILD_STEP = 10_000  # merges or tokens per step of Tokenizer.from_bytes_steps
+
+
+def run_steps(steps):
+    """Run a generator of steps (like ``Tokenizer.from_bytes_steps``) to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 class Tokenizer:
     """GPT-2 byte-level BPE: text <-> token ids (V = ``vocab_size`` ids, 0..V-1).
 
@@ -184,6 +196,12 @@ class Tokenizer:
 
     def __init__(self, encoder: dict[str, int], merges: list[tuple[str, str]]):
         """encoder: token string (byte-level characters) -> id; merges: pairs, best first."""
+        for _ in self._build(encoder, merges):
+            pass
+
+    def _build(self, encoder: dict[str, int], merges: list[tuple[str, str]], step: int = BUILD_STEP):
+        """__init__'s work as a generator that yields after every ``step`` merges or tokens
+        (``from_bytes_steps``)."""
         ids = sorted(encoder.values())
         if ids != list(range(len(ids))):
             raise ValueError("encoder ids must be exactly 0..V-1, each once")
@@ -193,6 +211,7 @@ class Tokenizer:
             raise ValueError(
                 f"encoder lacks single-byte tokens for bytes {missing[:8]}: not a byte-level BPE vocabulary"
             )
+        yield
         self._encoder = encoder
         self._merges: dict[tuple[str, str], tuple[int, int]] = {}  # pair -> (rank, merged id)
         for rank, (left, right) in enumerate(merges):
@@ -200,14 +219,18 @@ class Tokenizer:
             if merged is None or left not in encoder or right not in encoder:
                 raise ValueError(f"merge {rank + 1} ({left!r} {right!r}) uses a token that is not in the encoder")
             self._merges[(left, right)] = (rank, merged)  # a repeated pair: the last wins, as in tokenizers
+            if rank % step == step - 1:
+                yield
         self._byte_table = str.maketrans({chr(b): ch for b, ch in byte_chars.items()})
         char_to_byte = {ch: b for b, ch in byte_chars.items()}
         self._bytes: list[bytes] = [b""] * len(ids)
-        for token, i in encoder.items():
+        for count, (token, i) in enumerate(encoder.items()):
             try:
                 self._bytes[i] = bytes(char_to_byte[ch] for ch in token)
             except KeyError:
                 raise ValueError(f"token {i} ({token!r}) has a character outside GPT-2's byte alphabet") from None
+            if count % step == step - 1:
+                yield
         self._cache: dict[str, tuple[int, ...]] = {}  # piece -> ids
         self.vocab_size: int = len(ids)
         self.eot_id: int | None = encoder.get(EOT_TOKEN)  # 50256 for GPT-2
@@ -215,12 +238,21 @@ class Tokenizer:
     @classmethod
     def from_bytes(cls, encoder_json: bytes, vocab_bpe: bytes) -> "Tokenizer":
         """From the contents of encoder.json (vocab.json) and vocab.bpe (merges.txt)."""
+        return run_steps(cls.from_bytes_steps(encoder_json, vocab_bpe))
+
+    @classmethod
+    def from_bytes_steps(cls, encoder_json: bytes, vocab_bpe: bytes, step: int = BUILD_STEP):
+        """``from_bytes`` as a generator: it yields between steps of at most ``step`` merges or
+        tokens (and after parsing each file) and returns the Tokenizer. A page drives it with a
+        turn for the browser at each yield (app/loader.build_model_steps): built in one go,
+        GPT-2's vocabulary was a ~0.5 s main-thread task (issue 16, hw20)."""
         try:
             encoder = json.loads(encoder_json)
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"encoder.json is not valid JSON: {e}") from None
         if not isinstance(encoder, dict) or not all(isinstance(v, int) for v in encoder.values()):
             raise ValueError("encoder.json must be a JSON object of token -> integer id")
+        yield
         try:
             text = vocab_bpe.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -229,13 +261,17 @@ class Tokenizer:
         # Split on "\n" only: str.splitlines() would also split on U+0085, U+2028, ...
         for number, line in enumerate(text.split("\n"), 1):
             line = line.rstrip("\r")
+            if number % step == 0:
+                yield
             if not line or line.startswith("#version"):
                 continue
             parts = line.split(" ")
             if len(parts) != 2 or not all(parts):
                 raise ValueError(f"vocab.bpe line {number} is not two tokens separated by a space: {line!r}")
             merges.append((parts[0], parts[1]))
-        return cls(encoder, merges)
+        tokenizer = cls.__new__(cls)
+        yield from tokenizer._build(encoder, merges, step)
+        return tokenizer
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike) -> "Tokenizer":

@@ -19,6 +19,7 @@ first axis into ``X#0``, ``X#1``, ... listed under ``split`` and joined on load.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -38,10 +39,28 @@ MAX_SHARD_BYTES = 32 * 1024 * 1024
 MANIFEST = "manifest.json"
 INDEX = "index.json"  # weights/index.json: the model folders present, so the page never probes
 PREFERRED = ("gpt2", "mini")  # the default model: the first of these that is present
+# sha256_hex_steps: bytes hashed per step (~2 MiB: ~20 ms of hashing in the page's WebAssembly
+# Python; a whole 32 MiB shard was one ~300 ms main-thread task, issue 16 hw20).
+HASH_STEP = 2 * 1024 * 1024
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+async def sha256_hex_steps(data: bytes, step: int = HASH_STEP, pause=None) -> str:
+    """``sha256_hex(data)``, computed ``step`` bytes at a time, awaiting ``pause()`` (default
+    ``asyncio.sleep(0)``: under Pyodide a new browser task) after each step, so a caller on a
+    page's main thread never hashes a whole shard in one task."""
+    if step <= 0:
+        raise ValueError(f"step must be positive, got {step}")
+    h = hashlib.sha256()
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), step):
+        h.update(view[start:start + step])
+        if start + step < len(view):
+            await (pause() if pause is not None else asyncio.sleep(0))
+    return h.hexdigest()
 
 
 def matrix_names(config: GPTConfig) -> list[str]:
@@ -433,11 +452,12 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST) -> dict:
 
 
 def verify_bytes(what: str, entry: dict, data: bytes, error: type[Exception] = WeightsError, hint: str = "",
-                 size_optional: bool = False) -> None:
+                 size_optional: bool = False, actual: str | None = None) -> None:
     """Raise ``error`` naming ``what`` and both hashes unless the size and sha256 match the
     entry (``size_optional``: an entry without "bytes" is checked by its hash alone): the one
-    check behind shards, tokenizer files, dictionaries and the query/key map's files."""
-    actual = sha256_hex(data)
+    check behind shards, tokenizer files, dictionaries and the query/key map's files.
+    ``actual``: the data's sha256 when the caller computed it already (sha256_hex_steps)."""
+    actual = sha256_hex(data) if actual is None else actual
     size = entry.get("bytes")
     if (size is None and not size_optional) or (size is not None and len(data) != size) \
             or actual != entry["sha256"]:
@@ -445,9 +465,10 @@ def verify_bytes(what: str, entry: dict, data: bytes, error: type[Exception] = W
                     f"sha256 {entry['sha256']}, got {len(data)} bytes with sha256 {actual}{hint}")
 
 
-def verify_shard(entry: dict, data: bytes) -> None:
-    """Raise WeightsError naming the file and both hashes unless size and sha256 match."""
-    verify_bytes(f"shard {entry['file']}", entry, data)
+def verify_shard(entry: dict, data: bytes, actual: str | None = None) -> None:
+    """Raise WeightsError naming the file and both hashes unless size and sha256 match
+    (``actual``: the data's sha256, when already computed)."""
+    verify_bytes(f"shard {entry['file']}", entry, data, actual=actual)
 
 
 def stored_dtypes(config: GPTConfig, scheme: str) -> dict[str, np.dtype]:

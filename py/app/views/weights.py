@@ -8,7 +8,9 @@ mean and the source rows and columns. Matrices are [out, in] as stored (one row 
 channel); the popover says which product they feed.
 
 The popovers use the HTML ``popover`` attribute: the button opens it, Escape or a click
-outside closes it, no script needed.
+outside closes it, no script needed. A view draws each popover without its map
+(``lazy_popover``); the map is computed when the popover first opens (issue 16, hw20:
+binding.py's beforetoggle listener) and kept.
 """
 
 from __future__ import annotations
@@ -96,29 +98,51 @@ def button(pop_id: str, label: str, title: str) -> str:
             f'<span data-testid="weights-{escape(pop_id)}">{escape(label)}</span></button>')
 
 
-def popover(pop_id: str, button_label: str, title: str, heat: WeightHeat, product: str, stored: str = "") -> "Popover":
-    """The popover drawing ``heat`` (from ``weight_heat``) and the button that opens it."""
+def _frame(pop_id: str, title: str, body: str, lazy: bool = False) -> str:
+    """The popover element around ``body`` (its head: title and close button)."""
+    return (
+        f'<div class="popover weights-pop" id="{escape(pop_id)}" popover data-testid="popover-{escape(pop_id)}" '
+        f'role="dialog" aria-label="{escape(title)}"{" data-lazy" if lazy else ""}>'
+        f'<div class="pop-head"><h3>{escape(title)}</h3>'
+        f'<button type="button" class="close" popovertarget="{escape(pop_id)}" popovertargetaction="hide" '
+        f'aria-label="Close">×</button></div>'
+        f'{body}</div>'
+    )
+
+
+def popover_body(title: str, heat: WeightHeat, product: str, stored: str = "") -> str:
+    """What a popover shows below its head: the product, the stored shape, the statistics and the map."""
     rows, cols = heat.source_shape
     R, C = heat.shape
     sampled = (f"downsampled to {R}×{C} blocks, each drawn as its signed max |w| (hover: block mean too)"
                if (R, C) != (rows, cols) else "every weight drawn (no downsampling)")
-    stats = heat.stats
     row_px = max(2, min(6, 512 // max(R, 1)))
-    html = (
-        f'<div class="popover weights-pop" id="{escape(pop_id)}" popover data-testid="popover-{escape(pop_id)}" '
-        f'role="dialog" aria-label="{escape(title)}">'
-        f'<div class="pop-head"><h3>{escape(title)}</h3>'
-        f'<button type="button" class="close" popovertarget="{escape(pop_id)}" popovertargetaction="hide" '
-        f'aria-label="Close">×</button></div>'
+    return (
         f'<p>{escape(product)}</p>'
         f'<p class="muted small">Stored [{rows}×{cols}] (rows = output channels, columns = input channels)'
         f'{" · " + escape(stored) if stored else ""}; {sampled}.</p>'
-        f'<p class="muted small">{stats}</p>'
+        f'<p class="muted small">{heat.stats}</p>'
         f'{legend_html(heat.scale, note="99.5th percentile of |w|")}'
         f'<div class="pop-map">{canvas_html(heat, title, row_px, cls="heat weight-map")}</div>'
-        f'</div>'
     )
+
+
+def popover(pop_id: str, button_label: str, title: str, heat: WeightHeat, product: str, stored: str = "") -> "Popover":
+    """The popover drawing ``heat`` (from ``weight_heat``) and the button that opens it."""
+    html = _frame(pop_id, title, popover_body(title, heat, product, stored))
     return Popover(html, [heat], button(pop_id, button_label, title))
+
+
+def lazy_popover(pop_id: str, button_label: str, title: str, product: str, shape: tuple[int, int]) -> "Popover":
+    """A popover whose map is not computed yet (issue 16, hw20): the page fills it with
+    ``popover_body`` when it first opens (binding.py: the popover's beforetoggle event ->
+    the explainer's "weights-open" action), so drawing a view never dequantizes a matrix —
+    wte of GPT-2's shape (V x D = 50257 x 768) took a 3.6 s main-thread task at the first drawing."""
+    rows, cols = shape
+    body = (f'<p>{escape(product)}</p>'
+            f'<p class="muted small" data-testid="weights-pending">Stored [{rows}×{cols}]; the map of its weights '
+            'is drawn when this opens.</p>')
+    return Popover(_frame(pop_id, title, body, lazy=True), [], button(pop_id, button_label, title))
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""Weight popovers computed when they first open (issue 16, hw20).
+
+Drawing a view used to compute every weight popover's heat map at once: wte of GPT-2's
+shape (50257 x 768) dequantized, downsampled and its 99.5th percentile taken, a 3.6 s
+main-thread task in the first drawing after a Hub model loaded (bench/results.md, hw20).
+Now a view draws the popover without its map, and the map is made when the popover opens
+(binding.py's beforetoggle listener -> the "weights-open" action) — the same map, kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glassbox.config import GPTConfig
+from glassbox.model import Model
+from glassbox.tokenizer import Tokenizer
+from glassbox.weights import Checkpoint, expected_shapes, quantize_params
+
+from app.explainer import Explainer
+from app.views import weights as weight_views
+from app.views.controls import selector
+
+VOCAB = Path(__file__).resolve().parents[1] / "vendor" / "gpt2"
+CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, n_positions=24, vocab_size=50257)
+
+
+class UI:
+    """The explainer's page, recording what it was asked to draw."""
+
+    def __init__(self):
+        self.slots, self.filled = {}, []
+
+    def __getattr__(self, name):  # set_text, set_attr, focus...: nothing to record here
+        if name.startswith("__") or name == "show_async":
+            raise AttributeError(name)
+        return lambda *args, **kw: None
+
+    def show(self, slot, view):
+        self.slots[slot] = view
+
+    def show_popover(self, name):
+        selector(name)
+
+    def fill_popover(self, pop_id, view):
+        self.filled.append((pop_id, view))
+
+
+class Counting(Checkpoint):
+    """A checkpoint that counts whole-matrix dequantizations."""
+
+    def dequantize(self, name):
+        self.calls.append(name)
+        return super().dequantize(name)
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    rng = np.random.default_rng(20)
+    params = {name: (rng.standard_normal(shape) * 0.2).astype(np.float32) for name, shape in expected_shapes(CONFIG).items()}
+    checkpoint = Counting(config=CONFIG, scheme="int8", group=0, tensors=quantize_params(params, CONFIG, "int8"))
+    model = Model(checkpoint, Tokenizer.from_folder(VOCAB), "random")
+    model.keep_quantized(None)  # as the page: numpy runs on the stored int8 matrices
+    return model
+
+
+def test_a_view_draws_its_popovers_without_their_maps_until_one_opens(model):
+    model.checkpoint.calls = []
+    ui = UI()
+    ex = Explainer(ui, model, seed=0, namespace={})
+    ex.mount()
+    asyncio.run(ex.start())
+    assert model.checkpoint.calls == []  # no matrix dequantized to draw the views
+    output = ui.slots["output"]
+    assert 'id="pop-wte"' in output.html and "data-lazy" in output.html and 'data-testid="weights-pending"' in output.html
+    assert not [h for h in output.heats if h.key.startswith("w.")]
+    assert "Stored [50257×16]" in output.html
+
+    ex.handle("weights-open", "pop-wte")
+    assert model.checkpoint.calls == ["wte.weight"]
+    [(pop_id, view)] = ui.filled
+    assert pop_id == "pop-wte"
+    # The same map and text as the popover drawn with its map from the start.
+    title = "wte.weight (token embedding, used as the unembedding)"
+    eager = weight_views.weight_heat("w.wte.weight", title, model.checkpoint.dequantize("wte.weight"))
+    [heat] = view.heats
+    np.testing.assert_array_equal(heat.values, eager.values)
+    np.testing.assert_array_equal(heat.mean, eager.mean)
+    assert heat.scale == eager.scale and heat.stats == eager.stats
+    full = weight_views.popover("pop-wte", "Weights: wte (unembedding)", title, eager,
+                                view.html.split("</p>", 1)[0].removeprefix("<p>"),
+                                "stored as int8, drawn dequantized to float32")
+    assert view.html in full.html
+
+    # Opened once: kept. Opening again computes nothing; the next drawing has the map.
+    model.checkpoint.calls = []
+    ex.handle("weights-open", "pop-wte")
+    assert len(ui.filled) == 1
+    ex.output.render()
+    assert model.checkpoint.calls == [] and "data-lazy" not in ui.slots["output"].html
+    assert [h.key for h in ui.slots["output"].heats if h.key.startswith("w.")] == ["w.wte.weight"]
+    # Other popovers (the block view's) still wait for their own opening.
+    assert "data-lazy" in ui.slots["block"].html
