@@ -135,16 +135,7 @@ class Binding:
         yield
         for key in self.slot_heats.pop(slot, []):
             self.heats.pop(key, None)
-        keys = []
-        for heat in view.heats:
-            canvases = element.querySelectorAll(f'canvas[data-heat="{heat.key}"]')
-            if not canvases.length:
-                continue
-            for canvas in canvases:  # one map may be drawn in more than one place
-                self.paint(canvas, heat)
-            self.heats[heat.key] = heat
-            keys.append(heat.key)
-        self.slot_heats[slot] = keys
+        self.slot_heats[slot] = self._paint_heats(element, view.heats)
         yield
         for box in element.querySelectorAll("[data-keep-in-view]"):
             self._scroll_to_selected(box)
@@ -171,11 +162,21 @@ class Binding:
         element.removeAttribute("data-lazy")
         slot = element.closest("[data-slot]")
         keys = self.slot_heats.setdefault(str(slot.getAttribute("data-slot")) if slot is not None else "", [])
-        for heat in view.heats:
-            for canvas in element.querySelectorAll(f'canvas[data-heat="{heat.key}"]'):
+        keys += self._paint_heats(element, view.heats)
+
+    def _paint_heats(self, element, heats) -> list[str]:
+        """Paint each heat map into its canvases below ``element`` (one map may be drawn in more
+        than one place) and keep it for hover and touch; the keys of those drawn."""
+        keys = []
+        for heat in heats:
+            canvases = element.querySelectorAll(f'canvas[data-heat="{heat.key}"]')
+            if not canvases.length:
+                continue
+            for canvas in canvases:
                 self.paint(canvas, heat)
             self.heats[heat.key] = heat
             keys.append(heat.key)
+        return keys
 
     def _scroll_to_selected(self, box) -> None:
         """Scroll a box (not the page) so that its selected item (``.on``) is in the middle."""

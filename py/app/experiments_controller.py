@@ -100,11 +100,15 @@ class ExperimentsController:
             return int(np.argmax(self.x.trace.logits[-1]))
         return int(self.top or 0)
 
-    async def target_now(self) -> int:
-        """The target an experiment uses: chosen, else the numpy reference's top token."""
-        if self.target is None and self.top is None:
+    async def target_now(self, target=_SAME) -> int:
+        """The target an experiment uses: ``target`` (by default the chosen one) when it is a
+        token, else the numpy reference's top token."""
+        target = self.target if target is _SAME else target
+        if target is not None:
+            return int(target)
+        if self.top is None:
             self.top = await self.lab.call("target", ids=list(self.ids))
-        return self.current_target()
+        return int(self.top)
 
     async def call(self, name: str, **args):
         """One lab function on the current tokens; a long one reports progress in the panel."""
@@ -163,12 +167,7 @@ class ExperimentsController:
         heads = list(self.heads) if heads is None else heads
         mean = self.mean if mean is None else mean
         target = self.target if target is _SAME else target
-        if target is None:
-            if self.top is None:
-                self.top = await self.lab.call("target", ids=list(self.ids))
-            token = self.top
-        else:
-            token = target
+        token = await self.target_now(target)
         new = {"heads": heads, "mean": mean, "target": target, "ablation": None}
         if heads:
             new["ablation"] = await self.call("ablate", heads=[list(h) for h in heads], mean=mean, target=token,
@@ -177,7 +176,7 @@ class ExperimentsController:
             new["sweep"] = await self.call("sweep", target=token, mean=mean)
         if self.patching is not None:
             new["patching"], new["corrupt_tokens"], new["patch_message"] = await self._patch(
-                lambda: asyncio.sleep(0, token))
+                lambda: self.target_now(target))
         if self.attribution is not None:
             new["attribution"] = await self.call("attribution", target=token)
         for name, value in new.items():
