@@ -15,6 +15,13 @@ time from navigation to ready. Tests share the page: they may read it and run Py
 but must not navigate it away; a test that needs a different page opens its own with the
 ``open_page(path="", route=None)`` fixture (its own browser context; close it when done).
 
+A renderer crash (Playwright's "Target crashed") is a browser failure, not a page error: CI
+once lost the shared page that way at its first boot, and every later test errored with it.
+Chromium logs to tests/artifacts/chromium.log, a crash is marked on its AppPage, and a shared
+page that crashed (at boot or in a test) is booted again once before the next test, with a
+warning naming the crash; a second crash fails as before. A failing test's report ends with
+the tail of that log.
+
 Every test fails if any page asked for a host other than 127.0.0.1 (such requests are also
 blocked, so the page runs as it would with the network cut). A failing test's report
 includes the browser console.
@@ -22,10 +29,12 @@ includes the browser console.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,6 +53,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu",
     "--enable-features=Vulkan", "--use-webgpu-adapter=swiftshader",
 ]
+CHROMIUM_LOG = ROOT / "tests" / "artifacts" / "chromium.log"
+MAX_SHARED_REBOOTS = 1
 BOOT_TIMEOUT_MS = 180_000
 SETTLED = "['ready', 'error'].includes(document.documentElement.dataset.state)"
 # issue 16 (no layout shift): every page records its layout shifts (PerformanceObserver,
@@ -90,6 +101,7 @@ class AppPage:
     console: list[str] = field(default_factory=list, repr=False)  # in the failure report instead
     boot_seconds: float | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
+    crashed: bool = False  # the renderer process died (Playwright's page "crash" event)
 
     def state(self) -> str:
         return self.page.evaluate("document.documentElement.dataset.state")
@@ -134,9 +146,23 @@ def _open_page(browser, site: str, path: str = "", route=None) -> AppPage:
     page.on("request", lambda request: app.requests.append(request.url))
     page.on("console", lambda msg: app.console.append(f"[{msg.type}] {msg.text}"))
     page.on("pageerror", lambda error: app.console.append(f"[pageerror] {error}"))
+    page.on("crash", lambda _: _crashed(app))
     app.started = time.perf_counter()
     page.goto(f"{site}/{path}")
     return app
+
+
+def _crashed(app: AppPage) -> None:
+    app.crashed = True
+    app.console.append("[crash] the renderer process of this page crashed (see tests/artifacts/chromium.log)")
+
+
+def chromium_log_tail(lines: int = 40) -> str:
+    """The last lines of Chromium's own log, without its D-Bus complaints (no bus here)."""
+    if not CHROMIUM_LOG.is_file():
+        return "(no log)"
+    kept = [line for line in CHROMIUM_LOG.read_text(errors="replace").splitlines() if "dbus" not in line]
+    return "\n".join(kept[-lines:]) or "(empty)"
 
 
 def model_worker_isolation(page) -> bool | None:
@@ -191,26 +217,78 @@ def browser():
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium); "
                     "the e2e tests never download a browser")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    CHROMIUM_LOG.unlink(missing_ok=True)
+    log = ["--enable-logging", f"--log-file={CHROMIUM_LOG}", "--v=0"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_FLAGS)
+                                             args=CHROMIUM_FLAGS + log)
         yield browser
         browser.close()
 
 
-@pytest.fixture(scope="package")
-def app(browser, site) -> AppPage:
-    """The page, booted once for all e2e tests."""
+SHARED_PATH = "?backend=webgpu"
+_SHARED: dict = {"app": None, "reboots": 0}
+
+
+def _boot_shared(browser, site) -> tuple[AppPage, str]:
     # ?backend=webgpu: on SwiftShader the default page would time both backends and keep
     # numpy (issue 15); the shared page is where the WebGPU path is tested, so it asks for it.
-    app = _open_page(browser, site, "?backend=webgpu")
-    state = app.wait_settled()
+    app = _open_page(browser, site, SHARED_PATH)
+    try:
+        state = app.wait_settled()
+    except Exception as error:
+        if not (app.crashed or "Target crashed" in str(error)):
+            raise
+        app.crashed, state = True, "crashed"
+    return app, state
+
+
+def _reboot_after_crash(browser, site, app: AppPage, when: str) -> AppPage:
+    """Boot the shared page again in a new context after its renderer crashed, once per run."""
+    if _SHARED["reboots"] >= MAX_SHARED_REBOOTS:
+        pytest.fail(f"the shared page's renderer crashed again ({when}); Chromium's log:\n{chromium_log_tail()}")
+    _SHARED["reboots"] += 1
+    warnings.warn(f"the shared page's renderer crashed ({when}); booted it again in a new context. "
+                  f"Chromium's log:\n{chromium_log_tail(15)}", RuntimeWarning, stacklevel=1)
+    with contextlib.suppress(Exception):
+        app.page.context.close()
+    fresh, state = _boot_shared(browser, site)
+    if state == "crashed":
+        pytest.fail(f"the shared page's renderer crashed again at boot; Chromium's log:\n{chromium_log_tail()}")
+    # the same AppPage object, so that tests holding it see the new page
+    app.page, app.requests, app.console = fresh.page, fresh.requests, fresh.console
+    app.foreign, app.boot_seconds, app.started, app.crashed = fresh.foreign, fresh.boot_seconds, fresh.started, False
+    _PAGES.remove(fresh)
+    fresh.page.on("crash", lambda _: _crashed(app))
+    return app
+
+
+@pytest.fixture(scope="package")
+def app(browser, site) -> AppPage:
+    """The page, booted once for all e2e tests (again once if its renderer crashes)."""
+    app, state = _boot_shared(browser, site)
+    if state == "crashed":
+        app = _reboot_after_crash(browser, site, app, "at boot")
+        state = app.state()
     if state != "ready":
         error = app.page.text_content("[data-testid=error]") or ""
         pytest.fail(f"the page did not become ready (state {state}): {' '.join(error.split())}\n"
                     + "\n".join(app.console))
     print(f"\npage boot: {app.boot_seconds:.1f} s to data-state=ready")
+    _SHARED["app"] = app
     return app
+
+
+@pytest.fixture(autouse=True)
+def _revive_the_shared_page(request):
+    """Before each test: if the shared page's renderer crashed in an earlier test, boot it again
+    (once per run) so that one browser crash costs one test, not every test after it."""
+    shared = _SHARED["app"]
+    if shared is not None and shared.crashed:
+        _reboot_after_crash(request.getfixturevalue("browser"), request.getfixturevalue("site"),
+                            shared, f"before {request.node.name}")
+    yield
 
 
 @pytest.fixture
@@ -233,6 +311,8 @@ def pytest_runtest_makereport(item, call):
     if report.failed and _PAGES:
         lines = [line for app in _PAGES for line in app.console]
         report.sections.append(("browser console", "\n".join(lines) or "(empty)"))
+        if any(app.crashed for app in _PAGES) or "Target crashed" in str(report.longrepr):
+            report.sections.append(("Chromium's log (tail)", chromium_log_tail()))
     return report
 
 
