@@ -45,7 +45,7 @@ def bench(loads: list | None = None) -> labs.Bench:
             loads.append(1)
         return d
 
-    return labs.Bench(PARAMS, CONFIG, load)
+    return labs.Bench(PARAMS, CONFIG, load, weight=lambda name: PARAMS[name])
 
 
 def remote(loads=None) -> tuple[FakeWorker, labs.RemoteLab]:
@@ -84,6 +84,28 @@ def test_local_and_remote_give_the_same_bytes(name, args):
     assert flat(got) == flat(want)
     assert [h["op"] for h in fake.to_worker] == ["lab"] and fake.host.lab.calls == 1
     assert fake.host.describe()["lab_calls"] == 1
+
+
+@pytest.mark.parametrize("name", ["wte.weight", "h.1.mlp.c_fc.weight"])
+def test_a_weight_map_crosses_whole(name):
+    """issue 16: a weight popover's map computed by the worker's lab is the map the page would
+    draw from the same matrix (views.weights.weight_heat), to the byte, pixels included."""
+    from app.views import weights as weight_views
+
+    fake, lab = remote()
+    got = run(lab.call("weight_map", weight=name, title="T"))
+    want = weight_views.weight_heat(f"w.{name}", "T", PARAMS[name])
+    assert isinstance(got, weight_views.WeightHeat) and fake.host.lab.calls == 1
+    assert (got.key, got.title, got.row_spans, got.col_spans, got.scale, got.source_shape, got.stats) == \
+           (want.key, want.title, want.row_spans, want.col_spans, want.scale, want.source_shape, want.stats)
+    for a, b in ((got.values, want.values), (got.mean, want.mean), (got.rgba, want.rgba)):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    with pytest.raises(labs.LabError, match="no weight 'wpe.bias'"):
+        run(lab.call("weight_map", weight="wpe.bias", title="T"))
+    with pytest.raises(labs.LabError, match="ln_f.bias is not a matrix"):
+        run(lab.call("weight_map", weight="ln_f.bias", title="T"))
+    with pytest.raises(labs.LabError, match="no weights to draw"):
+        run(labs.LocalLab(labs.Bench(PARAMS, CONFIG)).call("weight_map", weight=name, title="T"))
 
 
 def test_the_lab_computes_what_glassbox_computes():

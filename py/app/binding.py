@@ -145,10 +145,11 @@ class Binding:
                 again.focus()
 
     def _on_beforetoggle(self, event) -> None:
-        """issue 16 (hw20): a weight popover drawn without its map is opening: ask for it."""
+        """issue 16 (hw20): a weight popover is opening: the explainer fills in its map if it
+        has none yet (drawn without one, or an earlier attempt failed)."""
         target = event.target
         if self.explainer is not None and str(getattr(event, "newState", "")) == "open" \
-                and target.matches(".weights-pop[data-lazy]"):
+                and target.matches(".weights-pop"):
             self.explainer.handle("weights-open", str(target.id))
 
     def fill_popover(self, pop_id: str, view) -> None:

@@ -29,6 +29,7 @@ from glassbox.sampling import distribution, sample
 from glassbox.trace import LayerTrace
 from glassbox.weights import expected_shapes
 
+from . import lab as labs
 from . import runner as runners
 from .controllers.attention import AttentionController
 from .controllers.block import BlockController
@@ -89,6 +90,7 @@ class Explainer:
         self.namespace = namespace if namespace is not None else {}
         self._weights: dict[str, weight_views.WeightHeat] = {}
         self._pending: dict[str, tuple[str, str, str]] = {}  # issue 16 (hw20): popovers not drawn yet
+        self._lab = None  # where popover maps are computed (app/lab.py: the model worker's, or local)
         self._tasks: set[asyncio.Task] = set()
         self.parts = {}
         for cls in CONTROLLERS:
@@ -204,22 +206,33 @@ class Explainer:
     def _stored_note(self) -> str:
         return f"stored as {self.model.checkpoint.scheme}, drawn dequantized to float32"
 
-    def weight_heat(self, name: str, title: str) -> weight_views.WeightHeat:
-        """The heat map of weight ``name`` (computed now if not yet, then kept)."""
-        heat = self._weights.get(name)
-        if heat is None:
-            # One matrix dequantized for its picture, not kept as float32 (issue 11).
-            heat = self._weights[name] = weight_views.weight_heat(f"w.{name}", title,
-                                                                  self.model.checkpoint.dequantize(name))
-        return heat
+    def _local_bench(self) -> "labs.Bench":
+        # One matrix dequantized for its picture, not kept as float32 (issue 11).
+        return labs.Bench(self.params, self.config, weight=self.model.checkpoint.dequantize)
 
-    def open_popover(self, pop_id: str) -> None:
-        """The popover ``pop_id`` is opening: compute its map if it has none yet and fill it in."""
+    def open_popover(self, pop_id: str) -> asyncio.Task | None:
+        """The popover ``pop_id`` is opening: if its map is not drawn yet, compute it where the
+        model computes (the model worker's lab, else this thread) and fill it in. The task, or
+        None when there is nothing to do."""
         pending = self._pending.pop(pop_id, None)
         if pending is None:
-            return
-        title, name, product = pending
-        heat = self.weight_heat(name, title)
+            return None
+        return self.spawn(self._fill_popover(pop_id, *pending))
+
+    async def _fill_popover(self, pop_id: str, title: str, name: str, product: str) -> None:
+        heat = self._weights.get(name)
+        if heat is None:
+            shape = tuple(expected_shapes(self.config)[name])
+            self.ui.fill_popover(pop_id, View(weight_views.computing_body(product, shape), []))
+            self._lab = labs.attach(self._lab, self.runner, self._local_bench)
+            try:
+                heat = await self._lab.call("weight_map", weight=name, title=title)
+            except Exception as exc:  # noqa: BLE001  (a stopped or failed worker: say so, open again to retry)
+                self._pending[pop_id] = (title, name, product)
+                self.ui.fill_popover(pop_id, View(weight_views.failed_body(product, shape, exc), []))
+                return
+            heat = self._weights.setdefault(name, heat)
+        self._pending.pop(pop_id, None)  # a view drawn meanwhile put its popover back in the list
         self.ui.fill_popover(pop_id, View(
             weight_views.popover_body(title, heat, product, self._stored_note()), [heat]))
 

@@ -35,6 +35,9 @@ from glassbox import factors as gf
 from glassbox import reference
 from glassbox.config import GPTConfig
 from glassbox.trace import Trace, all_names
+from glassbox.weights import expected_shapes
+
+from .views import weights as weight_views
 
 YIELD_SECONDS = 0.1  # a long computation hands control back (and reports progress) this often
 
@@ -49,9 +52,11 @@ class Bench:
     factors dictionary (loaded on first use by ``load_dictionary``)."""
 
     def __init__(self, params, config: GPTConfig, load_dictionary: Callable[[], Awaitable] | None = None,
-                 reuse: Callable[[tuple], Trace | None] | None = None):
+                 reuse: Callable[[tuple], Trace | None] | None = None,
+                 weight: Callable[[str], np.ndarray] | None = None):
         self.params = params
         self.config = config
+        self._weight = weight  # one float32 weight by name (Checkpoint.dequantize), for weight maps
         self._load_dictionary = load_dictionary
         self.reuse = reuse or (lambda ids: None)  # a complete numpy trace of these ids, if one exists
         self.dictionary: gf.Dictionary | None = None
@@ -90,6 +95,14 @@ class Bench:
         """The reference on ``ids`` keeping only residual stream ``stream`` (occlusion's re-runs)."""
         name = gf.stream_name(stream)
         return reference.forward(self.params, self.config, ids, capture=lambda n: n == name)
+
+    def weight(self, name: str) -> np.ndarray:
+        """One weight as float32, dequantized now and not kept (the popovers' maps)."""
+        if name not in expected_shapes(self.config):
+            raise LabError(f"no weight {name!r} in this model")
+        if self._weight is None:
+            raise LabError("this lab has no weights to draw")
+        return self._weight(name)
 
     async def ensure_dictionary(self) -> gf.Dictionary:
         if self.dictionary is None:
@@ -178,9 +191,20 @@ def lab_occlusion(b: Bench, ids, stream: int, position: int, factor: int):
     return gf.occlusion_values(d, stream, base, rows, int(factor)), base
 
 
+def lab_weight_map(b: Bench, weight: str, title: str) -> weight_views.WeightHeat:
+    """The heat map of weight ``weight`` (a name) as a weight popover draws it (views.weights.weight_heat):
+    the whole matrix is dequantized, downsampled and summarised where the lab runs, so in the
+    model worker the page's thread never holds it (wte of GPT-2's shape: a 3.6 s task there)."""
+    w = b.weight(str(weight))
+    if w.ndim != 2:
+        raise LabError(f"{weight} is not a matrix")
+    return weight_views.weight_heat(f"w.{weight}", str(title), w)
+
+
 FUNCTIONS: dict[str, Callable] = {
     "target": lab_target, "lens": lab_lens, "ablate": lab_ablate, "sweep": lab_sweep, "patching": lab_patching,
     "attribution": lab_attribution, "trace": lab_trace, "code": lab_code, "occlusion": lab_occlusion,
+    "weight_map": lab_weight_map,
 }
 NEEDS_DICTIONARY = {"code", "occlusion"}
 
@@ -218,6 +242,10 @@ def encode(name: str, r) -> tuple[dict, dict[str, np.ndarray]]:
                  "residual_norm": r.residual_norm, "norm": r.norm}, {"code": r.code})
     if name == "occlusion":
         return {"base": float(r[1])}, {"values": r[0]}
+    if name == "weight_map":
+        return ({"key": r.key, "title": r.title, "row_spans": r.row_spans, "col_spans": r.col_spans,
+                 "scale": float(r.scale), "source_shape": list(r.source_shape), "stats": r.stats},
+                {"maxabs": r.values, "mean": r.mean})
     raise LabError(f"no lab function {name!r}")
 
 
@@ -244,6 +272,10 @@ def decode(name: str, f: dict, a: dict[str, np.ndarray], config: GPTConfig):
                          float(f["residual_norm"]), float(f["norm"]))
     if name == "occlusion":
         return a["values"], float(f["base"])
+    if name == "weight_map":
+        return weight_views.WeightHeat(f["key"], f["title"], a["maxabs"], a["mean"],
+                                       [tuple(span) for span in f["row_spans"]], [tuple(span) for span in f["col_spans"]],
+                                       float(f["scale"]), tuple(f["source_shape"]), f["stats"])
     raise LabError(f"no lab function {name!r}")
 
 

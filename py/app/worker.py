@@ -121,7 +121,8 @@ def _bench(model, root: str):
     from .loader import load_dictionary
 
     base = str(js.URL.new(f"./weights/{model.name}/", root).href)
-    return Bench(model.params, model.config, lambda: load_dictionary(base, model.checkpoint.manifest))
+    return Bench(model.params, model.config, lambda: load_dictionary(base, model.checkpoint.manifest),
+                 weight=model.checkpoint.dequantize)
 
 
 def _on_message(event) -> None:

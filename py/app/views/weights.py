@@ -10,7 +10,8 @@ channel); the popover says which product they feed.
 The popovers use the HTML ``popover`` attribute: the button opens it, Escape or a click
 outside closes it, no script needed. A view draws each popover without its map
 (``lazy_popover``); the map is computed when the popover first opens (issue 16, hw20:
-binding.py's beforetoggle listener) and kept.
+binding.py's beforetoggle listener), in the model worker where there is one (app/lab.py's
+``weight_map``), and kept.
 """
 
 from __future__ import annotations
@@ -134,15 +135,32 @@ def popover(pop_id: str, button_label: str, title: str, heat: WeightHeat, produc
 
 
 def lazy_popover(pop_id: str, button_label: str, title: str, product: str, shape: tuple[int, int]) -> "Popover":
-    """A popover whose map is not computed yet (issue 16, hw20): the page fills it with
-    ``popover_body`` when it first opens (binding.py: the popover's beforetoggle event ->
-    the explainer's "weights-open" action), so drawing a view never dequantizes a matrix —
-    wte of GPT-2's shape (V x D = 50257 x 768) took a 3.6 s main-thread task at the first drawing."""
-    rows, cols = shape
-    body = (f'<p>{escape(product)}</p>'
-            f'<p class="muted small" data-testid="weights-pending">Stored [{rows}×{cols}]; the map of its weights '
-            'is drawn when this opens.</p>')
+    """A popover whose map is not computed yet (issue 16, hw20): when it first opens
+    (binding.py: the popover's beforetoggle event -> the explainer's "weights-open" action)
+    the page computes the map where the model computes (the model worker) and fills it in with
+    ``popover_body``, so drawing a view never dequantizes a matrix — wte of GPT-2's shape
+    (V x D = 50257 x 768) took a 3.6 s main-thread task at the first drawing."""
+    body = _waiting(product, shape, "the map of its weights is computed when this opens.")
     return Popover(_frame(pop_id, title, body, lazy=True), [], button(pop_id, button_label, title))
+
+
+def _waiting(product: str, shape: tuple[int, int], note: str, alert: bool = False) -> str:
+    rows, cols = shape
+    role = ' role="alert"' if alert else ""
+    return (f'<p>{escape(product)}</p>'
+            f'<p class="muted small" data-testid="weights-pending"{role}>Stored [{rows}×{cols}]; {escape(note)}</p>')
+
+
+def computing_body(product: str, shape: tuple[int, int]) -> str:
+    """A popover's body while its map is computed (the model worker dequantizes the matrix)."""
+    return _waiting(product, shape, "computing the map of its weights…")
+
+
+def failed_body(product: str, shape: tuple[int, int], error: BaseException) -> str:
+    """A popover's body when its map could not be computed: why, and that opening it again retries."""
+    reason = str(error) or type(error).__name__
+    return _waiting(product, shape, f"its map could not be computed ({reason}); close and open it again to retry.",
+                    alert=True)
 
 
 @dataclass
