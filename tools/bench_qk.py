@@ -17,7 +17,8 @@ GPT-2-small shape uses random weights (``weights.random_params``) and the same c
 run through the explainer's runner: numpy, or WebGPU with ``--page-webgpu``, where the PCA
 runs on WebGPU too). ``--webgpu`` measures the same three costs natively on wgpu-py's adapter:
 the corpus q/k through ``app.gpu_runner.WebGPURunner.tensors`` (the page's code path: one
-engine forward per sentence from its own cache, reading back q, k, att and the logits) and
+engine forward per sentence from its own cache that stops after the last layer and reads
+back q, k and att; also timed the old way, with ln_f and the logits, for the ratio) and
 every head's PCA through ``glassbox.gpu.qk_pca`` (the drawing is the same numpy either way).
 Writes its section of bench/results.md. Not a test.
 """
@@ -105,6 +106,13 @@ def measure_webgpu(name: str, checkpoint, corpus_ids, user_ids) -> dict:
         t0 = time.perf_counter()
         parts = [qk.from_tensors(await runner.tensors(ids, names), config.n_layer) for ids in corpus_ids + [user_ids]]
         qk_s = time.perf_counter() - t0
+        # the same forwards as the page ran them before issue 12's forward_layers: every layer,
+        # then ln_f and the logits [N, V], read back
+        wanted = set(names).__contains__
+        t0 = time.perf_counter()
+        for ids in corpus_ids + [user_ids]:
+            await runner.engine.forward(np.asarray(ids, dtype=np.int64), capture=wanted)
+        full_s = time.perf_counter() - t0
         data = qk.stack(parts)
         pca = QKPCA(backend)
         points = qk.all_head_points(data)
@@ -112,16 +120,16 @@ def measure_webgpu(name: str, checkpoint, corpus_ids, user_ids) -> dict:
         t0 = time.perf_counter()
         xy = await pca.project(qk.all_head_points(data))
         project_s = time.perf_counter() - t0
-        return data, xy, qk_s, project_s, backend.info.describe()
+        return data, xy, qk_s, full_s, project_s, backend.info.describe()
 
-    data, xy, qk_s, project_s, adapter = asyncio.run(go())
+    data, xy, qk_s, full_s, project_s, adapter = asyncio.run(go())
     H = config.n_head
     coords = {(g // H, g % H): xy[g] for g in range(xy.shape[0])}
     labels = [str(i) for i in range(data.n_tokens)]
     px = 132 if config.n_layer * config.n_head <= 36 else 96
     _, draw_s, _ = timed(lambda: draw_all(data, coords, labels, px))
     return {"model": name, "heads": config.n_layer * H, "tokens": data.n_tokens, "sentences": len(corpus_ids),
-            "qk_s": qk_s, "project_s": project_s, "draw_s": draw_s, "adapter": adapter}
+            "qk_s": qk_s, "qk_full_s": full_s, "project_s": project_s, "draw_s": draw_s, "adapter": adapter}
 
 
 def page_figures(webgpu: bool = False) -> dict:
@@ -174,7 +182,8 @@ def section(rows: list[dict], page: dict | None, command: str, gpu_rows=(), page
                      f"{r['draw_cpu'] * 1000:.0f} ms ({r['draw_s'] * 1000:.0f} ms) |")
     for r in gpu_rows:
         lines.append(f"| native WebGPU ({r['adapter'].split(' [')[0]}) | {r['model']} | {r['heads']} | {r['tokens']} | "
-                     f"{r['qk_s']:.2f} s ({r['sentences']} sentences) | {r['project_s'] * 1000:.0f} ms | "
+                     f"{r['qk_s']:.2f} s ({r['sentences']} sentences; {r['qk_full_s']:.2f} s = "
+                     f"{r['qk_full_s'] / r['qk_s']:.1f}x with ln_f and the logits, as before) | {r['project_s'] * 1000:.0f} ms | "
                      f"{r['draw_s'] * 1000:.0f} ms |")
     for p in (page, page_gpu):
         if p:
@@ -188,8 +197,10 @@ def section(rows: list[dict], page: dict | None, command: str, gpu_rows=(), page
                   "run of this tool (its tokens column gives the corpus it ran on)."]
     lines += ["", "WebGPU rows: wall-clock seconds (the GPU work is not CPU time of this process). lavapipe and "
               "SwiftShader are software adapters on this 2-core machine: they prove the WebGPU path end to end, "
-              "they are not speed references; the corpus q/k there pay one engine forward per sentence, logits "
-              "included (the engine always reads them back). No GPU machine was lent to this session.",
+              "they are not speed references. The corpus q/k run one engine forward per sentence that stops "
+              "after the last layer (Engine.forward_layers: no ln_f, no logits); the native rows also time the "
+              "forwards the page ran before, with the logits [N, V] computed and read back, in the same run. "
+              "No GPU machine was lent to this session.",
               END]
     return "\n".join(lines)
 

@@ -398,15 +398,15 @@ class WebGPURunner:
 
     async def tensors(self, ids, names) -> dict[str, np.ndarray]:
         """Only the trace tensors ``names`` of ``ids`` (runner.py's contract, issue 12): the
-        engine runs ``ids`` from position 0 in its own cache (``forward`` without ``cache``),
-        reading back only those tensors (and the logits, which the engine always reads), so
-        the explainer's KV cache and sequence are untouched. numpy runs them when WebGPU does
-        not (and, after a device loss here, the status says so as for ``run``)."""
+        engine runs ``ids`` from position 0 in its own cache (``Engine.forward_layers``), up to
+        the last layer a name needs and reading back only those tensors (no logits unless
+        asked for), so the explainer's KV cache and sequence are untouched. numpy runs them
+        when WebGPU does not (and, after a device loss here, the status says so as for ``run``)."""
         wanted = set(check_names(self.config, names))
         if self.engine is not None:
             self._kept_ids = None  # this forward replaces what the engine kept
             try:
-                trace = await self.engine.forward(np.asarray(ids, dtype=np.int64), capture=wanted.__contains__)
+                trace = await self.engine.forward_layers(np.asarray(ids, dtype=np.int64), wanted.__contains__)
                 return {name: trace[name] for name in names}
             except DeviceLostError as e:
                 self._lost(e)

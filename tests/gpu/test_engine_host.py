@@ -107,6 +107,31 @@ def test_readback_per_forward(small_engine, run):
     assert counts[("none", True)] == (0 + 1, 1 + (L - 1) * roles)  # the logits; emb + layer 0 kept
 
 
+def test_forward_layers_stops_after_the_last_layer_asked_for(small_engine, run):
+    """issue 12: the Q/K map's corpus forward reads q, k and att and stops there — no ln_f, no
+    logits [N, V] — with the same numbers as a full forward (the same kernels: stages captured)."""
+    engine, _ = small_engine("int8")
+    qk = [n for n in all_names(SMALL) if n.split(".")[-1] in ("q", "k", "att")]
+    full = run(engine.forward(IDS, capture=lambda n: n in qk))
+    got = run(engine.forward_layers(IDS, lambda n: n in qk))
+    assert_same(got, full, qk)
+    dispatches = lambda: sum(isinstance(c, Dispatch) for c in engine.last_plan.commands)  # noqa: E731
+    everything = dispatches()
+    run(engine.forward_layers(IDS, lambda n: n == "h.0.q"))
+    assert set(run(engine.read_kept(lambda n: n == "h.0.q")).tensors) == {"h.0.q"}
+    first_layer = dispatches()
+    assert first_layer < everything // SMALL.n_layer + 3  # layer 0 and the embedding, nothing after
+    with pytest.raises(GPUError, match="logits was not kept"):
+        run(engine.read_kept("logits"))
+    # a final tensor asked for: the whole forward, and only what was asked is read back (no
+    # stage captured: the fast attention kernels, so compared with a forward that runs them too)
+    picked = lambda n: n in ("h.1.k", "logits")  # noqa: E731
+    tail = run(engine.forward_layers(IDS, picked))
+    assert_same(tail, run(engine.forward(IDS, capture=picked)), ["h.1.k", "logits"])
+    again = run(engine.forward(IDS, capture=lambda n: n in qk))  # later forwards unaffected
+    assert_same(again, full, qk + ["logits"])
+
+
 # ----- top-k on the GPU
 
 def run_top_k(backend, run, rows: np.ndarray, k: int) -> np.ndarray:

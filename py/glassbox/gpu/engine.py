@@ -439,6 +439,20 @@ class Engine:
         asks for them)."""
         return await self._forward(ids, cache, capture, keep, k, logits=False)
 
+    async def forward_layers(self, ids, capture: Capture) -> Trace:
+        """Run token ids [N] from position 0 (the engine's own cache) and return only the
+        tensors ``capture`` picks, stopping after the last layer that holds one of them: no
+        ln_f, no logits [N, V] unless a final tensor is asked for (issue 12: the Q/K map's
+        corpus reads q, k and att of every layer, and the vocabulary projection was most of
+        such a forward's work on a small model). Nothing of it is kept for read_kept beyond
+        what it read back."""
+        want = capture_predicate(capture)
+        names = [name for name in all_names(self.config) if want(name)]
+        final = any(self._source(name)[0] == self.config.n_layer for name in names)
+        upto = None if final else max((self._source(name)[0] for name in names), default=-1)
+        _, trace = await self._forward(ids, None, capture, False, 0, logits=False, upto=upto)
+        return trace
+
     async def read_layer(self, layer: int) -> Trace:
         """Layer ``layer``'s tensors of the last forward run with keep=True, without recomputing."""
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.config.n_layer:
@@ -498,7 +512,9 @@ class Engine:
             data = (await self.backend.read([region]))[0]
         return np.frombuffer(data, dtype=np.float32).reshape((rows,) + tuple(shape[1:])).copy()
 
-    async def _forward(self, ids, cache, capture, keep: bool, top: int, logits: bool) -> tuple[Top | None, Trace]:
+    async def _forward(self, ids, cache, capture, keep: bool, top: int, logits: bool,
+                       upto: int | None = None) -> tuple[Top | None, Trace]:
+        """``upto``: run the layers 0..upto only (no ln_f, no logits; forward_layers)."""
         c = self.config
         start = cache.length if cache is not None else 0
         ids = reference.check_ids(c, ids, start)
@@ -514,7 +530,7 @@ class Engine:
             try:
                 if cache is None and self._own_cache is None:
                     self._own_cache = self.new_cache()
-                result = await self._run(ids, start, cache or self._own_cache, names, keep, top)
+                result = await self._run(ids, start, cache or self._own_cache, names, keep, top, upto)
             except GPUError:
                 raise
             except Exception as e:
@@ -525,10 +541,10 @@ class Engine:
         return result
 
     async def _run(self, ids: np.ndarray, start: int, kv: GPUCache, names: list[str], keep: bool,
-                   top: int) -> tuple[Top | None, Trace]:
+                   top: int, upto: int | None = None) -> tuple[Top | None, Trace]:
         n, t = int(ids.size), start + int(ids.size)
         source = {name: self._source(name) for name in names}
-        plan = await self._plan(n, t, kv, sorted(set(source.values())), keep, top)
+        plan = await self._plan(n, t, kv, sorted(set(source.values())), keep, top, upto)
         self.backend.replay(plan.recording, [(self._params, K.params_array(n, t, start)),
                                              (plan.ids, ids.astype(np.uint32))])
         regions = [region for _, region in plan.copies] + ([plan.top] if top else [])
@@ -558,16 +574,19 @@ class Engine:
         return int(layer), LAYER_SOURCES[short]
 
     async def _plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]], keep: bool = False,
-                    top: int = 0) -> "_Plan":
-        """The commands of a forward over n tokens (T = t), cached: a decode loop reuses one."""
+                    top: int = 0, upto: int | None = None) -> "_Plan":
+        """The commands of a forward over n tokens (T = t), cached: a decode loop reuses one.
+        ``upto``: layers 0..upto only, then nothing (no ln_f, no logits)."""
+        if upto is not None and (keep or top or any(segment > upto for segment, _ in copies)):
+            raise ValueError("a forward that stops after a layer keeps nothing and reads no later tensor")
         stages_needed = keep or any(role in STAGES for _, role in copies)
         # issue 15, engine: a decode plan's split-attention grid depends on T's bucket (K.decode_grid)
         decode = self.fast_attention and n <= K.DECODE_MAX_TOKENS
         span = t if stages_needed else ("grid", K.decode_grid(t, self.config.n_positions)) if decode else 0
-        key = (n, span, kv.k[0].serial, tuple(copies), keep, top)
+        key = (n, span, kv.k[0].serial, tuple(copies), keep, top, upto)
         plan = self._plans.get(key)
         if plan is None:
-            plan = await self._build_plan(n, t, kv, copies, keep, top)
+            plan = await self._build_plan(n, t, kv, copies, keep, top, upto)
             plan.recording = self.backend.record(plan.commands)
             while len(self._plans) >= MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
@@ -576,12 +595,13 @@ class Engine:
         return plan
 
     async def _build_plan(self, n: int, t: int, kv: GPUCache, copies: list[tuple[int, str]], keep: bool = False,
-                          top: int = 0) -> "_Plan":
+                          top: int = 0, upto: int | None = None) -> "_Plan":
         c = self.config
         D, H, V = c.n_embd, c.n_head, c.vocab_size
         shapes = self._shapes(n, t)
         nbytes = {role: 4 * math.prod(shape) for role, shape in shapes.items()}
-        kept_keys = [key for key in self._keep_keys(copies) if keep or key[1] in WRITTEN_ONCE]
+        last = c.n_layer if upto is None else upto  # the last segment this forward writes (n_layer: the end)
+        kept_keys = [key for key in self._keep_keys(copies) if (keep or key[1] in WRITTEN_ONCE) and key[0] <= last]
         captured = {role for _, role in copies + kept_keys}
         if captured & set(STAGES):
             captured |= set(STAGES)  # attention writes all four stages or none
@@ -677,7 +697,7 @@ class Engine:
                 "tok_emb": buf["tok"], "pos_emb": buf["pos"], "emb": buf["x"]})
         copy_segment(-1)
 
-        for layer, w in enumerate(self.layers):
+        for layer, w in enumerate(self.layers[:last + 1]):  # every layer, or 0..upto
             kept = {role for seg, role in copies + kept_keys if seg == layer}  # g15: + kept
             maybe = lambda role: buf[role] if role in kept else None  # noqa: E731
 
@@ -701,6 +721,9 @@ class Engine:
                          pre=maybe("mproj"))
             copy_segment(layer)
 
+        if upto is not None:  # forward_layers: stop here
+            return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"],
+                         kept={key: (buf[key[1]], 0, nbytes[key[1]]) for key in kept_keys}, top=None)
         await layer_norm(buf["x"], self.ln_f, buf["lnf"], buf["meanf"], buf["varf"])
         block = self._logits_block_rows()
         for r0 in range(0, n, block):
