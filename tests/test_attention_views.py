@@ -191,3 +191,33 @@ def test_weights_buttons_carry_the_shared_test_id():
     html = weights.button("pop-1-c_fc", "Weights: c_fc", "mlp")
     assert 'data-testid="weights-button"' in html and 'data-testid="weights-pop-1-c_fc"' in html
     assert 'popovertarget="pop-1-c_fc"' in html
+
+
+def test_the_view_makes_its_head_thumbnails_in_steps_and_keeps_them(model, monkeypatch):
+    """issue 16: the heads' thumbnails are made before the view (AttentionController.prepare,
+    a turn for the page after each head), then reused by the view and by redraws that keep
+    the trace, layer and colour scale; the same pixels as the view making them itself."""
+    import asyncio
+
+    from app.explainer import Explainer
+    from test_lazy_popovers import UI
+
+    made = []
+    real = attention.thumb_heat
+    monkeypatch.setattr(attention, "thumb_heat", lambda key, *a: made.append(key) or real(key, *a))
+    ui = UI()
+    ex = Explainer(ui, model, seed=0, namespace={}, text=" ".join(["one two three four five six seven"] * 12))
+    ex.mount()
+    asyncio.run(ex.start())
+    assert made == [f"attn.0.thumb{h}" for h in range(CONFIG.n_head)]  # once each, not again by the view
+    thumbs = lambda view: [h.rgba.tobytes() for h in view.heats if ".thumb" in h.key]  # noqa: E731
+    drawn = ui.slots["attention"]
+    made.clear()
+    eager = attention.render(ex.trace, ex.tokens, 0, 0, lens=ex.attention.lens)
+    assert thumbs(drawn) == thumbs(eager) and len(made) == CONFIG.n_head
+    made.clear()
+    ex.select_head(2)
+    assert made == [] and thumbs(ui.slots["attention"]) == thumbs(eager)
+    ex.attention.lens.scale = "log"
+    ex.attention.render()
+    assert len(made) == CONFIG.n_head  # another colour scale: the view makes them again

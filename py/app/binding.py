@@ -30,6 +30,9 @@ ARROWS = {"ArrowUp": (-1, 0), "ArrowDown": (1, 0), "ArrowLeft": (0, -1), "ArrowR
           "Home": (0, -10**9), "End": (0, 10**9), "PageUp": (-10, 0), "PageDown": (10, 0)}
 
 
+SPLIT_PARSE_CHARS = 100_000  # a view's HTML longer than this is parsed and inserted in two tasks
+
+
 class Binding:
     """The page for an Explainer: slots, heat maps, tooltips, events."""
 
@@ -120,8 +123,9 @@ class Binding:
             pass
 
     async def show_async(self, slot: str, view) -> None:
-        """show, giving the page a turn after the HTML and after the heat maps: a 256-token
-        attention view is ~0.8 MB of HTML, and one task for all of it took ~300 ms (issue 16)."""
+        """show, giving the page a turn after parsing the HTML, after putting it in the page and
+        after the heat maps: a 256-token attention view is ~0.5 MB of HTML, and one task for
+        all of it took ~300 ms (issue 16)."""
         import asyncio
 
         for _ in self._show_steps(slot, view):
@@ -129,9 +133,18 @@ class Binding:
 
     def _show_steps(self, slot: str, view):
         element = self._slot(slot)
-        active = self.document.activeElement
-        active_id = active.id if active is not None and active.id and element.contains(active) else ""
-        element.innerHTML = self.render_tex(view.html)
+        if len(view.html) > SPLIT_PARSE_CHARS:
+            # parsed into an inert <template> in one task, moved into the page in the next
+            template = self.document.createElement("template")
+            template.innerHTML = self.render_tex(view.html)
+            yield
+            active = self.document.activeElement
+            active_id = active.id if active is not None and active.id and element.contains(active) else ""
+            element.replaceChildren(template.content)
+        else:
+            active = self.document.activeElement
+            active_id = active.id if active is not None and active.id and element.contains(active) else ""
+            element.innerHTML = self.render_tex(view.html)
         yield
         for key in self.slot_heats.pop(slot, []):
             self.heats.pop(key, None)

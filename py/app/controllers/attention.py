@@ -33,6 +33,33 @@ class AttentionController(Controller):
         self.deriv_stage = 0
         self._player: asyncio.Task | None = None
         self.lens = AttentionLens()  # issue 10 item 2
+        self._thumbs: tuple | None = None  # (trace, layer, scale, the heads' thumbnails)
+
+    async def prepare(self) -> None:
+        """issue 16: the heads' thumbnails, one head per turn for the page (on a 256-token input
+        they were about half of the view's task), kept for ``view`` while trace, layer and
+        colour scale stay the same."""
+        ex = self.ex
+        if ex.trace is None or self._thumbs_for() is not None:
+            return
+        trace, layer, scale = ex.trace, ex.layer, self.lens.scale
+        try:
+            steps = attention.head_thumbs(trace, ex.tokens, layer, scale)
+            made = []
+            for heat in steps:
+                made.append(heat)
+                await asyncio.sleep(0)
+        except (KeyError, ValueError):
+            return  # a layer not fetched yet or a bad input: view() says what is wrong
+        self._thumbs = (trace, layer, scale, made)
+
+    def _thumbs_for(self) -> list | None:
+        """The kept thumbnails if they are the current trace's, layer's and scale's."""
+        kept = self._thumbs
+        ex = self.ex
+        if kept is not None and kept[0] is ex.trace and kept[1] == ex.layer and kept[2] == self.lens.scale:
+            return kept[3]
+        return None
 
     def select_head(self, head: int) -> None:
         head = int(head)
@@ -57,7 +84,8 @@ class AttentionController(Controller):
                                  f"h.{l}.attn.c_proj.weight", f"attn_concat [{N}×{D}] · Wᵀ [{D}×{D}] + b → attn_proj [{N}×{D}]"),
         }
         return attention.render(ex.trace, ex.tokens, l, self.head, derivation_open=self.deriv_open,
-                                stage=self.deriv_stage, popovers=pops, lens=self.lens) + ex.factors.strip(l + 1)  # + issue 13
+                                stage=self.deriv_stage, popovers=pops, lens=self.lens,
+                                thumbs=self._thumbs_for()) + ex.factors.strip(l + 1)  # + issue 13
 
     def lens_action(self, action: str, value: str, data: dict) -> None:
         """issue 10 item 2: a lens action, then the part of the view it changed."""

@@ -29,6 +29,10 @@ class Controller:
         """This view's View for the current trace, or None when there is nothing to draw."""
         return None
 
+    async def prepare(self) -> None:
+        """Work ``view`` needs that can be done in steps, each with a turn for the page,
+        before ``render_async`` calls it (issue 16); by default none."""
+
     def render(self) -> None:
         if self.slot is None:
             return
@@ -42,6 +46,11 @@ class Controller:
         if self.slot is None or type(self).render is not Controller.render:
             self.render()  # a controller that draws more than its slot does it in one go
             return
+        await self.render_slot_async()
+
+    async def render_slot_async(self) -> None:
+        """This view's slot in steps: prepare, the view, a turn, then its drawing."""
+        await self.prepare()
         view = self.view()
         if view is not None:
             await asyncio.sleep(0)

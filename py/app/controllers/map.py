@@ -60,6 +60,15 @@ class MapController(Controller):
     def render(self) -> None:
         """The map, and the small sticky map in the bar."""
         super().render()
+        self._show_minimap()
+
+    async def render_async(self) -> None:
+        """render in steps (issue 16): the map's view, a turn for the page, its drawing, then
+        the small map."""
+        await self.render_slot_async()
+        self._show_minimap()
+
+    def _show_minimap(self) -> None:
         self.ui.show("minimap", View(overview.mini_map(self.ex.config.n_layer, self.ex.layer, self.part_open())))
 
     def part_open(self) -> set[str]:

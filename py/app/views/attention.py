@@ -433,11 +433,22 @@ def stage_pictures(key: str, head: int, q, k, v, scores, scaled, masked, att, ou
     return pics
 
 
+def head_thumbs(trace: Trace, tokens, layer: int, scale: str):
+    """The thumbnail of each head of ``layer`` (``thumb_heat``), one at a time: a generator, so
+    that a caller may give the page a turn between heads (issue 16: on a long input they were
+    a good part of the view's 200 ms)."""
+    att = trace[layer_name(layer, "att")]
+    labels = row_labels(check_tokens(tokens, int(trace.ids.size)))
+    for h in range(trace.config.n_head):
+        yield thumb_heat(f"attn.{layer}.thumb{h}", f"layer {layer + 1} head {h + 1}", att[h], labels, scale, trace.start)
+
+
 def render(trace: Trace, tokens, layer: int, head: int, *, derivation_open: bool = False,
-           stage: int = 0, popovers: dict | None = None, lens=None) -> View:
+           stage: int = 0, popovers: dict | None = None, lens=None, thumbs: list[Heat] | None = None) -> View:
     """The attention section for ``layer``/``head`` (0-based). ``lens`` (an
     ``app.attention_lens.AttentionLens``, or None for its defaults) holds the reader's choices:
-    colour scale, zoomed window, the lines view's heads and query."""
+    colour scale, zoomed window, the lines view's heads and query. ``thumbs``: the heads'
+    thumbnails from ``head_thumbs`` for this trace, layer and scale, when already made."""
     cfg = trace.config
     H, K, D = cfg.n_head, cfg.head_size, cfg.n_embd
     n = int(trace.ids.size)
@@ -465,9 +476,9 @@ def render(trace: Trace, tokens, layer: int, head: int, *, derivation_open: bool
         raise ValueError(f"unknown colour scale {scale!r}; expected one of {tuple(SCALES)}")
 
     # Every head of this layer, as thumbnails that select the head.
+    made = list(thumbs) if thumbs is not None else list(head_thumbs(trace, tokens, layer, scale))
     thumbs = []
-    for h in range(H):
-        heat = thumb_heat(f"attn.{layer}.thumb{h}", f"layer {layer + 1} head {h + 1}", att[h], labels, scale, trace.start)
+    for h, heat in enumerate(made):
         heats.append(heat)
         current = ' aria-current="true"' if h == head else ""
         size = heat.shape[0]
