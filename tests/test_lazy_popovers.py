@@ -71,6 +71,15 @@ def model() -> Model:
     return model
 
 
+def started(model) -> tuple[UI, Explainer]:
+    """An explainer on ``model`` after its first run, and the page it drew on."""
+    ui = UI()
+    ex = Explainer(ui, model, seed=0, namespace={})
+    ex.mount()
+    asyncio.run(ex.start())
+    return ui, ex
+
+
 async def opened(ex, pop_id: str):
     """The reader opens popover ``pop_id``: the explainer's task, awaited."""
     task = ex.handle("weights-open", pop_id)
@@ -80,10 +89,7 @@ async def opened(ex, pop_id: str):
 
 def test_a_view_draws_its_popovers_without_their_maps_until_one_opens(model):
     model.checkpoint.calls = []
-    ui = UI()
-    ex = Explainer(ui, model, seed=0, namespace={})
-    ex.mount()
-    asyncio.run(ex.start())
+    ui, ex = started(model)
     assert model.checkpoint.calls == []  # no matrix dequantized to draw the views
     output = ui.slots["output"]
     assert 'id="pop-wte"' in output.html and "data-lazy" in output.html and 'data-testid="weights-pending"' in output.html
@@ -136,10 +142,7 @@ class Worker:
 
 def test_with_a_model_worker_the_worker_computes_the_map(model):
     model.checkpoint.calls = []
-    ui = UI()
-    ex = Explainer(ui, model, seed=0, namespace={})
-    ex.mount()
-    asyncio.run(ex.start())
+    ui, ex = started(model)
     worker_checkpoint = Counting(config=CONFIG, scheme="int8", group=0, tensors=model.checkpoint.tensors)
     worker_checkpoint.calls = []
     ex.runner = Worker(worker_checkpoint)
@@ -153,10 +156,7 @@ def test_with_a_model_worker_the_worker_computes_the_map(model):
 
 
 def test_a_failed_worker_says_so_in_the_popover_and_the_next_opening_retries(model):
-    ui = UI()
-    ex = Explainer(ui, model, seed=0, namespace={})
-    ex.mount()
-    asyncio.run(ex.start())
+    ui, ex = started(model)
     worker = Worker(model.checkpoint, error=protocol.Stopped("stopped"))
     ex.runner = worker
     asyncio.run(opened(ex, "pop-0-attn_c_proj"))
