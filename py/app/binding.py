@@ -47,6 +47,7 @@ class Binding:
         self.slot_heats: dict[str, list[str]] = {}
         self.cursors: dict[str, tuple[int, int]] = {}
         self.tex_cache: dict[tuple[str, bool], str] = {}
+        self._drawing: dict[str, int] = {}  # slot -> the number of its latest drawing (show_async steps)
         self._proxies = []
         self._highlighted = None
 
@@ -132,12 +133,17 @@ class Binding:
             await asyncio.sleep(0)
 
     def _show_steps(self, slot: str, view):
+        """Draw ``view`` into ``slot`` in steps (a yield between them). A later drawing of the
+        same slot that starts meanwhile wins: this one stops at its next step."""
         element = self._slot(slot)
+        drawing = self._drawing[slot] = self._drawing.get(slot, 0) + 1
         if len(view.html) > SPLIT_PARSE_CHARS:
             # parsed into an inert <template> in one task, moved into the page in the next
             template = self.document.createElement("template")
             template.innerHTML = self.render_tex(view.html)
             yield
+            if self._drawing[slot] != drawing:
+                return
             active = self.document.activeElement
             active_id = active.id if active is not None and active.id and element.contains(active) else ""
             element.replaceChildren(template.content)
@@ -146,10 +152,14 @@ class Binding:
             active_id = active.id if active is not None and active.id and element.contains(active) else ""
             element.innerHTML = self.render_tex(view.html)
         yield
+        if self._drawing[slot] != drawing:
+            return
         for key in self.slot_heats.pop(slot, []):
             self.heats.pop(key, None)
         self.slot_heats[slot] = self._paint_heats(element, view.heats)
         yield
+        if self._drawing[slot] != drawing:
+            return
         for box in element.querySelectorAll("[data-keep-in-view]"):
             self._scroll_to_selected(box)
         if active_id:

@@ -158,6 +158,28 @@ def test_examples_run_when_clicked(app, ref):
     assert shown_ids(page) == [int(i) for i in ref.prompt(text).ids]
 
 
+def test_a_later_drawing_of_a_slot_wins_over_one_drawn_in_steps(app):
+    """issue 16: a long view is parsed in one task and put in the page in the next
+    (binding.SPLIT_PARSE_CHARS); a drawing of the same slot in between (a click that redraws
+    it) must not be replaced by the older view when its next step runs."""
+    found = app.py("""
+import asyncio
+from app import binding
+from app.views.common import View
+ui = explainer.ui
+big = View('<div data-testid="stale">' + 'x' * (binding.SPLIT_PARSE_CHARS + 1) + '</div>', [])
+task = asyncio.ensure_future(ui.show_async("factors", big))
+await asyncio.sleep(0)  # its first step: parsed, not yet in the page
+ui.show("factors", View('<p data-testid="newer">newer</p>', []))
+await task
+slot = ui._slot("factors")
+found = [slot.querySelector('[data-testid="stale"]') is None, slot.querySelector('[data-testid="newer"]') is not None]
+explainer.factors.refresh()
+found
+""")
+    assert found == [True, True]
+
+
 def test_input_errors_are_shown_and_the_page_stays_ready(app):
     page = app.page
     page.get_by_test_id("prompt").fill("")
