@@ -137,6 +137,7 @@ class Binding:
         same slot that starts meanwhile wins: this one stops at its next step."""
         element = self._slot(slot)
         drawing = self._drawing[slot] = self._drawing.get(slot, 0) + 1
+        template = None
         if len(view.html) > SPLIT_PARSE_CHARS:
             # parsed into an inert <template> in one task, moved into the page in the next
             template = self.document.createElement("template")
@@ -144,12 +145,11 @@ class Binding:
             yield
             if self._drawing[slot] != drawing:
                 return
-            active = self.document.activeElement
-            active_id = active.id if active is not None and active.id and element.contains(active) else ""
+        active = self.document.activeElement
+        active_id = active.id if active is not None and active.id and element.contains(active) else ""
+        if template is not None:
             element.replaceChildren(template.content)
         else:
-            active = self.document.activeElement
-            active_id = active.id if active is not None and active.id and element.contains(active) else ""
             element.innerHTML = self.render_tex(view.html)
         yield
         if self._drawing[slot] != drawing:

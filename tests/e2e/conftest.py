@@ -120,15 +120,20 @@ class AppPage:
 _PAGES: list[AppPage] = []
 
 
-def _open_page(browser, site: str, path: str = "", route=None) -> AppPage:
+def _open_page(browser, site: str, path: str = "", route=None, into: AppPage | None = None) -> AppPage:
     """A new page in its own context, recording requests and console, not yet settled.
 
     ``route(context)`` may install extra Playwright routes (e.g. to break a file on purpose).
+    ``into``: an AppPage to start afresh for the new page (tests holding it see the new page).
     """
     context = browser.new_context()
     context.add_init_script(LAYOUT_SHIFTS_JS)  # issue 16
-    app = AppPage(page=None)
-    _PAGES.append(app)
+    if into is None:
+        app = AppPage(page=None)
+        _PAGES.append(app)
+    else:
+        app = into
+        app.__init__(page=None)  # every field back to its default
 
     def guard(route_):
         url = route_.request.url
@@ -231,10 +236,10 @@ SHARED_PATH = "?backend=webgpu"
 _SHARED: dict = {"app": None, "reboots": 0}
 
 
-def _boot_shared(browser, site) -> tuple[AppPage, str]:
+def _boot_shared(browser, site, into: AppPage | None = None) -> tuple[AppPage, str]:
     # ?backend=webgpu: on SwiftShader the default page would time both backends and keep
     # numpy (issue 15); the shared page is where the WebGPU path is tested, so it asks for it.
-    app = _open_page(browser, site, SHARED_PATH)
+    app = _open_page(browser, site, SHARED_PATH, into=into)
     try:
         state = app.wait_settled()
     except Exception as error:
@@ -253,14 +258,9 @@ def _reboot_after_crash(browser, site, app: AppPage, when: str) -> AppPage:
                   f"Chromium's log:\n{chromium_log_tail(15)}", RuntimeWarning, stacklevel=1)
     with contextlib.suppress(Exception):
         app.page.context.close()
-    fresh, state = _boot_shared(browser, site)
+    _, state = _boot_shared(browser, site, into=app)  # the same AppPage: tests holding it see the new page
     if state == "crashed":
         pytest.fail(f"the shared page's renderer crashed again at boot; Chromium's log:\n{chromium_log_tail()}")
-    # the same AppPage object, so that tests holding it see the new page
-    app.page, app.requests, app.console = fresh.page, fresh.requests, fresh.console
-    app.foreign, app.boot_seconds, app.started, app.crashed = fresh.foreign, fresh.boot_seconds, fresh.started, False
-    _PAGES.remove(fresh)
-    fresh.page.on("crash", lambda _: _crashed(app))
     return app
 
 

@@ -721,25 +721,24 @@ class Engine:
                          pre=maybe("mproj"))
             copy_segment(layer)
 
-        if upto is not None:  # forward_layers: stop here
-            return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"],
-                         kept={key: (buf[key[1]], 0, nbytes[key[1]]) for key in kept_keys}, top=None)
-        await layer_norm(buf["x"], self.ln_f, buf["lnf"], buf["meanf"], buf["varf"])
-        block = self._logits_block_rows()
-        for r0 in range(0, n, block):
-            rows = min(block, n - r0)
-            x = (buf["lnf"], 4 * D * r0, min(buf["lnf"].size - 4 * D * r0, 4 * D * block))
-            out = (buf["logits"], 4 * V * r0, min(buf["logits"].size - 4 * V * r0, 4 * V * block))
-            for chunk in self.wte:
-                await matmul(x, chunk.matrix, None, out, rows=rows, OUT_STRIDE=V, OUT_OFFSET=chunk.v0, ROW0=r0,
-                             ROWS=block)
-        if top:  # issue 15 (g15): the last row's top-k, from the logits block holding that row
-            r0 = (n - 1) // block * block
-            logits_block = (buf["logits"], 4 * V * r0, min(buf["logits"].size - 4 * V * r0, 4 * V * block))
-            top_buf = self._buffer("top_k", 4 * top_words)
-            await dispatch(K.TOP_K, K.top_k_launch(top), {"V": V, "R0": r0}, {"logits": logits_block, "top": top_buf})
-            cmds.append(Copy(top_buf, 0, *top_region))
-        copy_segment(c.n_layer)
+        if upto is None:  # the end (forward_layers stops after layer upto)
+            await layer_norm(buf["x"], self.ln_f, buf["lnf"], buf["meanf"], buf["varf"])
+            block = self._logits_block_rows()
+            for r0 in range(0, n, block):
+                rows = min(block, n - r0)
+                x = (buf["lnf"], 4 * D * r0, min(buf["lnf"].size - 4 * D * r0, 4 * D * block))
+                out = (buf["logits"], 4 * V * r0, min(buf["logits"].size - 4 * V * r0, 4 * V * block))
+                for chunk in self.wte:
+                    await matmul(x, chunk.matrix, None, out, rows=rows, OUT_STRIDE=V, OUT_OFFSET=chunk.v0, ROW0=r0,
+                                 ROWS=block)
+            if top:  # issue 15 (g15): the last row's top-k, from the logits block holding that row
+                r0 = (n - 1) // block * block
+                logits_block = (buf["logits"], 4 * V * r0, min(buf["logits"].size - 4 * V * r0, 4 * V * block))
+                top_buf = self._buffer("top_k", 4 * top_words)
+                await dispatch(K.TOP_K, K.top_k_launch(top), {"V": V, "R0": r0},
+                               {"logits": logits_block, "top": top_buf})
+                cmds.append(Copy(top_buf, 0, *top_region))
+            copy_segment(c.n_layer)
         kept = {key: region for key, region in kept_at.items()}
         kept.update({key: (buf[key[1]], 0, nbytes[key[1]]) for key in kept_keys if key not in kept_at})
         return _Plan(commands=cmds, copies=list(region_of.items()), shapes=shapes, ids=buf["ids"], kept=kept,
